@@ -1,0 +1,11 @@
+//! pulsedev: one command from a bare laptop (or a CI runner) to the PulseWatch stack on
+//! a local kind cluster. Modules and what they own are listed in docs/ARCHITECTURE.md;
+//! dependencies point one way: cli → (doctor, images, cluster, kube, helm) → error/ui/config.
+
+pub mod cli;
+pub mod config;
+pub mod docker;
+pub mod doctor;
+pub mod error;
+pub mod tools;
+pub mod ui;

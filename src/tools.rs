@@ -1,0 +1,139 @@
+//! External tools pulsedev drives (kind, helm): finding them on PATH, asking their
+//! version with a timeout, and the minimum versions we support.
+//!
+//! Owns: tool discovery and version checks. Must not run a tool for real work (that
+//! is `cluster` and `helm`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A tool we need, with the release we pin and the oldest we accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tool {
+    pub name: &'static str,
+    pub version_args: &'static [&'static str],
+    pub pinned: Version,
+    pub minimum: Version,
+    pub install_url: &'static str,
+}
+
+/// kind v0.24 is the first whose default CNI enforces NetworkPolicy.
+pub const KIND: Tool = Tool {
+    name: "kind",
+    version_args: &["version"],
+    pinned: Version(0, 32, 0),
+    minimum: Version(0, 24, 0),
+    install_url: "https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
+};
+
+/// Helm 3.14 renders our charts; 4.2 is the supported line we pin.
+pub const HELM: Tool = Tool {
+    name: "helm",
+    version_args: &["version", "--short"],
+    pinned: Version(4, 2, 0),
+    minimum: Version(3, 14, 0),
+    install_url: "https://helm.sh/docs/intro/install/",
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u64, pub u64, pub u64);
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+impl Version {
+    /// The first `vX.Y.Z` (or `X.Y.Z`) in a tool's version output, e.g.
+    /// `kind v0.32.0 go1.24.2 linux/amd64` or `v4.2.1+g1234abc`.
+    pub fn find(text: &str) -> Option<Version> {
+        text.split(|c: char| c.is_whitespace() || c == '+' || c == '-' || c == ',')
+            .find_map(|word| {
+                let w = word.strip_prefix('v').unwrap_or(word);
+                let mut parts = w.split('.');
+                let major = parts.next()?.parse().ok()?;
+                let minor = parts.next()?.parse().ok()?;
+                let patch = parts.next()?.parse().ok()?;
+                Some(Version(major, minor, patch))
+            })
+    }
+}
+
+/// Finds `tool` on PATH.
+pub fn locate(tool: &Tool, path_var: Option<&std::ffi::OsStr>, cwd: &Path) -> Option<PathBuf> {
+    which::which_in(tool.name, path_var, cwd).ok()
+}
+
+/// Runs `<path> <version args>` and parses the version, within `timeout`.
+pub async fn version(tool: &Tool, path: &Path, timeout: Duration) -> Result<Version> {
+    let run = tokio::process::Command::new(path)
+        .args(tool.version_args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let failed = |why: String| {
+        Error::new(
+            ErrorKind::ToolMissing,
+            format!("failed to ask {} for its version: {why}", path.display()),
+        )
+        .with_hint(format!(
+            "reinstall {} {}: {}",
+            tool.name, tool.pinned, tool.install_url
+        ))
+    };
+    let out = match tokio::time::timeout(timeout, run).await {
+        Err(_) => {
+            return Err(failed(format!(
+                "`{} {}` did not finish within {}s",
+                tool.name,
+                tool.version_args.join(" "),
+                timeout.as_secs_f32()
+            )));
+        }
+        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Ok(Ok(out)) => out,
+    };
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(failed(format!(
+            "exited with {}: {}",
+            out.status,
+            stderr.trim()
+        )));
+    }
+    Version::find(&text)
+        .ok_or_else(|| failed(format!("no version in its output {:?}", text.trim())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_found_in_real_outputs() {
+        assert_eq!(
+            Version::find("kind v0.32.0 go1.24.2 linux/amd64"),
+            Some(Version(0, 32, 0))
+        );
+        assert_eq!(Version::find("v4.2.1+g5cf6a4e"), Some(Version(4, 2, 1)));
+        assert_eq!(Version::find("v3.16.4+g7877b45"), Some(Version(3, 16, 4)));
+        assert_eq!(
+            Version::find("kind v0.20.0-alpha go1.20"),
+            Some(Version(0, 20, 0))
+        );
+        assert_eq!(Version::find("no version here"), None);
+    }
+
+    #[test]
+    fn ordering_and_minimums() {
+        assert!(Version(0, 23, 9) < KIND.minimum);
+        assert!(KIND.pinned >= KIND.minimum);
+        assert!(HELM.pinned >= HELM.minimum);
+        assert!(Version(3, 13, 0) < HELM.minimum);
+        assert_eq!(Version(0, 32, 0).to_string(), "v0.32.0");
+    }
+}
