@@ -19,6 +19,7 @@ use crate::ui::{self, ColorChoice, Format, Ui};
 #[command(
     name = "pulsedev",
     version,
+    args_override_self = true,
     about = "The PulseWatch stack on a local kind cluster, in one command",
     after_help = "Exit codes: 0 success, 1 the work failed, 2 usage error, 3 machine not ready, \
                   4 configuration invalid, 130 interrupted."

@@ -166,16 +166,17 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Engine> {
     }
     .map_err(|e| unreachable(e.to_string()))?;
 
+    let hangs = || {
+        unreachable(format!(
+            "it accepted the connection but did not answer within {}s (the daemon hangs)",
+            timeout.as_secs_f32()
+        ))
+        .with_hint("restart the Docker engine (`sudo systemctl restart docker`, or restart Docker Desktop)")
+    };
     let docker = match tokio::time::timeout(timeout, docker.negotiate_version()).await {
         Ok(Ok(d)) => d,
+        Ok(Err(bollard::errors::Error::RequestTimeoutError)) | Err(_) => return Err(hangs()),
         Ok(Err(e)) => return Err(unreachable(e.to_string())),
-        Err(_) => {
-            return Err(unreachable(format!(
-                "it accepted the connection but did not answer within {}s (the daemon hangs)",
-                timeout.as_secs_f32()
-            ))
-            .with_hint("restart the Docker engine (`sudo systemctl restart docker`, or restart Docker Desktop)"));
-        }
     };
     Ok(Engine {
         docker,

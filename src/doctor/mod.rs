@@ -429,7 +429,9 @@ pub fn failure(checks: &[Check]) -> Option<Error> {
 
 pub fn to_json(checks: &[Check]) -> serde_json::Value {
     let mut doc = json!({ "ok": passed(checks), "checks": checks });
-    if let Some(e) = failure(checks) {
+    if let Some(mut e) = failure(checks) {
+        // The checks above already list every failure.
+        e.details.clear();
         doc["error"] = crate::ui::error_json(&e);
     }
     doc

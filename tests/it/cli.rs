@@ -1,0 +1,140 @@
+//! The command-line contract: usage errors, configuration errors, exit codes, output.
+
+use crate::harness::Pd;
+
+#[test]
+fn a_config_with_two_mistakes_reports_both_with_lines_and_exits_4() {
+    let pd = Pd::new();
+    pd.write(
+        "pulsedev.toml",
+        "version = 1\nname = \"pulse dev\"\n\n[ports]\nhttp = 8080\nhtps = 8443\n",
+    );
+    let pd = pd.args(&["doctor"]);
+    let run = pd.run();
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(run.stdout, "");
+    let stderr = run
+        .stderr
+        .replace(&pd.work.path().display().to_string(), "[WORK]");
+    insta::assert_snapshot!(stderr, @r#"
+    error[config-invalid]: configuration is invalid (2 problems)
+      [WORK]/pulsedev.toml:2:8: name: "pulse dev" is not a valid cluster name: use 1-50 lowercase letters, digits and '-', not starting or ending with '-'
+      [WORK]/pulsedev.toml:6:1: ports.htps: unknown key (did you mean `ports.https`?)
+
+    hint: fix the listed keys; `pulsedev --help` and README.md describe every setting
+    "#);
+}
+
+#[test]
+fn config_errors_in_json_mode_are_one_document() {
+    let pd = Pd::new();
+    pd.write("custom.toml", "[images]\nload = \"ftp\"\nparalel = 2\n");
+    let run = pd
+        .args(&["--config", "custom.toml", "--output", "json", "doctor"])
+        .run();
+    assert_eq!(run.code, 4);
+    let doc = run.json();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["error"]["id"], "config-invalid");
+    let details: Vec<&str> = doc["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert_eq!(details.len(), 2, "{details:?}");
+    assert!(
+        details[0].ends_with(
+            "custom.toml:3:1: images.paralel: unknown key (did you mean `images.parallel`?)"
+        ),
+        "{details:?}"
+    );
+    assert!(
+        details[1].ends_with(
+            "custom.toml:2:8: images.load: expected \"registry\" or \"archive\", found \"ftp\""
+        ),
+        "{details:?}"
+    );
+}
+
+#[test]
+fn environment_values_are_validated_too() {
+    let run = Pd::new()
+        .env("PULSEDEV_HTTPS_PORT", "https")
+        .args(&["doctor"])
+        .run();
+    assert_eq!(run.code, 4);
+    assert!(run.stderr.contains("environment variable PULSEDEV_HTTPS_PORT: expected a port number 1-65535, found \"https\""), "{}", run.stderr);
+}
+
+#[test]
+fn an_explicit_missing_config_file_is_an_error() {
+    let run = Pd::new().args(&["--config", "nope.toml", "doctor"]).run();
+    assert_eq!(run.code, 4);
+    assert!(
+        run.stderr
+            .starts_with("error[config-invalid]: failed to read "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_keep_the_json_promise() {
+    let run = Pd::new().args(&["frobnicate"]).run();
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("unrecognized subcommand 'frobnicate'"),
+        "{}",
+        run.stderr
+    );
+
+    let run = Pd::new()
+        .args(&["--output", "json", "doctor", "--bogus"])
+        .run();
+    assert_eq!(run.code, 2);
+    let doc = run.json();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["error"]["id"], "usage");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--bogus")
+    );
+
+    let run = Pd::new().args(&["--http-port", "0", "doctor"]).run();
+    assert_eq!(run.code, 2, "port 0 is rejected by the parser: {run:?}");
+}
+
+#[test]
+fn no_command_prints_help_and_exits_2() {
+    let run = Pd::new().run();
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("Usage: pulsedev"), "{run:?}");
+}
+
+#[test]
+fn version_and_help_exit_0_on_stdout() {
+    let run = Pd::new().args(&["--version"]).run();
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        run.stdout.trim(),
+        format!("pulsedev {}", env!("CARGO_PKG_VERSION"))
+    );
+    let run = Pd::new().args(&["--help"]).run();
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("doctor"));
+    assert!(run.stdout.contains("Exit codes: 0 success"));
+}
+
+#[test]
+fn completions_are_printed_for_a_shell() {
+    let run = Pd::new().args(&["completions", "bash"]).run();
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout.contains("_pulsedev()"),
+        "{}",
+        &run.stdout[..200.min(run.stdout.len())]
+    );
+}

@@ -1,0 +1,362 @@
+//! `pulsedev doctor` run as a user would: the real binary, a real Docker engine where
+//! one is needed, fake kind/helm on PATH, real sockets and ports.
+
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Pd, docker_host};
+
+fn check<'a>(doc: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {doc:#}"))
+}
+
+/// Machine-dependent bits (inotify limits, free ports, temp paths) made stable.
+fn stable(text: &str, pd: &Pd) -> String {
+    let home = pd.home.path().display().to_string();
+    let mut out = text.replace(&home, "[HOME]");
+    out = regex_replace(&out, r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+    out = regex_replace(
+        &out,
+        r"(?m)^(ok  |warn) inotify +.*\n( +fix: .*\n)?",
+        "[inotify]\n",
+    );
+    out = regex_replace(
+        &out,
+        r"(?m)^\d+ passed, \d+ warnings?, ",
+        "[N] passed, [M] warnings, ",
+    );
+    out
+}
+
+fn regex_replace(text: &str, pattern: &str, with: &str) -> String {
+    regex::Regex::new(pattern)
+        .unwrap()
+        .replace_all(text, with)
+        .into_owned()
+}
+
+#[test]
+fn doctor_passes_on_a_real_engine_with_the_tools_present() {
+    let Some(host) = docker_host() else { return };
+    let pd = Pd::new()
+        .good_tools()
+        .free_ports()
+        .env("DOCKER_HOST", &host)
+        .args(&["doctor", "--output", "json"]);
+    let run = pd.run();
+    let doc = run.json();
+    assert_eq!(run.code, 0, "{doc:#}\n{}", run.stderr);
+    assert_eq!(doc["ok"], true);
+    let docker = check(&doc, "docker");
+    assert_eq!(docker["status"], "ok");
+    let msg = docker["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("at {host} (from DOCKER_HOST)")),
+        "{msg}"
+    );
+    for fact in ["CPUs", "GiB", "cgroup v", "storage ", "linux/"] {
+        assert!(msg.contains(fact), "{fact} missing from {msg}");
+    }
+    assert_eq!(
+        check(&doc, "kind")["message"]
+            .as_str()
+            .unwrap()
+            .split(" at ")
+            .next(),
+        Some("kind v0.32.0")
+    );
+    assert!(
+        check(&doc, "helm")["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("helm v4.2.1")
+    );
+    for id in [
+        "memory",
+        "disk",
+        "port-http",
+        "port-https",
+        "port-registry",
+        "inotify",
+    ] {
+        assert_ne!(check(&doc, id)["status"], "fail", "{id}: {doc:#}");
+    }
+}
+
+#[test]
+fn a_socket_nobody_listens_on_is_docker_unreachable() {
+    let pd = Pd::new().good_tools().free_ports();
+    let sock = pd.home.path().join("nobody.sock");
+    let pd = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(&["doctor"]);
+    let run = pd.run();
+    assert_eq!(run.code, 3, "{run:?}");
+    insta::assert_snapshot!("doctor_socket_missing_stdout", stable(&run.stdout, &pd));
+    insta::assert_snapshot!("doctor_socket_missing_stderr", stable(&run.stderr, &pd));
+
+    // A socket file with nothing behind it: connection refused.
+    drop(UnixListener::bind(&sock).unwrap());
+    let run = pd.run();
+    assert_eq!(run.code, 3);
+    assert!(
+        run.stdout.contains("(connection refused)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn json_failure_document_for_an_unreachable_engine() {
+    let pd = Pd::new().good_tools().free_ports();
+    let sock = pd.home.path().join("nobody.sock");
+    let run = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(&["doctor", "--output", "json"])
+        .run();
+    assert_eq!(run.code, 3);
+    assert_eq!(run.stderr, "", "JSON mode keeps stderr for progress only");
+    let mut doc = run.json();
+    // inotify depends on the machine; everything else is fixed.
+    doc["checks"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| c["id"] != "inotify");
+    insta::assert_json_snapshot!("doctor_socket_missing_json", doc, {
+        ".checks[].message" => insta::dynamic_redaction(|v, _| {
+            let s = v.as_str().unwrap().to_string();
+            let s = regex_replace(&s, r"/tmp/[^ ]+/nobody\.sock", "[SOCK]");
+            let s = regex_replace(&s, r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+            regex_replace(&s, r" at /.*", " at [PATH]")
+        }),
+        ".error.message" => "[MESSAGE]",
+    });
+}
+
+#[test]
+fn a_socket_that_accepts_and_never_answers_fails_within_the_timeout() {
+    let pd = Pd::new().good_tools().free_ports();
+    let sock = pd.home.path().join("hang.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    // Accept and hold every connection without a byte of answer.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let started = Instant::now();
+    let run = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(&["doctor", "--timeout", "1", "--output", "json"])
+        .run();
+    let took = started.elapsed();
+    assert_eq!(run.code, 3, "{run:?}");
+    let doc = run.json();
+    let docker = check(&doc, "docker");
+    assert_eq!(docker["problem"], "docker-unreachable");
+    assert!(
+        docker["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 1s"),
+        "{docker:#}"
+    );
+    assert!(docker["hint"].as_str().unwrap().contains("restart"));
+    // A generous bound: the point is that a hung daemon does not hang doctor.
+    assert!(took < Duration::from_secs(15), "doctor took {took:?}");
+}
+
+#[test]
+fn a_docker_context_in_home_is_followed_to_its_endpoint() {
+    let Some(host) = docker_host() else { return };
+    let pd = Pd::new().good_tools().free_ports();
+    let docker_dir = pd.home.path().join(".docker");
+    let meta = docker_dir
+        .join("contexts/meta")
+        .join(sha256_hex("pd-test-ctx"));
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(
+        meta.join("meta.json"),
+        format!(r#"{{"Name":"pd-test-ctx","Metadata":{{}},"Endpoints":{{"docker":{{"Host":"{host}","SkipTLSVerify":false}}}}}}"#),
+    )
+    .unwrap();
+    std::fs::write(
+        docker_dir.join("config.json"),
+        r#"{"currentContext":"pd-test-ctx"}"#,
+    )
+    .unwrap();
+    let run = pd.args(&["doctor", "--output", "json"]).run();
+    let doc = run.json();
+    let docker = check(&doc, "docker");
+    assert_eq!(docker["status"], "ok", "{doc:#}");
+    let msg = docker["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "at {host} (from docker context \"pd-test-ctx\" selected by "
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_context_whose_engine_is_down_names_the_context() {
+    let pd = Pd::new().good_tools().free_ports();
+    let meta = pd
+        .home
+        .path()
+        .join(".docker/contexts/meta")
+        .join(sha256_hex("colima"));
+    std::fs::create_dir_all(&meta).unwrap();
+    let sock = pd.home.path().join("colima.sock");
+    std::fs::write(
+        meta.join("meta.json"),
+        format!(
+            r#"{{"Name":"colima","Endpoints":{{"docker":{{"Host":"unix://{}"}}}}}}"#,
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let run = pd
+        .env("DOCKER_CONTEXT", "colima")
+        .args(&["doctor", "--output", "json"])
+        .run();
+    assert_eq!(run.code, 3);
+    let docker = check(&run.json(), "docker").clone();
+    assert!(
+        docker["message"]
+            .as_str()
+            .unwrap()
+            .contains("docker context \"colima\" selected by DOCKER_CONTEXT")
+    );
+    assert!(docker["hint"].as_str().unwrap().contains("colima"));
+}
+
+#[test]
+fn a_port_held_by_this_test_is_reported_with_our_pid() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let pd = Pd::new().good_tools().free_ports();
+    let sock = pd.home.path().join("nobody.sock");
+    let run = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        // Later flags win: this replaces the free HTTPS port.
+        .args(&[
+            "--https-port",
+            &port.to_string(),
+            "doctor",
+            "--output",
+            "json",
+        ])
+        .run();
+    assert_eq!(run.code, 3);
+    let https = check(&run.json(), "port-https").clone();
+    assert_eq!(https["status"], "fail");
+    assert_eq!(https["problem"], "port-in-use");
+    let msg = https["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!(
+            "127.0.0.1:{port} is in use by pid {} (",
+            std::process::id()
+        )),
+        "{msg}"
+    );
+    assert!(https["hint"].as_str().unwrap().contains("--https-port"));
+    drop(held);
+}
+
+#[test]
+fn missing_tools_are_tool_missing_with_where_to_get_them() {
+    let pd = Pd::new().free_ports();
+    let sock = pd.home.path().join("nobody.sock");
+    let run = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(&["doctor", "--output", "json"])
+        .run();
+    assert_eq!(run.code, 3);
+    let doc = run.json();
+    for (tool, url) in [
+        ("kind", "https://kind.sigs.k8s.io/"),
+        ("helm", "https://helm.sh/"),
+    ] {
+        let c = check(&doc, tool);
+        assert_eq!(c["problem"], "tool-missing", "{c:#}");
+        assert_eq!(c["message"], format!("{tool} is not on PATH"));
+        assert!(c["hint"].as_str().unwrap().contains(url), "{c:#}");
+    }
+}
+
+#[test]
+fn an_old_tool_is_too_old_and_a_hanging_one_times_out() {
+    let pd = Pd::new()
+        .free_ports()
+        .tool("kind", r#"echo "kind v0.20.0 go1.20.4 linux/amd64""#)
+        .tool("helm", "sleep 30");
+    let sock = pd.home.path().join("nobody.sock");
+    let run = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(&["doctor", "--output", "json"])
+        .run();
+    let doc = run.json();
+    let kind = check(&doc, "kind");
+    assert_eq!(kind["problem"], "tool-too-old");
+    assert!(kind["message"].as_str().unwrap().contains("v0.20.0"));
+    assert!(
+        kind["message"]
+            .as_str()
+            .unwrap()
+            .contains("minimum v0.24.0")
+    );
+    let helm = check(&doc, "helm");
+    assert_eq!(helm["status"], "fail");
+    assert!(
+        helm["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 5s"),
+        "{helm:#}"
+    );
+}
+
+#[test]
+fn ctrl_c_during_doctor_exits_130() {
+    let pd = Pd::new()
+        .free_ports()
+        .tool("kind", "sleep 30")
+        .tool("helm", r#"[ "$1" = version ] && echo "v4.2.1+g5cf6a4e""#);
+    let sock = pd.home.path().join("nobody.sock");
+    let pd = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(&["doctor"]);
+    let child = pd
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "interrupt was not prompt"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error[interrupted]: interrupted"),
+        "{stderr}"
+    );
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}

@@ -1,0 +1,5 @@
+//! The integration tests: one binary (as `just` does it), one module per command.
+
+mod cli;
+mod doctor;
+mod harness;
