@@ -140,7 +140,8 @@ pub fn free_ports() -> [u16; 3] {
 
 /// The Docker engine for tests that need one, as a DOCKER_HOST value.
 ///
-/// When none answers: under CI (CI set) this FAILS the test, because a silently
+/// When none answers: under CI (CI set) or scripts/test (PULSEDEV_TEST_REQUIRE_DOCKER
+/// set) this FAILS the test, because a silently
 /// skipped Docker test proves nothing; on a laptop it returns None and the test
 /// prints that it was skipped.
 pub fn docker_host() -> Option<String> {
@@ -154,8 +155,8 @@ pub fn docker_host() -> Option<String> {
     if answers {
         return Some(host);
     }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    if ci {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    if set("CI") || set("PULSEDEV_TEST_REQUIRE_DOCKER") {
         panic!(
             "no Docker engine answers at {host}: this test needs one and CI is set, so it fails \
              instead of skipping (scripts/test starts a private dockerd)"
