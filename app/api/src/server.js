@@ -1,0 +1,48 @@
+// Wiring: real Postgres pool and Redis client behind the injected interfaces.
+import pg from "pg";
+import { Redis } from "ioredis";
+import { loadConfig } from "./config.js";
+import { monitorStore } from "./store.js";
+import { createApp } from "./app.js";
+
+const LEVELS = ["trace", "debug", "info", "warn", "error"];
+
+function logger(level) {
+  const min = LEVELS.indexOf(level);
+  return (lvl, msg) => {
+    if (LEVELS.indexOf(lvl) >= min) console.log(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg }));
+  };
+}
+
+const config = loadConfig();
+const log = logger(config.logLevel);
+const pool = new pg.Pool(config.database);
+pool.on("error", (err) => log("warn", `idle Postgres client failed: ${err.message}`));
+const redis = new Redis(config.redis);
+redis.on("error", (err) => log("debug", `redis: ${err.message}`));
+
+const app = createApp({
+  store: monitorStore(pool),
+  corsOrigin: config.corsOrigin,
+  log,
+  healthChecks: {
+    postgres: () => pool.query("SELECT 1"),
+    redis: async () => {
+      if (redis.status === "wait" || redis.status === "end") await redis.connect();
+      const pong = await redis.ping();
+      if (pong !== "PONG") throw new Error(`unexpected PING answer ${pong}`);
+    },
+  },
+});
+
+const server = app.listen(config.port, () => log("info", `pulsewatch-api listening on ${config.port}`));
+
+function shutdown(signal) {
+  log("info", `${signal}: shutting down`);
+  server.close(() => {
+    Promise.allSettled([pool.end(), redis.quit()]).then(() => process.exit(0));
+  });
+  setTimeout(() => process.exit(1), 10000).unref();
+}
+process.on("SIGTERM", () => shutdown("SIGTERM"));
+process.on("SIGINT", () => shutdown("SIGINT"));

@@ -1,0 +1,31 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { loopState, startLoop } from "../src/loop.js";
+
+test("liveness goes stale when no cycle finishes in time", () => {
+  let t = 0;
+  const s = loopState({ now: () => t, staleAfterMs: 100 });
+  assert.equal(s.live(), true);
+  t = 150;
+  assert.equal(s.live(), false);
+  s.finished(new Error("db down"));
+  assert.equal(s.live(), true);
+  assert.equal(s.snapshot().lastError, "db down");
+});
+
+test("the loop keeps going after a failing cycle", async () => {
+  let runs = 0;
+  const s = loopState({ staleAfterMs: 1000 });
+  const stop = startLoop({
+    intervalMs: 5,
+    state: s,
+    cycle: async () => {
+      runs++;
+      if (runs === 1) throw new Error("first fails");
+    },
+  });
+  await new Promise((r) => setTimeout(r, 60));
+  stop();
+  assert.ok(runs >= 2, `ran ${runs} times`);
+  assert.equal(s.snapshot().lastError, null);
+});
