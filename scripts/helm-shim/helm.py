@@ -1,0 +1,442 @@
+"""A `helm`-compatible command line over helm-python-sdk (Helm's Go SDK, no helm binary).
+
+It implements the part of helm's CLI that pulsedev and its tests use, with helm's argument
+shape, output format and exit codes:
+
+    helm version [--short]
+    helm template [NAME] CHART [-n NS] [-f FILE]... [--set K=V]... [--set-string K=V]...
+                  [--set-json K=J]... [--set-file K=PATH]... [--set-literal K=V]...
+                  [--show-only PATH]... [--no-hooks] [--skip-tests] [--include-crds]
+                  [--generate-name] [--is-upgrade] [--skip-schema-validation]
+    helm lint CHART... [-n NS] [-f FILE]... [--set ...] [--strict] [--quiet]
+                  [--with-subcharts] [--kube-version V] [--skip-schema-validation]
+    helm show chart|values CHART
+
+Errors go to stderr as `Error: <helm's message>` with exit status 1. Anything else helm has
+(install, repo, pull, ...) is refused the same way, so a caller never mistakes the shim for
+a full helm. Run through scripts/helm-shim/helm, which picks the right Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import yaml
+
+import helm_python
+from helm_python import errors as helm_errors
+from helm_python.chart import Chart, lint as helm_lint
+
+# helm's install order (pkg/release/v1/util/kind_sorter.go): kinds not listed go last,
+# ordered by kind name.
+INSTALL_ORDER = [
+    "PriorityClass", "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange",
+    "PodSecurityPolicy", "PodDisruptionBudget", "ServiceAccount", "Secret", "SecretList",
+    "ConfigMap", "StorageClass", "PersistentVolume", "PersistentVolumeClaim",
+    "CustomResourceDefinition", "ClusterRole", "ClusterRoleList", "ClusterRoleBinding",
+    "ClusterRoleBindingList", "Role", "RoleList", "RoleBinding", "RoleBindingList", "Service",
+    "DaemonSet", "Pod", "ReplicationController", "ReplicaSet", "Deployment",
+    "HorizontalPodAutoscaler", "StatefulSet", "Job", "CronJob", "IngressClass", "Ingress",
+    "APIService", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+]
+KIND_RANK = {kind: i for i, kind in enumerate(INSTALL_ORDER)}
+
+
+class UsageError(Exception):
+    """A command-line mistake; reported like cobra does."""
+
+
+# ---------------------------------------------------------------------------------------
+# Argument parsing, shaped like cobra/pflag: flags anywhere, --flag=value or --flag value,
+# short flags -n ns / -n=ns / -nns, `--` ends flags.
+
+@dataclass
+class FlagSpec:
+    names: tuple[str, ...]
+    key: str
+    takes_value: bool
+    repeat: bool = False
+
+
+@dataclass
+class Parsed:
+    positional: list[str] = field(default_factory=list)
+    flags: dict[str, Any] = field(default_factory=dict)
+    # value flags in command-line order, for --set* precedence within a kind
+    ordered: list[tuple[str, str]] = field(default_factory=list)
+
+
+def parse(args: list[str], specs: list[FlagSpec]) -> Parsed:
+    by_name: dict[str, FlagSpec] = {}
+    for spec in specs:
+        for name in spec.names:
+            by_name[name] = spec
+    out = Parsed()
+    for spec in specs:
+        if spec.repeat:
+            out.flags[spec.key] = []
+        elif not spec.takes_value:
+            out.flags[spec.key] = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out.positional.extend(args[i + 1:])
+            break
+        if arg.startswith("--") or (arg.startswith("-") and len(arg) > 1):
+            inline: str | None = None
+            if arg.startswith("--"):
+                name, eq, rest = arg.partition("=")
+                if eq:
+                    inline = rest
+            else:
+                name = arg[:2]
+                rest = arg[2:]
+                if rest:
+                    inline = rest[1:] if rest.startswith("=") else rest
+            spec = by_name.get(name)
+            if spec is None:
+                if name.startswith("--"):
+                    raise UsageError(f"unknown flag: {name}")
+                raise UsageError(f"unknown shorthand flag: '{name[1:]}' in {arg}")
+            if spec.takes_value:
+                if inline is None:
+                    if i + 1 >= len(args):
+                        raise UsageError(f"flag needs an argument: {name}")
+                    i += 1
+                    inline = args[i]
+                if spec.repeat:
+                    out.flags[spec.key].append(inline)
+                else:
+                    out.flags[spec.key] = inline
+                out.ordered.append((spec.key, inline))
+            else:
+                if inline is not None and inline not in ("true", "false"):
+                    raise UsageError(f'invalid argument "{inline}" for "{name}" flag: strconv.ParseBool: parsing "{inline}": invalid syntax')
+                out.flags[spec.key] = inline != "false"
+        else:
+            out.positional.append(arg)
+        i += 1
+    return out
+
+
+GLOBAL_FLAGS = [
+    FlagSpec(("--debug",), "debug", False),
+    FlagSpec(("-n", "--namespace"), "namespace", True),
+    FlagSpec(("--kube-context",), "kube_context", True),
+    FlagSpec(("--kubeconfig",), "kubeconfig", True),
+]
+
+VALUES_FLAGS = [
+    FlagSpec(("-f", "--values"), "values", True, repeat=True),
+    FlagSpec(("--set",), "set", True, repeat=True),
+    FlagSpec(("--set-string",), "set_string", True, repeat=True),
+    FlagSpec(("--set-json",), "set_json", True, repeat=True),
+    FlagSpec(("--set-file",), "set_file", True, repeat=True),
+    FlagSpec(("--set-literal",), "set_literal", True, repeat=True),
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Values: -f files in order, then --set-json, --set, --set-string, --set-file, --set-literal
+# (the order helm's pkg/cli/values.Options.MergeValues applies them).
+
+def merge_maps(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_maps(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_values_file(path: str) -> dict[str, Any]:
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as err:
+        raise helm_errors.HelmIOError(f"open {path}: {err.strerror.lower() if err.strerror else err}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise helm_errors.HelmValuesError(f"failed to parse {path}: {err}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise helm_errors.HelmValuesError(f"failed to parse {path}: values must be a map, got {type(loaded).__name__}")
+    return loaded
+
+
+def collect_values(p: Parsed) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for entry in p.flags["values"]:
+        for path in entry.split(","):
+            if path:
+                values = merge_maps(values, read_values_file(path))
+    parsers: list[tuple[str, Callable[[str], dict[str, Any]]]] = [
+        ("set_json", helm_python.parse_set_json),
+        ("set", helm_python.parse_set_string),
+        ("set_string", helm_python.parse_set_string_values),
+        ("set_file", helm_python.parse_set_file),
+        ("set_literal", helm_python.parse_set_literal),
+    ]
+    for key, parser in parsers:
+        for expression in p.flags[key]:
+            values = merge_maps(values, parser(expression))
+    return values
+
+
+def load_chart(path: str) -> Chart:
+    if not os.path.exists(path):
+        raise helm_errors.HelmChartLoadError(
+            f"path \"{path}\" not found" if path.startswith((".", "/")) or os.sep in path
+            else f"non-absolute URLs should be in form of repo_name/path_to_chart, got: {path}"
+        )
+    return Chart.load(path)
+
+
+# ---------------------------------------------------------------------------------------
+# helm template
+
+@dataclass
+class Doc:
+    source: str
+    index: int
+    text: str
+    kind: str
+    name: str
+    hook: str | None
+    weight: int
+
+
+def split_documents(source: str, manifest: str) -> list[Doc]:
+    docs: list[Doc] = []
+    chunks: list[list[str]] = [[]]
+    for line in manifest.splitlines():
+        if line.rstrip() == "---" or line.startswith("--- "):
+            chunks.append([])
+        else:
+            chunks[-1].append(line)
+    for index, chunk in enumerate(chunks):
+        text = "\n".join(chunk).strip("\n")
+        try:
+            obj = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise helm_errors.HelmRenderError(f"YAML parse error on {source}: {err}") from None
+        if obj is None:
+            continue  # empty or comment-only: helm drops these
+        if not isinstance(obj, dict):
+            raise helm_errors.HelmRenderError(f"YAML parse error on {source}: document is not a map")
+        meta = obj.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        hook = annotations.get("helm.sh/hook")
+        try:
+            weight = int(annotations.get("helm.sh/hook-weight", "0"))
+        except ValueError:
+            weight = 0
+        docs.append(Doc(source, index, text, str(obj.get("kind", "")), str(meta.get("name", "")), hook, weight))
+    return docs
+
+
+def kind_key(kind: str) -> tuple[int, str]:
+    return (KIND_RANK.get(kind, len(INSTALL_ORDER)), kind if kind not in KIND_RANK else "")
+
+
+def cmd_template(args: list[str]) -> int:
+    p = parse(args, GLOBAL_FLAGS + VALUES_FLAGS + [
+        FlagSpec(("-s", "--show-only"), "show_only", True, repeat=True),
+        FlagSpec(("--no-hooks",), "no_hooks", False),
+        FlagSpec(("--skip-tests",), "skip_tests", False),
+        FlagSpec(("--include-crds",), "include_crds", False),
+        FlagSpec(("--skip-crds",), "skip_crds", False),
+        FlagSpec(("-g", "--generate-name",), "generate_name", False),
+        FlagSpec(("--is-upgrade",), "is_upgrade", False),
+        FlagSpec(("--skip-schema-validation",), "skip_schema", False),
+        FlagSpec(("--release-name",), "release_name_flag", False),
+        FlagSpec(("--name-template",), "name_template", True),
+        FlagSpec(("--version",), "version", True),
+    ])
+    if p.flags.get("name_template"):
+        raise UsageError("--name-template is not supported by this helm shim")
+    if p.flags.get("version"):
+        raise UsageError("--version needs a chart repository, which this helm shim does not support; pass a chart directory")
+    pos = p.positional
+    if p.flags["generate_name"]:
+        if len(pos) != 1:
+            raise UsageError(f"expected at most two arguments, unexpected arguments: {', '.join(pos[1:])}" if pos else "\"helm template\" requires at least 1 argument")
+        name, chart_path = "release-name", pos[0]
+    elif len(pos) == 1:
+        name, chart_path = "release-name", pos[0]
+    elif len(pos) == 2:
+        name, chart_path = pos
+    elif not pos:
+        raise UsageError("\"helm template\" requires at least 1 argument\n\nUsage:  helm template [NAME] [CHART] [flags]")
+    else:
+        raise UsageError(f"expected at most two arguments, unexpected arguments: {', '.join(pos[2:])}")
+    helm_python.validate_release_name(name)
+    namespace = p.flags.get("namespace") or os.environ.get("HELM_NAMESPACE") or "default"
+    values = collect_values(p)
+
+    with load_chart(chart_path) as chart:
+        if p.flags["skip_schema"]:
+            raise UsageError("--skip-schema-validation is not supported by this helm shim: schemas are always checked")
+        rendered = chart.render(values=values, name=name, namespace=namespace,
+                                is_install=not p.flags["is_upgrade"], is_upgrade=p.flags["is_upgrade"])
+        crds = chart.crds if p.flags["include_crds"] else []
+
+    docs: list[Doc] = []
+    for source in sorted(rendered):
+        base = source.rsplit("/", 1)[-1]
+        if base == "NOTES.txt" or base.startswith("_"):
+            continue
+        docs.extend(split_documents(source, rendered[source]))
+
+    hooks = [d for d in docs if d.hook]
+    plain = [d for d in docs if not d.hook]
+    plain.sort(key=lambda d: (kind_key(d.kind), d.source, d.index))
+    hooks.sort(key=lambda d: (d.weight, kind_key(d.kind), d.name, d.source, d.index))
+    if p.flags["no_hooks"]:
+        hooks = []
+    if p.flags["skip_tests"]:
+        hooks = [d for d in hooks if "test" not in [h.strip() for h in d.hook.split(",")]]
+
+    show_only = p.flags["show_only"]
+    if show_only:
+        wanted = {s.replace(os.sep, "/") for s in show_only}
+        selected = [d for d in plain + hooks if d.source in wanted or d.source.split("/", 1)[-1] in wanted]
+        missing = [s for s in wanted if not any(d.source == s or d.source.split("/", 1)[-1] == s for d in selected)]
+        if missing:
+            raise helm_errors.HelmRenderError(f"could not find template {sorted(missing)[0]} in chart")
+        plain, hooks = selected, []
+
+    out = []
+    for crd in crds:
+        out.append(f"---\n# Source: {crd.get('filename') or crd.get('name')}\n{crd['data'].strip()}\n")
+    for d in plain + hooks:
+        out.append(f"---\n# Source: {d.source}\n{d.text}\n")
+    sys.stdout.write("".join(out))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# helm lint
+
+SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
+
+
+def cmd_lint(args: list[str]) -> int:
+    p = parse(args, GLOBAL_FLAGS + VALUES_FLAGS + [
+        FlagSpec(("--strict",), "strict", False),
+        FlagSpec(("--quiet",), "quiet", False),
+        FlagSpec(("--with-subcharts",), "with_subcharts", False),
+        FlagSpec(("--kube-version",), "kube_version", True),
+        FlagSpec(("--skip-schema-validation",), "skip_schema", False),
+    ])
+    paths = p.positional or ["."]
+    values = collect_values(p)
+    failed = 0
+    for path in paths:
+        report = helm_lint(path, values, strict=p.flags["strict"], namespace=p.flags.get("namespace"),
+                           with_subcharts=p.flags["with_subcharts"], quiet=p.flags["quiet"],
+                           skip_schema_validation=p.flags["skip_schema"],
+                           kube_version=p.flags.get("kube_version"))
+        messages = report.get("messages") or []
+        errors = report.get("errors") or []
+        worst = max([m.get("severity", 0) for m in messages] + [0])
+        chart_failed = bool(errors) or worst >= 3 or (p.flags["strict"] and worst >= 2)
+        if not (p.flags["quiet"] and not messages):
+            print(f"==> Linting {path}")
+            for m in messages:
+                if p.flags["quiet"] and m.get("severity", 0) < 2:
+                    continue
+                print(f"[{SEVERITY.get(m.get('severity', 0), 'UNKNOWN')}] {m.get('path', '')}: {m.get('error', '')}")
+            print()
+        if chart_failed:
+            failed += 1
+    summary = f"{len(paths)} chart(s) linted, {failed} chart(s) failed"
+    if failed:
+        print(f"Error: {summary}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# helm version / helm show
+
+def cmd_version(args: list[str]) -> int:
+    p = parse(args, GLOBAL_FLAGS + [FlagSpec(("--short",), "short", False), FlagSpec(("--template",), "template", True)])
+    if p.positional:
+        raise UsageError(f"unknown command \"{p.positional[0]}\" for \"helm version\"")
+    version = helm_python.helm_sdk_version()
+    if p.flags.get("template"):
+        raise UsageError("--template is not supported by this helm shim")
+    if p.flags["short"]:
+        print(version)
+    else:
+        print(f'version.BuildInfo{{Version:"{version}", GitCommit:"", GitTreeState:"", '
+              f'GoVersion:"", KubeClientVersion:"", Shim:"helm-python-sdk {helm_python.__version__}"}}')
+    return 0
+
+
+def cmd_show(args: list[str]) -> int:
+    p = parse(args, GLOBAL_FLAGS)
+    if len(p.positional) != 2 or p.positional[0] not in ("chart", "values"):
+        raise UsageError("this helm shim supports only `helm show chart CHART` and `helm show values CHART`")
+    what, path = p.positional
+    with load_chart(path):
+        pass  # fails like helm when the chart does not load
+    name = "Chart.yaml" if what == "chart" else "values.yaml"
+    with open(os.path.join(path, name), encoding="utf-8") as f:
+        sys.stdout.write(f.read())
+    return 0
+
+
+COMMANDS = {"template": cmd_template, "lint": cmd_lint, "version": cmd_version, "show": cmd_show}
+
+
+def main(argv: list[str]) -> int:
+    # Global flags may precede the command (`helm --debug template ...`).
+    rest = list(argv)
+    command = None
+    for i, arg in enumerate(rest):
+        if not arg.startswith("-"):
+            prev = rest[i - 1] if i else ""
+            if prev in ("-n", "--namespace", "--kube-context", "--kubeconfig"):
+                continue
+            command = arg
+            del rest[i]
+            break
+    try:
+        if command is None:
+            if "--help" in rest or "-h" in rest or not rest:
+                print(__doc__.strip())
+                return 0
+            raise UsageError("no command given")
+        handler = COMMANDS.get(command)
+        if handler is None:
+            raise UsageError(f"unknown command \"{command}\" for \"helm\" (this helm shim implements: {', '.join(sorted(COMMANDS))})")
+        if "-h" in rest or "--help" in rest:
+            print(__doc__.strip())
+            return 0
+        return handler(rest)
+    except UsageError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 1
+    except helm_errors.HelmError as err:
+        print(f"Error: {err.detail.strip()}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
