@@ -7,5 +7,6 @@ pub mod config;
 pub mod docker;
 pub mod doctor;
 pub mod error;
+pub mod plan;
 pub mod tools;
 pub mod ui;

@@ -265,6 +265,77 @@ impl Ui {
     }
 }
 
+/// Shows the steps of a plan as they run: a spinner per running step on a terminal,
+/// timestamped lines elsewhere, nothing with `--quiet` or JSON output on a non-TTY.
+pub struct StepProgress {
+    ui: Ui,
+    multi: Option<indicatif::MultiProgress>,
+    bars: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl StepProgress {
+    pub fn new(ui: &Ui) -> StepProgress {
+        let multi = (ui.mode.progress == Progress::Bars).then(indicatif::MultiProgress::new);
+        StepProgress {
+            ui: ui.clone(),
+            multi,
+            bars: Default::default(),
+        }
+    }
+}
+
+impl crate::plan::Observer for StepProgress {
+    fn started(&self, name: &str) {
+        match &self.multi {
+            Some(multi) => {
+                let bar =
+                    multi.add(indicatif::ProgressBar::new_spinner().with_message(name.to_string()));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                        .expect("valid template"),
+                );
+                bar.enable_steady_tick(Duration::from_millis(100));
+                self.bars
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(name.to_string(), bar);
+            }
+            None => self.ui.info(&format!("start {name}")),
+        }
+    }
+
+    fn finished(&self, r: &crate::plan::StepReport) {
+        use crate::plan::Status;
+        let (word, style) = match r.status {
+            Status::Done => ("done", Style::Green),
+            Status::Skipped => ("skip", Style::Dim),
+            Status::Failed => ("FAIL", Style::Red),
+            Status::NotRun => ("----", Style::Dim),
+        };
+        let color = self.ui.mode.color_stderr;
+        let detail = r
+            .detail
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        let line = format!(
+            "{} {} ({:.1}s){detail}",
+            paint(color, style, word),
+            r.name,
+            r.seconds
+        );
+        match self.bars.lock().expect("not poisoned").remove(&r.name) {
+            Some(bar) => {
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{msg}").expect("valid template"),
+                );
+                bar.finish_with_message(line);
+            }
+            None => self.ui.info(&line),
+        }
+    }
+}
+
 fn elapsed(d: Duration) -> String {
     let s = d.as_secs_f64();
     format!("{s:6.1}s")
