@@ -66,6 +66,8 @@ pub struct Global {
 pub enum Command {
     /// Preflight checks of this machine, each with a finding and a fix
     Doctor(DoctorArgs),
+    /// Print the manifests that would be applied, as one YAML stream
+    Render(RenderArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -80,6 +82,16 @@ pub struct DoctorArgs {
     pub timeout: f64,
 }
 
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The environment to render [env: PULSEDEV_ENV] [default: the config's env, dev]
+    #[arg(long, value_parser = ["dev", "staging", "prod"])]
+    pub env: Option<String>,
+    /// Only this service's chart
+    #[arg(long, value_name = "SERVICE")]
+    pub service: Option<String>,
+}
+
 /// What every handler gets: the output, the cancellation signal, the global flags.
 pub struct Ctx {
     pub ui: Ui,
@@ -90,11 +102,16 @@ pub struct Ctx {
 impl Ctx {
     /// The configuration with precedence flags > env > file > defaults.
     pub fn config(&self) -> Result<Config> {
+        self.config_for_env(None)
+    }
+
+    /// As `config`, with `--env` of the command (flags win over PULSEDEV_ENV and file).
+    pub fn config_for_env(&self, env: Option<String>) -> Result<Config> {
         let cwd = std::env::current_dir()
             .map_err(|e| Error::internal(format!("failed to read the current directory: {e}")))?;
         let overrides = Overrides {
             name: self.global.name.clone(),
-            env: None,
+            env,
             http_port: self.global.http_port,
             https_port: self.global.https_port,
             registry_port: self.global.registry_port,
@@ -228,6 +245,7 @@ fn wants_json(args: &[OsString]) -> bool {
 async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
     match command {
         Command::Doctor(args) => cmd_doctor(ctx, args).await,
+        Command::Render(args) => cmd_render(ctx, args).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -270,6 +288,37 @@ async fn cmd_doctor(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
             Err(e)
         }
     }
+}
+
+async fn cmd_render(ctx: &Ctx, args: RenderArgs) -> Result<()> {
+    let config = ctx.config_for_env(args.env)?;
+    let helm = crate::helm::Helm::locate(std::env::var_os("PATH").as_deref(), &config.root)?;
+    let images = std::collections::BTreeMap::new();
+    let cache = dirs::cache_dir();
+    let request = crate::stack::Request {
+        env: config.env,
+        service: args.service.as_deref(),
+        images: &images,
+        cache: cache.as_deref(),
+    };
+    let rendered = ctx
+        .interruptible(crate::stack::render(&config, &helm, &request))
+        .await??;
+    for note in &rendered.skipped {
+        ctx.ui.warn(note);
+    }
+    if ctx.ui.json() {
+        ctx.ui.out_json(&serde_json::json!({
+            "ok": true,
+            "env": config.env,
+            "sources": rendered.pieces.iter().map(|p| &p.source).collect::<Vec<_>>(),
+            "skipped": rendered.skipped,
+            "yaml": rendered.to_yaml(),
+        }));
+    } else {
+        ctx.ui.out(&rendered.to_yaml());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

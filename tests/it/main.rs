@@ -3,3 +3,4 @@
 mod cli;
 mod doctor;
 mod harness;
+mod render;

@@ -1,0 +1,300 @@
+//! The PulseWatch stack as files: which manifests, charts and values make up an env,
+//! in which order they are rendered, and the platform pins. `render` prints the result;
+//! `up` hands it to the apply engine.
+//!
+//! Owns: the layout of `manifests/` and the render stream. Must not apply anything.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::{Config, Env};
+use crate::error::{Error, ErrorKind, Result};
+use crate::helm::{Helm, Template};
+
+/// An image to deploy for a service (set per deploy; never `latest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    pub repository: String,
+    pub tag: String,
+    pub digest: Option<String>,
+}
+
+/// One rendered source: a file of ours, or one chart's `helm template` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// What it came from, relative to the config root (for `# Source:` and errors).
+    pub source: String,
+    pub yaml: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Rendered {
+    pub pieces: Vec<Piece>,
+    /// Things that were not rendered, each with why (e.g. a platform chart not cached).
+    pub skipped: Vec<String>,
+}
+
+impl Rendered {
+    /// The whole stream: documents separated by `---`, each of our files headed by a
+    /// `# Source:` line as helm does for chart templates.
+    pub fn to_yaml(&self) -> String {
+        let mut out = String::new();
+        for p in &self.pieces {
+            if p.yaml.trim_start().starts_with("---") {
+                out.push_str(p.yaml.trim_end());
+                out.push('\n');
+            } else {
+                out.push_str(&format!(
+                    "---\n# Source: {}\n{}\n",
+                    p.source,
+                    p.yaml.trim_end()
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A third-party platform chart, pinned in manifests/platform/pins.toml.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlatformChart {
+    pub description: String,
+    pub repo_url: String,
+    pub chart: String,
+    pub version: String,
+    #[serde(default)]
+    pub sha256: String,
+    pub namespace: String,
+    pub release: String,
+    pub values: String,
+    #[serde(default)]
+    pub local_ca: Vec<String>,
+}
+
+pub fn namespace(env: Env) -> String {
+    format!("pulsewatch-{}", env.as_str())
+}
+
+pub fn load_pins(root: &Path) -> Result<BTreeMap<String, PlatformChart>> {
+    let path = root.join("manifests/platform/pins.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::new(
+            ErrorKind::ConfigInvalid,
+            format!("failed to read {}: {e}", path.display()),
+        )
+        .with_hint(
+            "run pulsedev from the PulseWatch repository, or pass `--config` pointing into it",
+        )
+    })?;
+    toml::from_str(&text)
+        .map_err(|e| Error::new(ErrorKind::ConfigInvalid, format!("{}: {e}", path.display())))
+}
+
+/// Where fetched platform charts are kept: `<cache>/pulsedev/charts/<chart>-<version>.tgz`.
+pub fn chart_archive(cache: &Path, c: &PlatformChart) -> PathBuf {
+    cache
+        .join("pulsedev/charts")
+        .join(format!("{}-{}.tgz", c.chart, c.version))
+}
+
+/// Files of a directory with a .yaml/.yml extension, sorted by name, minus `except`.
+fn yaml_files(dir: &Path, except: &[&str]) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                    && !except
+                        .iter()
+                        .any(|n| p.file_name().is_some_and(|f| f == *n))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(Error::internal(format!(
+                "failed to list {}: {e}",
+                dir.display()
+            )));
+        }
+    };
+    files.sort();
+    Ok(files)
+}
+
+fn read_piece(root: &Path, path: &Path) -> Result<Piece> {
+    let yaml = std::fs::read_to_string(path)
+        .map_err(|e| Error::internal(format!("failed to read {}: {e}", path.display())))?;
+    Ok(Piece {
+        source: rel(root, path),
+        yaml,
+    })
+}
+
+fn rel(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// What to render.
+pub struct Request<'a> {
+    pub env: Env,
+    /// Only this service's chart (and none of the shared manifests).
+    pub service: Option<&'a str>,
+    /// Image per service; services without one keep the values file's placeholder.
+    pub images: &'a BTreeMap<String, ImageRef>,
+    /// pulsedev's cache directory (`dirs::cache_dir()`), for platform charts.
+    pub cache: Option<&'a Path>,
+}
+
+/// Renders the stack for an env, in apply order: shared manifests first, platform,
+/// then each service chart. Deterministic for the same inputs.
+pub async fn render(config: &Config, helm: &Helm, req: &Request<'_>) -> Result<Rendered> {
+    let root = &config.root;
+    let env = req.env;
+    let ns = namespace(env);
+    let mut out = Rendered::default();
+    if let Some(s) = req.service
+        && !config.services.contains_key(s)
+    {
+        let known: Vec<&str> = config.services.keys().map(String::as_str).collect();
+        return Err(
+            Error::new(ErrorKind::Usage, format!("unknown service {s:?}"))
+                .with_hint(format!("the configured services are: {}", known.join(", "))),
+        );
+    }
+    if req.service.is_none() {
+        let shared = match env {
+            Env::Dev => root.join("manifests/dev"),
+            _ => root.join("manifests/envs").join(env.as_str()),
+        };
+        for f in yaml_files(&shared, &["values.yaml"])? {
+            out.pieces.push(read_piece(root, &f)?);
+        }
+        if env == Env::Dev {
+            render_platform(root, helm, req.cache, &mut out).await?;
+        }
+    }
+    let values = root
+        .join("manifests/envs")
+        .join(env.as_str())
+        .join("values.yaml");
+    for (name, svc) in &config.services {
+        if req.service.is_some_and(|s| s != name) {
+            continue;
+        }
+        let Some(chart) = &svc.chart else { continue };
+        let mut set_string = Vec::new();
+        if let Some(img) = req.images.get(name) {
+            set_string.push((format!("{name}.image.repository"), img.repository.clone()));
+            set_string.push((format!("{name}.image.tag"), img.tag.clone()));
+            if let Some(d) = &img.digest {
+                set_string.push((format!("{name}.image.digest"), d.clone()));
+            }
+        }
+        let t = Template {
+            release: name,
+            chart,
+            namespace: &ns,
+            values: if values.is_file() {
+                vec![values.clone()]
+            } else {
+                vec![]
+            },
+            set_string,
+            version: None,
+        };
+        out.pieces.push(Piece {
+            source: rel(root, chart),
+            yaml: helm.template(&t).await?,
+        });
+    }
+    Ok(out)
+}
+
+async fn render_platform(
+    root: &Path,
+    helm: &Helm,
+    cache: Option<&Path>,
+    out: &mut Rendered,
+) -> Result<()> {
+    let pins = load_pins(root)?;
+    for (key, c) in &pins {
+        let archive = cache.map(|dir| chart_archive(dir, c));
+        match archive.filter(|a| a.is_file()) {
+            Some(archive) => {
+                let t = Template {
+                    release: &c.release,
+                    chart: &archive,
+                    namespace: &c.namespace,
+                    values: vec![root.join(&c.values)],
+                    set_string: vec![],
+                    version: None,
+                };
+                out.pieces.push(Piece {
+                    source: format!("{}-{}", c.chart, c.version),
+                    yaml: helm.template(&t).await?,
+                });
+            }
+            None => out.skipped.push(format!(
+                "platform chart {key} ({} {} from {}) is not in the cache, so it is not rendered; \
+                 `pulsedev up` fetches it",
+                c.chart, c.version, c.repo_url
+            )),
+        }
+        for f in &c.local_ca {
+            out.pieces.push(read_piece(root, &root.join(f))?);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_headers_our_files_and_passes_helm_output_through() {
+        let r = Rendered {
+            pieces: vec![
+                Piece {
+                    source: "manifests/dev/namespaces.yaml".into(),
+                    yaml: "apiVersion: v1\nkind: Namespace\n".into(),
+                },
+                Piece {
+                    source: "manifests/charts/api".into(),
+                    yaml: "---\n# Source: api/templates/service.yaml\nkind: Service\n\n".into(),
+                },
+            ],
+            skipped: vec![],
+        };
+        assert_eq!(
+            r.to_yaml(),
+            "---\n# Source: manifests/dev/namespaces.yaml\napiVersion: v1\nkind: Namespace\n\
+             ---\n# Source: api/templates/service.yaml\nkind: Service\n"
+        );
+    }
+
+    #[test]
+    fn namespaces_per_env() {
+        assert_eq!(namespace(Env::Dev), "pulsewatch-dev");
+        assert_eq!(namespace(Env::Prod), "pulsewatch-prod");
+    }
+
+    #[test]
+    fn the_committed_pins_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let pins = load_pins(root).unwrap();
+        let ingress = &pins["ingress"];
+        assert_eq!(ingress.chart, "nginx-ingress");
+        assert!(!ingress.version.is_empty());
+        assert_eq!(pins["cert-manager"].version, "v1.21.1");
+        assert!(root.join(&ingress.values).is_file());
+        for f in &pins["cert-manager"].local_ca {
+            assert!(root.join(f).is_file(), "{f}");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! `pulsedev render` through the real Helm engine (helm-python-sdk behind scripts/helm-shim).
+
+use crate::harness::{Pd, repo_root};
+
+fn kinds(yaml: &str) -> Vec<String> {
+    yaml.lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn render_dev_is_deterministic_and_snapshotted() {
+    let pd = Pd::new()
+        .with_helm()
+        .cwd(repo_root())
+        .args(&["render", "--env", "dev"]);
+    let first = pd.run();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // Platform charts are fetched by `up`; with an empty cache they are named, not fatal.
+    assert!(
+        first
+            .stderr
+            .contains("platform chart ingress (nginx-ingress"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("platform chart cert-manager"),
+        "{}",
+        first.stderr
+    );
+    let second = pd.run();
+    assert_eq!(first.stdout, second.stdout, "render is deterministic");
+    let k = kinds(&first.stdout);
+    for kind in [
+        "Namespace",
+        "StatefulSet",
+        "Deployment",
+        "Job",
+        "Ingress",
+        "ClusterIssuer",
+        "Certificate",
+        "NetworkPolicy",
+    ] {
+        assert!(k.iter().any(|x| x == kind), "no {kind} in dev render");
+    }
+    assert!(!first.stdout.contains(":latest"));
+    insta::assert_snapshot!("render_dev", first.stdout);
+}
+
+#[test]
+fn render_staging_and_prod_use_external_secrets() {
+    for env in ["staging", "prod"] {
+        let run = Pd::new()
+            .with_helm()
+            .cwd(repo_root())
+            .args(&["render", "--env", env])
+            .run();
+        assert_eq!(run.code, 0, "{env}: {}", run.stderr);
+        let k = kinds(&run.stdout);
+        assert!(k.iter().any(|x| x == "ExternalSecret"), "{env}");
+        assert!(k.iter().any(|x| x == "HorizontalPodAutoscaler"), "{env}");
+        assert!(
+            !k.iter().any(|x| x == "StatefulSet"),
+            "{env} uses managed Postgres"
+        );
+        assert!(run.stdout.contains(&format!("namespace: pulsewatch-{env}")));
+        assert_eq!(run.stderr, "", "{env}: no platform charts outside dev");
+    }
+}
+
+#[test]
+fn render_one_service_and_json() {
+    let run = Pd::new()
+        .with_helm()
+        .cwd(repo_root())
+        .args(&["render", "--service", "api", "--output", "json"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["env"], "dev");
+    assert_eq!(doc["sources"], serde_json::json!(["manifests/charts/api"]));
+    let yaml = doc["yaml"].as_str().unwrap();
+    assert!(yaml.contains("# Source: api/templates/deployment.yaml"));
+    assert!(!yaml.contains("# Source: web/"));
+}
+
+#[test]
+fn unknown_service_is_a_usage_error() {
+    let run = Pd::new()
+        .with_helm()
+        .cwd(repo_root())
+        .args(&["render", "--service", "nope"])
+        .run();
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("unknown service \"nope\""));
+    assert!(run.stderr.contains("api, migrations, web, worker"));
+}
+
+#[test]
+fn without_helm_render_is_tool_missing() {
+    let run = Pd::new().cwd(repo_root()).args(&["render"]).run();
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with("error[tool-missing]: helm is not on PATH"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_broken_chart_is_render_failed_with_helms_message() {
+    let pd = Pd::new().with_helm();
+    pd.write(
+        "charts/bad/Chart.yaml",
+        "apiVersion: v2\nname: bad\nversion: 0.1.0\n",
+    );
+    pd.write(
+        "charts/bad/templates/cm.yaml",
+        "kind: ConfigMap\nmetadata:\n  name: {{ .Values.missing.key }}\n",
+    );
+    pd.write(
+        "pulsedev.toml",
+        "[services.bad]\ncontext = \".\"\nchart = \"charts/bad\"\n",
+    );
+    let run = pd.args(&["render", "--service", "bad"]).run();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with("error[render-failed]: failed to render chart "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("nil pointer evaluating interface {}.key"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("hint: check the chart and values with `helm lint")
+    );
+}
