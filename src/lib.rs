@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod error;
 pub mod helm;
 pub mod plan;
+pub mod secrets;
 pub mod stack;
 pub mod tools;
 pub mod ui;
