@@ -504,3 +504,180 @@ pub(crate) fn to_error(diagnoses: &[Diagnosis]) -> Error {
         .with_details(details)
         .with_data(serde_json::json!({ "diagnoses": sorted }))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::kube::testing::fixtures::{
+        self, Looks, event_list, pending_pod, pod, pod_list, warning,
+    };
+    use crate::kube::testing::{Exchange, Scenario};
+    use crate::kube::{Engine, Target, TargetKind, Timing};
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    const NS: &str = "pulsewatch-dev";
+
+    fn engine(client: ::kube::Client) -> Engine {
+        Engine::new(client).with_timing(Timing {
+            poll: Duration::from_secs(2),
+            log_lines: 4,
+            ..Timing::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_looping_pod_is_named_with_container_reason_restarts_and_log_tail() {
+        let stuck = || {
+            Exchange::get("/apis/apps/v1/namespaces/pulsewatch-dev/deployments/api")
+                .ok(fixtures::deployment(NS, "api", (1, 1), 1, (1, 1, 0)))
+        };
+        let mut scenario = Scenario::new();
+        // Polled at 0, 2, 4, 6, 8 and 10 s; the deadline is 10 s.
+        for _ in 0..6 {
+            scenario = scenario.then(stuck());
+        }
+        let (client, mock) = scenario
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods")
+                    .query("labelSelector", "app.kubernetes.io/name=api")
+                    .ok(pod_list(vec![pod(
+                        NS,
+                        "api-7c9f5d8b6-x2kqp",
+                        "api",
+                        "localhost:5001/pulsewatch/api:dev",
+                        Looks::CrashLoop { restarts: 5, last_exit: 1 },
+                    )])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/events")
+                    .query("fieldSelector", "type=Warning")
+                    .ok(event_list(vec![
+                        warning(NS, "Pod", "api-7c9f5d8b6-x2kqp", "BackOff", "Back-off restarting failed container api in pod api-7c9f5d8b6-x2kqp_pulsewatch-dev(uid-api)", 12, "2026-11-26T05:24:30Z"),
+                        // Someone else's trouble: not shown.
+                        warning(NS, "Pod", "redis-5d4c7b9f8-abcde", "Unhealthy", "Readiness probe failed", 3, "2026-11-26T05:24:00Z"),
+                        warning(NS, "Pod", "api-7c9f5d8b6-x2kqp", "Unhealthy", "Readiness probe failed: Get \"http://10.244.0.12:8080/healthz\": dial tcp 10.244.0.12:8080: connect: connection refused", 4, "2026-11-26T05:23:10Z"),
+                    ])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods/api-7c9f5d8b6-x2kqp/log")
+                    .query("container", "api")
+                    .query("previous", "true")
+                    .query("tailLines", "4")
+                    .text("pulsewatch-api 0.4.2 starting\nconnecting to postgres.pulsewatch-dev.svc:5432\nerror: password authentication failed for user \"pulsewatch\"\nexiting with status 1\n"),
+            )
+            .start();
+        let e = engine(client)
+            .wait_ready(
+                &[Target::new(TargetKind::Deployment, NS, "api")],
+                Duration::from_secs(10),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "pod-crash-looping");
+        insta::assert_snapshot!("crash_loop_human", crate::ui::render_error(&e, false));
+        insta::assert_json_snapshot!("crash_loop_json", crate::ui::failure_document(&e));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn image_pull_config_error_and_unbound_claim_in_one_screen() {
+        let web = "/apis/apps/v1/namespaces/pulsewatch-dev/deployments/web";
+        let worker = "/apis/apps/v1/namespaces/pulsewatch-dev/deployments/worker";
+        let pg = "/apis/apps/v1/namespaces/pulsewatch-dev/statefulsets/postgres";
+        let tick = || {
+            vec![
+                Exchange::get(web).ok(fixtures::deployment(NS, "web", (1, 1), 1, (1, 1, 0))),
+                Exchange::get(worker).ok(fixtures::deployment(NS, "worker", (1, 1), 1, (1, 1, 0))),
+                Exchange::get(pg).ok(fixtures::statefulset(
+                    NS,
+                    "postgres",
+                    1,
+                    0,
+                    ("postgres-1", "postgres-1"),
+                )),
+            ]
+        };
+        let pods = |sel: &str, p| {
+            Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods")
+                .query("labelSelector", sel)
+                .ok(pod_list(vec![p]))
+        };
+        let events = event_list(vec![
+            warning(
+                NS,
+                "Pod",
+                "web-6b8d9c7f5-q8wzt",
+                "Failed",
+                "Failed to pull image \"localhost:5001/pulsewatch/web:dev\": rpc error: code = NotFound desc = failed to pull and unpack image \"localhost:5001/pulsewatch/web:dev\": not found",
+                4,
+                "2026-11-26T05:22:00Z",
+            ),
+            warning(
+                NS,
+                "Pod",
+                "worker-59f7d8c6b4-m4n7r",
+                "Failed",
+                "Error: secret \"pulsewatch-db\" not found",
+                7,
+                "2026-11-26T05:22:30Z",
+            ),
+            warning(
+                NS,
+                "Pod",
+                "postgres-0",
+                "FailedScheduling",
+                "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+                3,
+                "2026-11-26T05:21:00Z",
+            ),
+            warning(
+                NS,
+                "PersistentVolumeClaim",
+                "data-postgres-0",
+                "ProvisioningFailed",
+                "storageclass.storage.k8s.io \"fast\" not found",
+                9,
+                "2026-11-26T05:21:30Z",
+            ),
+        ]);
+        let events_req =
+            || Exchange::get("/api/v1/namespaces/pulsewatch-dev/events").ok(events.clone());
+        let (client, mock) = Scenario::new()
+            .any_order(tick())
+            .any_order(tick())
+            .any_order(tick())
+            .then(pods("app.kubernetes.io/name=web", pod(NS, "web-6b8d9c7f5-q8wzt", "web", "localhost:5001/pulsewatch/web:dev", Looks::Waiting { reason: "ImagePullBackOff", message: "Back-off pulling image \"localhost:5001/pulsewatch/web:dev\"" })))
+            .then(events_req())
+            .then(pods("app.kubernetes.io/name=worker", pod(NS, "worker-59f7d8c6b4-m4n7r", "worker", "localhost:5001/pulsewatch/worker:dev", Looks::Waiting { reason: "CreateContainerConfigError", message: "secret \"pulsewatch-db\" not found" })))
+            .then(events_req())
+            .then(pods("app.kubernetes.io/name=postgres", pending_pod(NS, "postgres-0", "postgres", "data-postgres-0", "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")))
+            .then(events_req())
+            .start();
+        let e = engine(client)
+            .wait_ready(
+                &[
+                    Target::new(TargetKind::Deployment, NS, "web"),
+                    Target::new(TargetKind::Deployment, NS, "worker"),
+                    Target::new(TargetKind::StatefulSet, NS, "postgres"),
+                ],
+                Duration::from_secs(4),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "image-pull-failed");
+        insta::assert_snapshot!("three_not_ready_human", crate::ui::render_error(&e, false));
+        let ids: Vec<&str> = e.data.as_ref().unwrap()["diagnoses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            ["image-pull-failed", "rollout-timeout", "rollout-timeout"]
+        );
+    }
+}

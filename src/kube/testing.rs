@@ -423,6 +423,396 @@ pub fn apiextensions_v1() -> Value {
     )
 }
 
+/// Realistic objects as the API server returns them, built from k8s-openapi types.
+pub mod fixtures {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::apps::v1::{
+        Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, StatefulSet,
+        StatefulSetSpec, StatefulSetStatus,
+    };
+    use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus};
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+        ContainerStateWaiting, ContainerStatus, Event, EventSource, ObjectReference, Pod,
+        PodCondition, PodSpec, PodStatus, PodTemplateSpec,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+    use serde_json::{Value, json};
+
+    pub fn time(s: &str) -> Time {
+        Time(s.parse().expect("RFC 3339 time"))
+    }
+
+    fn meta(ns: &str, name: &str, generation: i64) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            generation: Some(generation),
+            resource_version: Some("4242".into()),
+            uid: Some(format!("uid-{name}")),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/name".to_string(), name.to_string()),
+                ("pulsedev.dev/stack".to_string(), "pulsewatch".to_string()),
+            ])),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn selector(name: &str) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_string(),
+                name.to_string(),
+            )])),
+            ..LabelSelector::default()
+        }
+    }
+
+    fn template(name: &str, image: &str) -> PodTemplateSpec {
+        PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: selector(name).match_labels,
+                ..ObjectMeta::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: name.into(),
+                    image: Some(image.into()),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+        }
+    }
+
+    /// A Deployment: (generation, observedGeneration), desired replicas and the status
+    /// counts (replicas, updated, available).
+    pub fn deployment(
+        ns: &str,
+        name: &str,
+        (generation, observed): (i64, i64),
+        desired: i32,
+        (replicas, updated, available): (i32, i32, i32),
+    ) -> Value {
+        let d = Deployment {
+            metadata: meta(ns, name, generation),
+            spec: Some(DeploymentSpec {
+                replicas: Some(desired),
+                selector: selector(name),
+                template: template(name, &format!("localhost:5001/pulsewatch/{name}:dev")),
+                ..DeploymentSpec::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(observed),
+                replicas: Some(replicas),
+                updated_replicas: Some(updated),
+                ready_replicas: Some(available),
+                available_replicas: Some(available),
+                unavailable_replicas: Some((replicas - available).max(0)),
+                conditions: Some(vec![DeploymentCondition {
+                    type_: "Available".into(),
+                    status: if available >= desired {
+                        "True"
+                    } else {
+                        "False"
+                    }
+                    .into(),
+                    reason: Some(if available >= desired {
+                        "MinimumReplicasAvailable".into()
+                    } else {
+                        "MinimumReplicasUnavailable".into()
+                    }),
+                    message: Some("Deployment availability".into()),
+                    ..DeploymentCondition::default()
+                }]),
+                ..DeploymentStatus::default()
+            }),
+        };
+        serde_json::to_value(d).unwrap()
+    }
+
+    /// A StatefulSet with (ready, current revision, update revision).
+    pub fn statefulset(
+        ns: &str,
+        name: &str,
+        desired: i32,
+        ready: i32,
+        revisions: (&str, &str),
+    ) -> Value {
+        let s = StatefulSet {
+            metadata: meta(ns, name, 1),
+            spec: Some(StatefulSetSpec {
+                replicas: Some(desired),
+                selector: selector(name),
+                service_name: Some(name.into()),
+                template: template(name, "postgres:17"),
+                ..StatefulSetSpec::default()
+            }),
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(1),
+                replicas: desired,
+                ready_replicas: Some(ready),
+                available_replicas: Some(ready),
+                current_replicas: Some(desired),
+                updated_replicas: Some(if revisions.0 == revisions.1 {
+                    desired
+                } else {
+                    0
+                }),
+                current_revision: Some(revisions.0.into()),
+                update_revision: Some(revisions.1.into()),
+                ..StatefulSetStatus::default()
+            }),
+        };
+        serde_json::to_value(s).unwrap()
+    }
+
+    /// A Job; `finished` = Some(("Failed", reason, message)) or Some(("Complete", ..)).
+    pub fn job(
+        ns: &str,
+        name: &str,
+        active: i32,
+        failed: i32,
+        finished: Option<(&str, &str, &str)>,
+    ) -> Value {
+        let mut m = meta(ns, name, 1);
+        m.labels
+            .as_mut()
+            .unwrap()
+            .insert("app.kubernetes.io/component".into(), "migrations".into());
+        let conditions = finished.map(|(t, reason, message)| {
+            let c = |t: &str| JobCondition {
+                type_: t.into(),
+                status: "True".into(),
+                reason: Some(reason.into()),
+                message: Some(message.into()),
+                last_transition_time: Some(time("2026-11-26T05:21:10Z")),
+                ..JobCondition::default()
+            };
+            if t == "Failed" {
+                vec![c("FailureTarget"), c("Failed")]
+            } else {
+                vec![c("SuccessCriteriaMet"), c("Complete")]
+            }
+        });
+        let j = Job {
+            metadata: m,
+            spec: Some(JobSpec {
+                backoff_limit: Some(1),
+                selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "batch.kubernetes.io/controller-uid".to_string(),
+                        format!("uid-{name}"),
+                    )])),
+                    ..LabelSelector::default()
+                }),
+                template: template(name, "localhost:5001/pulsewatch/migrations:dev"),
+                ..JobSpec::default()
+            }),
+            status: Some(JobStatus {
+                active: Some(active),
+                failed: Some(failed),
+                conditions,
+                ..JobStatus::default()
+            }),
+        };
+        serde_json::to_value(j).unwrap()
+    }
+
+    /// How a container looks in a pod's status.
+    pub enum Looks<'a> {
+        Running,
+        CrashLoop { restarts: i32, last_exit: i32 },
+        Waiting { reason: &'a str, message: &'a str },
+        Terminated { exit: i32, reason: &'a str },
+    }
+
+    pub fn pod(ns: &str, name: &str, app: &str, image: &str, looks: Looks<'_>) -> Pod {
+        let (state, last, restarts, ready) = match looks {
+            Looks::Running => (
+                ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: Some(time("2026-11-26T05:20:00Z")),
+                    }),
+                    ..ContainerState::default()
+                },
+                None,
+                0,
+                true,
+            ),
+            Looks::CrashLoop {
+                restarts,
+                last_exit,
+            } => (
+                ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("CrashLoopBackOff".into()),
+                        message: Some(format!(
+                            "back-off 2m40s restarting failed container={app} pod={name}_{ns}(uid-{name})"
+                        )),
+                    }),
+                    ..ContainerState::default()
+                },
+                Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: last_exit,
+                        reason: Some("Error".into()),
+                        started_at: Some(time("2026-11-26T05:24:01Z")),
+                        finished_at: Some(time("2026-11-26T05:24:02Z")),
+                        container_id: Some("containerd://4f1e".into()),
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                restarts,
+                false,
+            ),
+            Looks::Waiting { reason, message } => (
+                ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(reason.into()),
+                        message: Some(message.into()),
+                    }),
+                    ..ContainerState::default()
+                },
+                None,
+                0,
+                false,
+            ),
+            Looks::Terminated { exit, reason } => (
+                ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: exit,
+                        reason: Some(reason.into()),
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..ContainerState::default()
+                },
+                None,
+                0,
+                false,
+            ),
+        };
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                labels: selector(app).match_labels,
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: app.into(),
+                    image: Some(image.into()),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..PodCondition::default()
+                }]),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: app.into(),
+                    image: image.into(),
+                    image_id: String::new(),
+                    ready,
+                    restart_count: restarts,
+                    state: Some(state),
+                    last_state: last,
+                    ..ContainerStatus::default()
+                }]),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    /// A pod that cannot be scheduled (e.g. its claim is unbound).
+    pub fn pending_pod(ns: &str, name: &str, app: &str, claim: &str, message: &str) -> Pod {
+        use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Volume};
+        let mut p = pod(ns, name, app, "postgres:17", Looks::Running);
+        p.spec.as_mut().unwrap().volumes = Some(vec![Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.into(),
+                read_only: None,
+            }),
+            ..Volume::default()
+        }]);
+        p.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("Unschedulable".into()),
+                message: Some(message.into()),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        });
+        p
+    }
+
+    pub fn pod_list(pods: Vec<Pod>) -> Value {
+        json!({
+            "kind": "PodList",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": "5000"},
+            "items": pods,
+        })
+    }
+
+    /// A Warning event about `kind/name`.
+    pub fn warning(
+        ns: &str,
+        kind: &str,
+        name: &str,
+        reason: &str,
+        message: &str,
+        count: i32,
+        at: &str,
+    ) -> Event {
+        Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}.{}", at.len() * 1000 + count as usize)),
+                namespace: Some(ns.into()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                kind: Some(kind.into()),
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                api_version: Some("v1".into()),
+                ..ObjectReference::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            count: Some(count),
+            type_: Some("Warning".into()),
+            first_timestamp: Some(time("2026-11-26T05:15:00Z")),
+            last_timestamp: Some(time(at)),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some("pulsedev-control-plane".into()),
+            }),
+            ..Event::default()
+        }
+    }
+
+    pub fn event_list(events: Vec<Event>) -> Value {
+        json!({
+            "kind": "EventList",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": "5001"},
+            "items": events,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,17 +161,22 @@ impl Engine {
     ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let run = async {
-            let mut waits: FuturesUnordered<_> =
-                targets.iter().map(|t| self.wait_one(t, deadline)).collect();
+            let mut waits: FuturesUnordered<_> = targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| async move { (i, self.wait_one(t, deadline).await) })
+                .collect();
             let mut stuck = Vec::new();
-            while let Some(outcome) = waits.next().await {
+            while let Some((i, outcome)) = waits.next().await {
                 match outcome {
                     Outcome::Ready => {}
                     failed @ Outcome::Failed { .. } => return vec![failed],
-                    timed_out @ Outcome::TimedOut { .. } => stuck.push(timed_out),
+                    timed_out @ Outcome::TimedOut { .. } => stuck.push((i, timed_out)),
                 }
             }
-            stuck
+            // Report in the order the targets were given, whatever order they ended in.
+            stuck.sort_by_key(|(i, _)| *i);
+            stuck.into_iter().map(|(_, o)| o).collect()
         };
         let stuck = cancellable(cancel, run).await?;
         if stuck.is_empty() {
@@ -456,4 +461,324 @@ pub(crate) fn crd_state(c: &CustomResourceDefinition) -> Poll {
         };
     }
     Poll::Waiting("not Established yet".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::Timing;
+    use crate::kube::testing::fixtures::{self, Looks, event_list, job, pod, pod_list, warning};
+    use crate::kube::testing::{Exchange, Scenario};
+    use std::sync::{Arc, Mutex};
+
+    const DEPLOY: &str = "/apis/apps/v1/namespaces/pulsewatch-dev/deployments/api";
+    const JOB: &str = "/apis/batch/v1/namespaces/pulsewatch-dev/jobs/migrations-3f2a9c";
+
+    fn engine(client: ::kube::Client) -> (Engine, Arc<Mutex<Vec<String>>>) {
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        let e = Engine::new(client)
+            .with_timing(Timing {
+                poll: Duration::from_secs(2),
+                log_lines: 3,
+                ..Timing::default()
+            })
+            .with_progress(move |l| sink.lock().unwrap().push(l.to_string()));
+        (e, lines)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollout_is_done_only_after_observed_generation_catches_up() {
+        let d = |gens, counts| {
+            Exchange::get(DEPLOY).ok(fixtures::deployment(
+                "pulsewatch-dev",
+                "api",
+                gens,
+                2,
+                counts,
+            ))
+        };
+        let (client, mock) = Scenario::new()
+            // The old ReplicaSet's numbers look perfect, but the controller has not seen
+            // generation 2 yet: not done.
+            .then(d((2, 1), (2, 2, 2)))
+            .then(d((2, 2), (3, 1, 2)))
+            .then(d((2, 2), (3, 2, 2)))
+            .then(d((2, 2), (2, 2, 1)))
+            .then(d((2, 2), (2, 2, 2)))
+            .start();
+        let (engine, lines) = engine(client);
+        let started = Instant::now();
+        engine
+            .wait_ready(
+                &[Target::new(TargetKind::Deployment, "pulsewatch-dev", "api")],
+                Duration::from_secs(300),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        mock.finish().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(8));
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [
+                "deployment pulsewatch-dev/api: waiting for the controller to observe generation 2",
+                "deployment pulsewatch-dev/api: 1/2 replicas updated",
+                "deployment pulsewatch-dev/api: 1 old replicas pending termination",
+                "deployment pulsewatch-dev/api: 1/2 replicas available",
+                "deployment pulsewatch-dev/api: ready",
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_migrations_job_ends_the_wait_at_once_with_its_reason() {
+        let labels = "batch.kubernetes.io/controller-uid=uid-migrations-3f2a9c";
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get(JOB).ok(job("pulsewatch-dev", "migrations-3f2a9c", 1, 0, None)))
+            .then(Exchange::get(JOB).ok(job(
+                "pulsewatch-dev",
+                "migrations-3f2a9c",
+                0,
+                2,
+                Some(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")),
+            )))
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods")
+                    .query("labelSelector", labels)
+                    .ok(pod_list(vec![pod(
+                        "pulsewatch-dev",
+                        "migrations-3f2a9c-7xk2p",
+                        "flyway",
+                        "localhost:5001/pulsewatch/migrations:dev",
+                        Looks::Terminated { exit: 1, reason: "Error" },
+                    )])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/events")
+                    .query("fieldSelector", "type=Warning")
+                    .ok(event_list(vec![warning(
+                        "pulsewatch-dev",
+                        "Job",
+                        "migrations-3f2a9c",
+                        "BackoffLimitExceeded",
+                        "Job has reached the specified backoff limit",
+                        1,
+                        "2026-11-26T05:21:10Z",
+                    )])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods/migrations-3f2a9c-7xk2p/log")
+                    .query("container", "flyway")
+                    .query("tailLines", "3")
+                    .check(|seen| assert!(!seen.query.contains_key("previous"), "{seen}"))
+                    .text("Migrating schema \"public\" to version \"7 - add alerts\"\nERROR: Migration V7__add_alerts.sql failed\nSQL State  : 42P07 relation \"alerts\" already exists\n"),
+            )
+            .start();
+        let (engine, _) = engine(client);
+        let mut target = Target::new(TargetKind::Job, "pulsewatch-dev", "migrations-3f2a9c");
+        target.migrations = true;
+        let started = Instant::now();
+        let e = engine
+            .wait_ready(
+                &[target],
+                Duration::from_secs(600),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(2),
+            "no waiting for the deadline"
+        );
+        assert_eq!(e.id(), "migrations-failed");
+        insta::assert_snapshot!(crate::ui::render_error(&e, false), @r#"
+        error[migrations-failed]: the migrations Job pulsewatch-dev/migrations-3f2a9c failed
+          job pulsewatch-dev/migrations-3f2a9c: failed: BackoffLimitExceeded: Job has reached the specified backoff limit
+          pod migrations-3f2a9c-7xk2p container flyway: Error: exit 1
+            | Migrating schema "public" to version "7 - add alerts"
+            | ERROR: Migration V7__add_alerts.sql failed
+            | SQL State  : 42P07 relation "alerts" already exists
+          event Job/migrations-3f2a9c BackoffLimitExceeded: Job has reached the specified backoff limit
+
+        hint: the log lines above are the migration's output; fix it and run `pulsedev up` again
+        "#);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_other_failed_job_is_job_failed() {
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get(JOB).ok(job(
+                "pulsewatch-dev",
+                "migrations-3f2a9c",
+                0,
+                1,
+                Some((
+                    "Failed",
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline",
+                )),
+            )))
+            .then(Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods").ok(pod_list(vec![])))
+            .then(Exchange::get("/api/v1/namespaces/pulsewatch-dev/events").ok(event_list(vec![])))
+            .start();
+        let (engine, _) = engine(client);
+        let e = engine
+            .wait_ready(
+                &[Target::new(
+                    TargetKind::Job,
+                    "pulsewatch-dev",
+                    "migrations-3f2a9c",
+                )],
+                Duration::from_secs(600),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "job-failed");
+        assert_eq!(
+            e.details[0],
+            "job pulsewatch-dev/migrations-3f2a9c: failed: DeadlineExceeded: Job was active longer than specified deadline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ctrl_c_stops_a_wait_promptly() {
+        let pending = || {
+            Exchange::get(DEPLOY).ok(fixtures::deployment(
+                "pulsewatch-dev",
+                "api",
+                (1, 1),
+                1,
+                (1, 1, 0),
+            ))
+        };
+        let (client, mock) = Scenario::new().then(pending()).then(pending()).start();
+        let (engine, _) = engine(client);
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            trigger.cancel();
+        });
+        let started = Instant::now();
+        let e = engine
+            .wait_ready(
+                &[Target::new(TargetKind::Deployment, "pulsewatch-dev", "api")],
+                Duration::from_secs(300),
+                &cancel,
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "interrupted");
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    fn sts(status: serde_json::Value) -> StatefulSet {
+        serde_json::from_value(status).unwrap()
+    }
+
+    #[test]
+    fn statefulset_needs_ready_replicas_and_the_update_revision() {
+        let s = |ready, revs| {
+            sts(fixtures::statefulset(
+                "pulsewatch-dev",
+                "postgres",
+                1,
+                ready,
+                revs,
+            ))
+        };
+        assert_eq!(
+            statefulset_state(&s(0, ("postgres-1", "postgres-1"))),
+            Poll::Waiting("0/1 replicas ready".into())
+        );
+        assert_eq!(
+            statefulset_state(&s(1, ("postgres-1", "postgres-2"))),
+            Poll::Waiting("rolling out revision postgres-2: 0/1 replicas updated".into())
+        );
+        assert_eq!(
+            statefulset_state(&s(1, ("postgres-2", "postgres-2"))),
+            Poll::Ready
+        );
+        let mut behind = s(1, ("postgres-2", "postgres-2"));
+        behind.metadata.generation = Some(2);
+        assert!(
+            matches!(statefulset_state(&behind), Poll::Waiting(w) if w.contains("generation 2"))
+        );
+    }
+
+    #[test]
+    fn daemonset_needs_every_scheduled_pod_updated_and_available() {
+        let ds = |observed: i64, desired: i32, updated: i32, available: i32| -> DaemonSet {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": "nginx-ingress", "namespace": "platform", "generation": 3},
+                "status": {"observedGeneration": observed, "desiredNumberScheduled": desired,
+                    "currentNumberScheduled": desired, "numberMisscheduled": 0, "numberReady": available,
+                    "updatedNumberScheduled": updated, "numberAvailable": available}
+            }))
+            .unwrap()
+        };
+        assert!(matches!(daemonset_state(&ds(2, 1, 1, 1)), Poll::Waiting(_)));
+        assert_eq!(
+            daemonset_state(&ds(3, 2, 1, 1)),
+            Poll::Waiting("1/2 pods updated".into())
+        );
+        assert_eq!(
+            daemonset_state(&ds(3, 2, 2, 1)),
+            Poll::Waiting("1/2 pods available".into())
+        );
+        assert_eq!(daemonset_state(&ds(3, 2, 2, 2)), Poll::Ready);
+    }
+
+    #[test]
+    fn a_complete_job_is_ready_and_a_progress_deadline_is_final() {
+        let j: Job = serde_json::from_value(job(
+            "ns",
+            "m",
+            0,
+            0,
+            Some((
+                "Complete",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            )),
+        ))
+        .unwrap();
+        assert_eq!(job_state(&j), Poll::Ready);
+        let mut d: Deployment =
+            serde_json::from_value(fixtures::deployment("ns", "api", (1, 1), 1, (1, 1, 0)))
+                .unwrap();
+        d.status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()
+            .push(k8s_openapi::api::apps::v1::DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                message: Some("ReplicaSet \"api-7c9f5d8b6\" has timed out progressing.".into()),
+                ..Default::default()
+            });
+        assert!(
+            matches!(deployment_state(&d), Poll::Failed { reason, .. } if reason == "ProgressDeadlineExceeded")
+        );
+    }
+
+    #[test]
+    fn targets_come_from_manifests_and_the_migrations_job_is_marked() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\n---\napiVersion: batch/v1\nkind: Job\nmetadata: {name: migrations-1, namespace: pulsewatch-dev, labels: {app.kubernetes.io/component: migrations}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api}\n";
+        let ms = crate::kube::parse("x", text).unwrap();
+        let t = Target::from_manifests(&ms, "pulsewatch-dev");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].label(), "deployment pulsewatch-dev/api");
+        assert!(t[1].migrations);
+    }
 }
