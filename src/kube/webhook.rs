@@ -286,3 +286,203 @@ impl Engine {
             .unwrap_or_else(|| self.client.default_namespace().to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::testing::{Exchange, Scenario, resource_list};
+    use crate::kube::{ApplyOptions, parse};
+
+    const CERTS: &str = "/apis/cert-manager.io/v1/namespaces/cert-manager/certificates";
+    const REFUSED: &str = "Internal error occurred: failed calling webhook \"webhook.cert-manager.io\": failed to call webhook: Post \"https://cert-manager-webhook.cert-manager.svc:443/validate?timeout=30s\": dial tcp 10.96.143.71:443: connect: connection refused";
+    const NO_ENDPOINTS: &str = "Internal error occurred: failed calling webhook \"webhook.cert-manager.io\": failed to call webhook: Post \"https://cert-manager-webhook.cert-manager.svc:443/validate?timeout=30s\": no endpoints available for service \"cert-manager-webhook\"";
+    const X509: &str = "Internal error occurred: failed calling webhook \"webhook.cert-manager.io\": failed to call webhook: Post \"https://cert-manager-webhook.cert-manager.svc:443/validate?timeout=30s\": tls: failed to verify certificate: x509: certificate signed by unknown authority";
+
+    fn discovery() -> Exchange {
+        Exchange::get("/apis/cert-manager.io/v1").ok(resource_list(
+            "cert-manager.io/v1",
+            &[
+                ("certificates", "Certificate", true),
+                ("clusterissuers", "ClusterIssuer", false),
+                ("issuers", "Issuer", true),
+            ],
+        ))
+    }
+
+    fn dry_run() -> Exchange {
+        Exchange::post(CERTS)
+            .query("dryRun", "All")
+            .query("fieldManager", "pulsedev")
+            .check(|seen| {
+                assert_eq!(seen.body["kind"], "Certificate");
+                assert_eq!(seen.body["metadata"]["name"], "pulsedev-webhook-probe");
+            })
+    }
+
+    fn gate(cap: u64) -> WebhookGate {
+        WebhookGate::cert_manager("cert-manager").with_backoff(Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+            cap: Duration::from_secs(cap),
+            jitter: 0.0,
+        })
+    }
+
+    fn created() -> serde_json::Value {
+        let mut probe = serde_json::to_value(&gate(1).probe).unwrap();
+        probe["metadata"]["uid"] = json!("8d3c2b1a-0000-4000-8000-00000000aaaa");
+        probe["metadata"]["creationTimestamp"] = json!("2026-11-26T05:30:00Z");
+        probe
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_webhook_that_refuses_twice_then_accepts_opens_the_gate() {
+        let (client, mock) = Scenario::new()
+            .then(discovery())
+            .then(dry_run().fail(500, "InternalError", REFUSED))
+            .then(dry_run().fail(500, "InternalError", X509))
+            .then(dry_run().reply(201, created()))
+            .start();
+        let started = Instant::now();
+        Engine::new(client)
+            .gate_webhook(&gate(60), &CancellationToken::new())
+            .await
+            .unwrap();
+        mock.finish().await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(3),
+            "backoff 1s, then 2s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_webhook_that_never_answers_is_webhook_not_ready_within_the_cap() {
+        let mut scenario = Scenario::new().then(discovery());
+        // Attempts at 0, 1, 3 and 7 s; the next (7 + 4 s) would pass the 10 s cap.
+        for message in [REFUSED, NO_ENDPOINTS, NO_ENDPOINTS, NO_ENDPOINTS] {
+            scenario = scenario.then(dry_run().fail(500, "InternalError", message));
+        }
+        let (client, mock) = scenario.start();
+        let started = Instant::now();
+        let e = Engine::new(client)
+            .gate_webhook(&gate(10), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert!(started.elapsed() <= Duration::from_secs(10));
+        assert_eq!(e.id(), "webhook-not-ready");
+        insta::assert_snapshot!(crate::ui::render_error(&e, false), @r#"
+        error[webhook-not-ready]: the cert-manager webhook did not accept a dry-run Certificate within 10s (4 attempts)
+          Internal error occurred: failed calling webhook "webhook.cert-manager.io": failed to call webhook: Post "https://cert-manager-webhook.cert-manager.svc:443/validate?timeout=30s": dial tcp 10.96.143.71:443: connect: connection refused (500 InternalError)
+          Internal error occurred: failed calling webhook "webhook.cert-manager.io": failed to call webhook: Post "https://cert-manager-webhook.cert-manager.svc:443/validate?timeout=30s": no endpoints available for service "cert-manager-webhook" (500 InternalError) (x3)
+
+        hint: its pods may still be starting (`pulsedev status` shows the platform); run `pulsedev up` again in a minute. pulsedev never deletes webhook configurations
+        "#);
+        assert_eq!(e.data.as_ref().unwrap()["attempts"], 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_denial_is_final_not_retried() {
+        let (client, mock) = Scenario::new()
+            .then(discovery())
+            .then(dry_run().fail(
+                400,
+                "BadRequest",
+                "admission webhook \"webhook.cert-manager.io\" denied the request: spec.issuerRef.kind: Invalid value: \"Issuer\"",
+            ))
+            .start();
+        let e = Engine::new(client)
+            .gate_webhook(&gate(60), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "apply-failed");
+        assert!(
+            e.message.starts_with(
+                "the cert-manager webhook rejected a dry-run Certificate: admission webhook"
+            ),
+            "{}",
+            e.message
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn apply_gates_the_objects_a_webhook_serves_and_already_exists_passes() {
+        let text = "apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: pulsewatch-selfsigned}\nspec: {selfSigned: {}}\n";
+        let ms = parse("platform/local-ca/issuers.yaml", text).unwrap();
+        let (client, mock) = Scenario::new()
+            .then(discovery())
+            .then(dry_run().fail(500, "InternalError", NO_ENDPOINTS))
+            // Admission ran; only storage refused: the webhook is up.
+            .then(dry_run().fail(
+                409,
+                "AlreadyExists",
+                "certificates.cert-manager.io \"pulsedev-webhook-probe\" already exists",
+            ))
+            .then(
+                Exchange::patch("/apis/cert-manager.io/v1/clusterissuers/pulsewatch-selfsigned")
+                    .query("fieldManager", "pulsedev")
+                    .echo(),
+            )
+            .start();
+        let options = ApplyOptions::new("pulsewatch", "pulsewatch-dev").with_gate(gate(60));
+        let report = Engine::new(client)
+            .apply(&ms, &options, &CancellationToken::new())
+            .await
+            .unwrap();
+        mock.finish().await;
+        assert_eq!(report.applied.len(), 1);
+    }
+
+    #[test]
+    fn only_recognised_not_ready_errors_are_retried() {
+        let api = |code: u16, message: &str| {
+            ::kube::Error::Api(
+                ::kube::core::Status::failure(message, "InternalError")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        assert!(not_ready_yet(&api(500, REFUSED)));
+        assert!(not_ready_yet(&api(500, NO_ENDPOINTS)));
+        assert!(not_ready_yet(&api(500, X509)));
+        assert!(not_ready_yet(&api(
+            500,
+            "Internal error occurred: failed calling webhook \"validate.nginx.org\": failed to call webhook: Post \"https://nginx-ingress-controller-admission.platform.svc:443/networking/v1/ingresses?timeout=10s\": context deadline exceeded"
+        )));
+        assert!(!not_ready_yet(&api(500, "etcdserver: request timed out")));
+        assert!(!not_ready_yet(&api(
+            403,
+            "certificates.cert-manager.io is forbidden: User \"kind\" cannot create resource"
+        )));
+        assert!(!not_ready_yet(&api(
+            400,
+            "admission webhook \"webhook.cert-manager.io\" denied the request: bad"
+        )));
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_max_with_bounded_jitter() {
+        let b = Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(8),
+            cap: Duration::from_secs(60),
+            jitter: 0.0,
+        };
+        let d: Vec<u64> = (0..7).map(|n| b.delay(n).as_millis() as u64).collect();
+        assert_eq!(d, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        let j = Backoff { jitter: 0.2, ..b };
+        for n in 0..50 {
+            let ms = j.delay(3).as_millis();
+            assert!((3200..=4800).contains(&ms), "attempt {n}: {ms}");
+        }
+        let m = crate::kube::parse(
+            "x",
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\n",
+        )
+        .unwrap();
+        assert!(WebhookGate::ingress("pulsewatch-dev", "nginx").covers(&m[0]));
+        assert!(!WebhookGate::cert_manager("cert-manager").covers(&m[0]));
+    }
+}
