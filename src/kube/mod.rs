@@ -49,7 +49,10 @@ pub use client::{connect, context_name, state_kubeconfig_path};
 pub use diagnose::{ContainerReport, Diagnosis, EventReport, PodReport};
 pub use manifest::{Manifest, parse};
 pub use prune::PruneReport;
-pub use status::{Category, Check, CheckKind, Row, State, StatusReport};
+pub use status::{
+    Category, Check, CheckKind, ClusterInfo, Row, State, StatusReport, StatusSpec,
+    collect as collect_status,
+};
 pub use wait::{Target, TargetKind};
 pub use webhook::{Backoff, WebhookGate};
 
@@ -150,7 +153,20 @@ fn describe(e: &::kube::Error) -> String {
             }
             text
         }
-        other => other.to_string(),
+        // Transport errors hide the useful part ("Connection refused") in their sources.
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(e) = source {
+                let part = e.to_string();
+                if !text.contains(&part) {
+                    text.push_str(": ");
+                    text.push_str(&part);
+                }
+                source = e.source();
+            }
+            text
+        }
     }
 }
 
