@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Overrides};
 use crate::doctor;
 use crate::error::{Error, ErrorKind, Result, exit};
+use crate::kube;
 use crate::ui::{self, ColorChoice, Format, Ui};
 
 #[derive(Debug, Parser)]
@@ -68,6 +69,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Print the manifests that would be applied, as one YAML stream
     Render(RenderArgs),
+    /// What exists and how ready it is (cluster, platform, data stores, services, URLs)
+    Status,
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -246,6 +249,7 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
     match command {
         Command::Doctor(args) => cmd_doctor(ctx, args).await,
         Command::Render(args) => cmd_render(ctx, args).await,
+        Command::Status => cmd_status(ctx).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -319,6 +323,43 @@ async fn cmd_render(ctx: &Ctx, args: RenderArgs) -> Result<()> {
         ctx.ui.out(&rendered.to_yaml());
     }
     Ok(())
+}
+
+/// `status`: read the picture from pulsedev's kubeconfig for `--name`, print it, exit 1
+/// unless everything is ready.
+async fn cmd_status(ctx: &Ctx) -> Result<()> {
+    let config = ctx.config()?;
+    let kubeconfig = kube::state_kubeconfig_path(&config.name).ok_or_else(|| {
+        Error::internal("failed to find a state directory: neither XDG_STATE_HOME nor HOME is set")
+    })?;
+    let context = kube::context_name(&config.name);
+    let spec = kube::StatusSpec::pulsewatch(config.ports.https);
+    let spinner = ctx.ui.spinner("reading the cluster");
+    let report = ctx
+        .interruptible(kube::collect_status(
+            &kubeconfig,
+            &config.name,
+            &context,
+            &spec,
+        ))
+        .await;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let report = report?;
+    if ctx.ui.json() {
+        ctx.ui.out_json(&report.to_json());
+    } else {
+        ctx.ui.out(&report.render(ctx.ui.mode.color_stdout));
+    }
+    match report.failure() {
+        None => Ok(()),
+        Some(mut e) => {
+            // The JSON document already carries the error.
+            e.emitted = true;
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

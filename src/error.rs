@@ -33,6 +33,10 @@ pub enum ErrorKind {
     PodCrashLooping,
     ImagePullFailed,
     MigrationsFailed,
+    /// A Job other than the migrations Job ended Failed.
+    JobFailed,
+    /// `status` found something missing or not ready (the table says what).
+    NotReady,
     Interrupted,
     /// Bad command line (clap reports most of these itself).
     Usage,
@@ -41,7 +45,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 25] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -62,6 +66,8 @@ impl ErrorKind {
         ErrorKind::PodCrashLooping,
         ErrorKind::ImagePullFailed,
         ErrorKind::MigrationsFailed,
+        ErrorKind::JobFailed,
+        ErrorKind::NotReady,
         ErrorKind::Interrupted,
         ErrorKind::Usage,
         ErrorKind::Internal,
@@ -94,6 +100,8 @@ impl ErrorKind {
             ErrorKind::PodCrashLooping => "pod-crash-looping",
             ErrorKind::ImagePullFailed => "image-pull-failed",
             ErrorKind::MigrationsFailed => "migrations-failed",
+            ErrorKind::JobFailed => "job-failed",
+            ErrorKind::NotReady => "not-ready",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Usage => "usage",
             ErrorKind::Internal => "internal",
@@ -127,6 +135,8 @@ impl ErrorKind {
             | ErrorKind::PodCrashLooping
             | ErrorKind::ImagePullFailed
             | ErrorKind::MigrationsFailed
+            | ErrorKind::JobFailed
+            | ErrorKind::NotReady
             | ErrorKind::Internal => exit::FAILED,
         }
     }

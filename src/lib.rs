@@ -8,6 +8,7 @@ pub mod docker;
 pub mod doctor;
 pub mod error;
 pub mod helm;
+pub mod kube;
 pub mod plan;
 pub mod secrets;
 pub mod stack;

@@ -1,0 +1,683 @@
+//! Why something is not ready, in one screen: the pods of a workload, each container's
+//! waiting or terminated reason and restart count, the scheduling problem of a Pending
+//! pod, the recent Warning events of the objects involved, and the last log lines of
+//! crashing containers. Rendered compactly for people and as data for JSON.
+//!
+//! Owns: collecting that picture (read-only requests) and choosing the error id
+//! (`migrations-failed`, `job-failed`, `image-pull-failed`, `pod-crash-looping`,
+//! `rollout-timeout`). Must not change anything on the server.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use ::kube::Api;
+use ::kube::api::{ListParams, LogParams};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use serde::Serialize;
+
+use super::wait::{Outcome, Target, TargetKind};
+use super::{Engine, describe, human_duration};
+use crate::error::{Error, ErrorKind};
+
+/// At most this many pods are described per target (problem pods first).
+const MAX_PODS: usize = 3;
+/// At most this many Warning events per target (the most recent).
+const MAX_EVENTS: usize = 5;
+/// Long API messages are cut here.
+const MAX_MESSAGE: usize = 240;
+
+/// What is wrong with one target.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Diagnosis {
+    /// `deployment pulsewatch-dev/api`.
+    pub target: String,
+    pub namespace: String,
+    pub name: String,
+    /// The error id this diagnosis amounts to.
+    pub id: &'static str,
+    /// What the wait saw last: `not ready after 5m: 0/1 replicas available`.
+    pub summary: String,
+    pub pods: Vec<PodReport>,
+    pub events: Vec<EventReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PodReport {
+    pub name: String,
+    pub phase: String,
+    /// Why the pod is not scheduled (PodScheduled=False), or the pod's own reason.
+    pub problem: Option<String>,
+    pub containers: Vec<ContainerReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ContainerReport {
+    pub name: String,
+    pub init: bool,
+    pub image: String,
+    pub ready: bool,
+    pub restarts: i32,
+    /// `waiting`, `running` or `terminated`.
+    pub state: String,
+    /// `CrashLoopBackOff`, `ImagePullBackOff`, `CreateContainerConfigError`, `Error`, …
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub exit_code: Option<i32>,
+    /// The exit code of the previous run (crash loops).
+    pub last_exit_code: Option<i32>,
+    pub log_tail: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EventReport {
+    /// `Pod/api-7c9f-x2`.
+    pub object: String,
+    pub reason: String,
+    pub message: String,
+    pub count: i32,
+}
+
+const IMAGE_PULL: [&str; 5] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "RegistryUnavailable",
+];
+
+impl ContainerReport {
+    fn image_pull_failed(&self) -> bool {
+        self.reason
+            .as_deref()
+            .is_some_and(|r| IMAGE_PULL.contains(&r))
+    }
+
+    fn crash_looping(&self) -> bool {
+        self.reason.as_deref() == Some("CrashLoopBackOff")
+            || (self.restarts > 0 && self.last_exit_code.is_some_and(|c| c != 0))
+    }
+
+    fn failed_run(&self) -> bool {
+        self.state == "terminated" && self.exit_code.is_some_and(|c| c != 0)
+    }
+
+    /// Worth a line: anything but a ready, running container that never restarted.
+    fn has_problem(&self) -> bool {
+        let healthy = self.ready && self.state == "running" && self.restarts == 0;
+        let done = self.state == "terminated" && self.exit_code == Some(0);
+        !(healthy || done)
+    }
+
+    fn wants_logs(&self) -> bool {
+        self.crash_looping() || self.failed_run()
+    }
+}
+
+impl PodReport {
+    fn has_problem(&self) -> bool {
+        self.problem.is_some() || self.containers.iter().any(|c| c.has_problem())
+    }
+}
+
+impl Engine {
+    /// Collects the picture behind a failed or timed-out wait. Read errors do not hide
+    /// the rest: they become part of the summary.
+    pub(crate) async fn diagnose(&self, outcome: &Outcome, timeout: Duration) -> Diagnosis {
+        let (target, summary, selector, job_failed) = match outcome {
+            Outcome::Failed {
+                target,
+                reason,
+                message,
+                selector,
+            } => {
+                let text = if message.is_empty() {
+                    format!("failed: {reason}")
+                } else {
+                    format!("failed: {reason}: {message}")
+                };
+                (
+                    target,
+                    text,
+                    selector.clone(),
+                    target.kind == TargetKind::Job,
+                )
+            }
+            Outcome::TimedOut {
+                target,
+                last,
+                selector,
+            } => (
+                target,
+                format!("not ready after {}: {last}", human_duration(timeout)),
+                selector.clone(),
+                false,
+            ),
+            Outcome::Ready => unreachable!("ready targets need no diagnosis"),
+        };
+        let mut d = Diagnosis {
+            target: target.label(),
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            id: "",
+            summary,
+            pods: Vec::new(),
+            events: Vec::new(),
+        };
+        if target.namespace.is_empty() {
+            d.id = classify(&d, target, job_failed).id();
+            return d;
+        }
+        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+        let mut pods = Vec::new();
+        if let Some(sel) = &selector {
+            match pods_api.list(&ListParams::default().labels(sel)).await {
+                Ok(list) => pods = list.items,
+                Err(e) => d
+                    .summary
+                    .push_str(&format!(" (pods unreadable: {})", describe(&e))),
+            }
+        }
+        let mut reports: Vec<PodReport> = pods.iter().map(pod_report).collect();
+        // Problem pods first, then by name; only a few.
+        reports.sort_by(|a, b| {
+            b.has_problem()
+                .cmp(&a.has_problem())
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        reports.truncate(MAX_PODS);
+        let events_api: Api<Event> = Api::namespaced(self.client.clone(), &target.namespace);
+        match events_api
+            .list(&ListParams::default().fields("type=Warning"))
+            .await
+        {
+            Ok(list) => d.events = relevant_events(list.items, target, &pods),
+            Err(e) => d
+                .summary
+                .push_str(&format!(" (events unreadable: {})", describe(&e))),
+        }
+        for pod in &mut reports {
+            for c in &mut pod.containers {
+                if !c.wants_logs() {
+                    continue;
+                }
+                let params = LogParams {
+                    container: Some(c.name.clone()),
+                    // A crash loop's useful lines are in the run that died.
+                    previous: c.restarts > 0 && c.state != "terminated",
+                    tail_lines: Some(self.timing.log_lines),
+                    ..LogParams::default()
+                };
+                match pods_api.logs(&pod.name, &params).await {
+                    Ok(text) => c.log_tail = text.lines().map(str::to_string).collect(),
+                    Err(e) => c.log_tail = vec![format!("(logs unavailable: {})", describe(&e))],
+                }
+            }
+        }
+        d.pods = reports;
+        d.id = classify(&d, target, job_failed).id();
+        d
+    }
+}
+
+fn classify(d: &Diagnosis, target: &Target, job_failed: bool) -> ErrorKind {
+    let containers = || d.pods.iter().flat_map(|p| p.containers.iter());
+    if job_failed {
+        return if target.migrations {
+            ErrorKind::MigrationsFailed
+        } else {
+            ErrorKind::JobFailed
+        };
+    }
+    if containers().any(|c| c.image_pull_failed()) {
+        ErrorKind::ImagePullFailed
+    } else if containers().any(|c| c.crash_looping()) {
+        ErrorKind::PodCrashLooping
+    } else {
+        ErrorKind::RolloutTimeout
+    }
+}
+
+fn cut(s: &str) -> String {
+    let s = s.trim();
+    if s.chars().count() <= MAX_MESSAGE {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(MAX_MESSAGE).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn pod_report(p: &Pod) -> PodReport {
+    let status = p.status.clone().unwrap_or_default();
+    let unscheduled = status.conditions.as_ref().and_then(|cs| {
+        cs.iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            .map(|c| {
+                let reason = c.reason.clone().unwrap_or_else(|| "Unschedulable".into());
+                match &c.message {
+                    Some(m) => format!("{reason}: {}", cut(m)),
+                    None => reason,
+                }
+            })
+    });
+    let own = status.reason.as_ref().map(|r| match &status.message {
+        Some(m) => format!("{r}: {}", cut(m)),
+        None => r.clone(),
+    });
+    let mut containers = Vec::new();
+    for (init, list) in [
+        (true, status.init_container_statuses.as_ref()),
+        (false, status.container_statuses.as_ref()),
+    ] {
+        for cs in list.into_iter().flatten() {
+            containers.push(container_report(cs, init));
+        }
+    }
+    // Init containers that succeeded are no news.
+    containers.retain(|c| !(c.init && c.state == "terminated" && c.exit_code == Some(0)));
+    PodReport {
+        name: p.metadata.name.clone().unwrap_or_default(),
+        phase: status.phase.unwrap_or_else(|| "Unknown".into()),
+        problem: unscheduled.or(own),
+        containers,
+    }
+}
+
+fn container_report(cs: &ContainerStatus, init: bool) -> ContainerReport {
+    let mut r = ContainerReport {
+        name: cs.name.clone(),
+        init,
+        image: cs.image.clone(),
+        ready: cs.ready,
+        restarts: cs.restart_count,
+        state: "waiting".into(),
+        reason: None,
+        message: None,
+        exit_code: None,
+        last_exit_code: cs
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| t.exit_code),
+        log_tail: Vec::new(),
+    };
+    if let Some(state) = &cs.state {
+        if let Some(w) = &state.waiting {
+            r.state = "waiting".into();
+            r.reason = w.reason.clone();
+            r.message = w.message.as_deref().map(cut);
+        } else if let Some(t) = &state.terminated {
+            r.state = "terminated".into();
+            r.reason = t.reason.clone();
+            r.message = t.message.as_deref().map(cut);
+            r.exit_code = Some(t.exit_code);
+        } else if state.running.is_some() {
+            r.state = "running".into();
+        }
+    }
+    r
+}
+
+/// Warning events about the target, its pods, its ReplicaSets and the claims its pods
+/// use; the most recent few, newest last.
+fn relevant_events(events: Vec<Event>, target: &Target, pods: &[Pod]) -> Vec<EventReport> {
+    let pod_names: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let claims: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref())
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.clone())
+        })
+        .collect();
+    let prefix = format!("{}-", target.name);
+    let mut picked: Vec<(String, EventReport)> = events
+        .into_iter()
+        .filter(|e| {
+            let o = &e.involved_object;
+            let name = o.name.as_deref().unwrap_or_default();
+            match o.kind.as_deref().unwrap_or_default() {
+                "Pod" => pod_names.contains(name),
+                "ReplicaSet" => name.starts_with(&prefix),
+                "PersistentVolumeClaim" => claims.contains(name),
+                _ => name == target.name,
+            }
+        })
+        .map(|e| {
+            let when = e
+                .last_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
+                .unwrap_or_default();
+            let o = &e.involved_object;
+            (
+                when,
+                EventReport {
+                    object: format!(
+                        "{}/{}",
+                        o.kind.as_deref().unwrap_or("Object"),
+                        o.name.as_deref().unwrap_or_default()
+                    ),
+                    reason: e.reason.clone().unwrap_or_default(),
+                    message: cut(e.message.as_deref().unwrap_or_default()),
+                    count: e.count.unwrap_or(1),
+                },
+            )
+        })
+        .collect();
+    picked.sort_by(|a, b| a.0.cmp(&b.0));
+    let skip = picked.len().saturating_sub(MAX_EVENTS);
+    picked.into_iter().skip(skip).map(|(_, e)| e).collect()
+}
+
+/// The compact human lines of one diagnosis.
+pub fn render(d: &Diagnosis) -> Vec<String> {
+    let mut lines = vec![format!("{}: {}", d.target, d.summary)];
+    for p in &d.pods {
+        if let Some(problem) = &p.problem {
+            lines.push(format!("pod {}: {}: {problem}", p.name, p.phase));
+        }
+        for c in p.containers.iter().filter(|c| c.has_problem()) {
+            let mut line = format!(
+                "pod {} {}container {}: ",
+                p.name,
+                if c.init { "init " } else { "" },
+                c.name
+            );
+            let reason = c.reason.clone().unwrap_or_else(|| {
+                if c.state == "running" {
+                    "running, not ready".into()
+                } else {
+                    c.state.clone()
+                }
+            });
+            line.push_str(&reason);
+            if c.restarts > 0 {
+                line.push_str(&format!(" (restarts {})", c.restarts));
+            }
+            if c.state == "terminated"
+                && let Some(code) = c.exit_code
+            {
+                line.push_str(&format!(": exit {code}"));
+            } else if let Some(code) = c.last_exit_code {
+                line.push_str(&format!(": last exit {code}"));
+            }
+            // A crash loop's message only repeats the back-off; others say what is wrong.
+            if let Some(m) = &c.message
+                && c.reason.as_deref() != Some("CrashLoopBackOff")
+            {
+                line.push_str(&format!(": {m}"));
+            }
+            lines.push(line);
+            for l in &c.log_tail {
+                lines.push(format!("  | {l}"));
+            }
+        }
+    }
+    for e in &d.events {
+        let mut line = format!("event {} {}: {}", e.object, e.reason, e.message);
+        if e.count > 1 {
+            line.push_str(&format!(" (x{})", e.count));
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+/// The most specific kind first.
+fn rank(id: &str) -> usize {
+    [
+        "migrations-failed",
+        "job-failed",
+        "image-pull-failed",
+        "pod-crash-looping",
+        "rollout-timeout",
+    ]
+    .iter()
+    .position(|x| *x == id)
+    .unwrap_or(usize::MAX)
+}
+
+/// One error for all the targets that are not ready: the most specific id wins, every
+/// diagnosis is in the details (human) and in `data.diagnoses` (JSON).
+pub(crate) fn to_error(diagnoses: &[Diagnosis]) -> Error {
+    let mut sorted: Vec<&Diagnosis> = diagnoses.iter().collect();
+    sorted.sort_by_key(|d| rank(d.id));
+    let top = sorted[0];
+    let kind = ErrorKind::from_id(top.id).unwrap_or(ErrorKind::RolloutTimeout);
+    let first_container = |pred: &dyn Fn(&ContainerReport) -> bool| {
+        top.pods.iter().find_map(|p| {
+            p.containers
+                .iter()
+                .find(|c| pred(c))
+                .map(|c| (p.name.clone(), c.clone()))
+        })
+    };
+    let (mut message, hint) = match kind {
+        ErrorKind::MigrationsFailed => (
+            format!("the migrations Job {}/{} failed", top.namespace, top.name),
+            "the log lines above are the migration's output; fix it and run `pulsedev up` again",
+        ),
+        ErrorKind::JobFailed => (
+            format!("Job {}/{} failed", top.namespace, top.name),
+            "the log lines above are the Job's output; fix it and run `pulsedev up` again",
+        ),
+        ErrorKind::ImagePullFailed => {
+            let what = first_container(&|c| c.image_pull_failed())
+                .map(|(pod, c)| format!(" {} for container {} of pod {pod}", c.image, c.name))
+                .unwrap_or_default();
+            (
+                format!("{}: failed to pull image{what}", top.target),
+                "check the image name and that it reached the cluster (`pulsedev build`, then `pulsedev up`)",
+            )
+        }
+        ErrorKind::PodCrashLooping => {
+            let what = first_container(&|c| c.crash_looping())
+                .map(|(pod, c)| format!("container {} of pod {pod} is crash-looping", c.name))
+                .unwrap_or_else(|| "a container is crash-looping".into());
+            (
+                format!("{}: {what}", top.target),
+                "the log lines above are from the container's last run; fix the cause and run `pulsedev up` again",
+            )
+        }
+        _ => (
+            format!("{} is not ready: {}", top.target, top.summary),
+            "the pods and events above say what it waits for; `pulsedev status` shows the whole stack",
+        ),
+    };
+    if sorted.len() > 1 {
+        message.push_str(&format!(" (and {} more not ready)", sorted.len() - 1));
+    }
+    let details = sorted
+        .iter()
+        .flat_map(|d| render(d))
+        .collect::<Vec<String>>();
+    Error::new(kind, message)
+        .with_hint(hint)
+        .with_details(details)
+        .with_data(serde_json::json!({ "diagnoses": sorted }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kube::testing::fixtures::{
+        self, Looks, event_list, pending_pod, pod, pod_list, warning,
+    };
+    use crate::kube::testing::{Exchange, Scenario};
+    use crate::kube::{Engine, Target, TargetKind, Timing};
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    const NS: &str = "pulsewatch-dev";
+
+    fn engine(client: ::kube::Client) -> Engine {
+        Engine::new(client).with_timing(Timing {
+            poll: Duration::from_secs(2),
+            log_lines: 4,
+            ..Timing::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_looping_pod_is_named_with_container_reason_restarts_and_log_tail() {
+        let stuck = || {
+            Exchange::get("/apis/apps/v1/namespaces/pulsewatch-dev/deployments/api")
+                .ok(fixtures::deployment(NS, "api", (1, 1), 1, (1, 1, 0)))
+        };
+        let mut scenario = Scenario::new();
+        // Polled at 0, 2, 4, 6, 8 and 10 s; the deadline is 10 s.
+        for _ in 0..6 {
+            scenario = scenario.then(stuck());
+        }
+        let (client, mock) = scenario
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods")
+                    .query("labelSelector", "app.kubernetes.io/name=api")
+                    .ok(pod_list(vec![pod(
+                        NS,
+                        "api-7c9f5d8b6-x2kqp",
+                        "api",
+                        "localhost:5001/pulsewatch/api:dev",
+                        Looks::CrashLoop { restarts: 5, last_exit: 1 },
+                    )])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/events")
+                    .query("fieldSelector", "type=Warning")
+                    .ok(event_list(vec![
+                        warning(NS, "Pod", "api-7c9f5d8b6-x2kqp", "BackOff", "Back-off restarting failed container api in pod api-7c9f5d8b6-x2kqp_pulsewatch-dev(uid-api)", 12, "2026-11-26T05:24:30Z"),
+                        // Someone else's trouble: not shown.
+                        warning(NS, "Pod", "redis-5d4c7b9f8-abcde", "Unhealthy", "Readiness probe failed", 3, "2026-11-26T05:24:00Z"),
+                        warning(NS, "Pod", "api-7c9f5d8b6-x2kqp", "Unhealthy", "Readiness probe failed: Get \"http://10.244.0.12:8080/healthz\": dial tcp 10.244.0.12:8080: connect: connection refused", 4, "2026-11-26T05:23:10Z"),
+                    ])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods/api-7c9f5d8b6-x2kqp/log")
+                    .query("container", "api")
+                    .query("previous", "true")
+                    .query("tailLines", "4")
+                    .text("pulsewatch-api 0.4.2 starting\nconnecting to postgres.pulsewatch-dev.svc:5432\nerror: password authentication failed for user \"pulsewatch\"\nexiting with status 1\n"),
+            )
+            .start();
+        let e = engine(client)
+            .wait_ready(
+                &[Target::new(TargetKind::Deployment, NS, "api")],
+                Duration::from_secs(10),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "pod-crash-looping");
+        insta::assert_snapshot!("crash_loop_human", crate::ui::render_error(&e, false));
+        insta::assert_json_snapshot!("crash_loop_json", crate::ui::failure_document(&e));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn image_pull_config_error_and_unbound_claim_in_one_screen() {
+        let web = "/apis/apps/v1/namespaces/pulsewatch-dev/deployments/web";
+        let worker = "/apis/apps/v1/namespaces/pulsewatch-dev/deployments/worker";
+        let pg = "/apis/apps/v1/namespaces/pulsewatch-dev/statefulsets/postgres";
+        let tick = || {
+            vec![
+                Exchange::get(web).ok(fixtures::deployment(NS, "web", (1, 1), 1, (1, 1, 0))),
+                Exchange::get(worker).ok(fixtures::deployment(NS, "worker", (1, 1), 1, (1, 1, 0))),
+                Exchange::get(pg).ok(fixtures::statefulset(
+                    NS,
+                    "postgres",
+                    1,
+                    0,
+                    ("postgres-1", "postgres-1"),
+                )),
+            ]
+        };
+        let pods = |sel: &str, p| {
+            Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods")
+                .query("labelSelector", sel)
+                .ok(pod_list(vec![p]))
+        };
+        let events = event_list(vec![
+            warning(
+                NS,
+                "Pod",
+                "web-6b8d9c7f5-q8wzt",
+                "Failed",
+                "Failed to pull image \"localhost:5001/pulsewatch/web:dev\": rpc error: code = NotFound desc = failed to pull and unpack image \"localhost:5001/pulsewatch/web:dev\": not found",
+                4,
+                "2026-11-26T05:22:00Z",
+            ),
+            warning(
+                NS,
+                "Pod",
+                "worker-59f7d8c6b4-m4n7r",
+                "Failed",
+                "Error: secret \"pulsewatch-db\" not found",
+                7,
+                "2026-11-26T05:22:30Z",
+            ),
+            warning(
+                NS,
+                "Pod",
+                "postgres-0",
+                "FailedScheduling",
+                "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+                3,
+                "2026-11-26T05:21:00Z",
+            ),
+            warning(
+                NS,
+                "PersistentVolumeClaim",
+                "data-postgres-0",
+                "ProvisioningFailed",
+                "storageclass.storage.k8s.io \"fast\" not found",
+                9,
+                "2026-11-26T05:21:30Z",
+            ),
+        ]);
+        let events_req =
+            || Exchange::get("/api/v1/namespaces/pulsewatch-dev/events").ok(events.clone());
+        let (client, mock) = Scenario::new()
+            .any_order(tick())
+            .any_order(tick())
+            .any_order(tick())
+            .then(pods("app.kubernetes.io/name=web", pod(NS, "web-6b8d9c7f5-q8wzt", "web", "localhost:5001/pulsewatch/web:dev", Looks::Waiting { reason: "ImagePullBackOff", message: "Back-off pulling image \"localhost:5001/pulsewatch/web:dev\"" })))
+            .then(events_req())
+            .then(pods("app.kubernetes.io/name=worker", pod(NS, "worker-59f7d8c6b4-m4n7r", "worker", "localhost:5001/pulsewatch/worker:dev", Looks::Waiting { reason: "CreateContainerConfigError", message: "secret \"pulsewatch-db\" not found" })))
+            .then(events_req())
+            .then(pods("app.kubernetes.io/name=postgres", pending_pod(NS, "postgres-0", "postgres", "data-postgres-0", "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")))
+            .then(events_req())
+            .start();
+        let e = engine(client)
+            .wait_ready(
+                &[
+                    Target::new(TargetKind::Deployment, NS, "web"),
+                    Target::new(TargetKind::Deployment, NS, "worker"),
+                    Target::new(TargetKind::StatefulSet, NS, "postgres"),
+                ],
+                Duration::from_secs(4),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "image-pull-failed");
+        insta::assert_snapshot!("three_not_ready_human", crate::ui::render_error(&e, false));
+        let ids: Vec<&str> = e.data.as_ref().unwrap()["diagnoses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            ["image-pull-failed", "rollout-timeout", "rollout-timeout"]
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Everything pulsedev says to the Kubernetes API server: the client from pulsedev's own
+//! kubeconfig, manifests as dynamic objects, server-side apply in an order that works the
+//! first time, waits until things are really ready, webhook gates, prune, diagnosis of
+//! what is not ready, and the `status` picture.
+//!
+//! Owns: every use of the `kube` and `k8s_openapi` crates (no other module imports them).
+//! Must not: render output (it hands `ui` data and progress lines), run processes, talk
+//! to Docker, or decide the order of `up`'s steps (that is `plan`).
+//!
+//! The entry point is [`Engine`]:
+//!
+//! ```no_run
+//! # async fn up(kubeconfig: &std::path::Path, stream: &str) -> pulsedev::error::Result<()> {
+//! use pulsedev::kube::{ApplyOptions, Engine, Target, connect, parse};
+//! use std::time::Duration;
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! let engine = Engine::new(connect(kubeconfig, "kind-pulsedev").await?)
+//!     .with_progress(|line| eprintln!("{line}"));
+//! let manifests = parse("helm template api", stream)?;
+//! let options = ApplyOptions::new("pulsewatch", "pulsewatch-dev");
+//! let report = engine.apply(&manifests, &options, &cancel).await?;
+//! engine.wait_ready(&report.targets(), Duration::from_secs(300), &cancel).await?;
+//! engine.prune("pulsewatch", &report, &cancel).await?;
+//! # Ok(()) }
+//! ```
+
+mod apply;
+pub mod client;
+mod diagnose;
+mod discovery;
+pub mod manifest;
+mod prune;
+mod status;
+#[cfg(test)]
+mod testing;
+mod wait;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::kube::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+pub use apply::{Applied, ApplyOptions, ApplyReport};
+pub use client::{connect, context_name, state_kubeconfig_path};
+pub use diagnose::{ContainerReport, Diagnosis, EventReport, PodReport};
+pub use manifest::{Manifest, parse};
+pub use prune::PruneReport;
+pub use status::{
+    Category, Check, CheckKind, ClusterInfo, Row, State, StatusReport, StatusSpec,
+    collect as collect_status,
+};
+pub use wait::{Target, TargetKind};
+pub use webhook::{Backoff, WebhookGate};
+
+/// The field manager of every server-side apply pulsedev makes.
+pub const FIELD_MANAGER: &str = "pulsedev";
+/// The label that marks an object as part of a pulsedev stack; prune deletes only
+/// objects carrying it.
+pub const STACK_LABEL: &str = "pulsedev.dev/stack";
+
+/// Durations and limits of the engine; tests shrink them, `up` may stretch them.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Between two readiness polls of one object.
+    pub poll: Duration,
+    /// How long new CRDs may take to become Established.
+    pub crd_established: Duration,
+    /// How long discovery may lag behind an Established CRD.
+    pub discovery_catch_up: Duration,
+    /// Objects applied (or deleted) at once within one group.
+    pub concurrency: usize,
+    /// Log lines collected from each crashing container.
+    pub log_lines: i64,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            poll: Duration::from_secs(2),
+            crd_established: Duration::from_secs(60),
+            discovery_catch_up: Duration::from_secs(30),
+            concurrency: 8,
+            log_lines: 20,
+        }
+    }
+}
+
+type ProgressFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Applies, waits, gates, prunes and diagnoses against one cluster.
+#[derive(Clone)]
+pub struct Engine {
+    client: Client,
+    discovery: discovery::Discovery,
+    timing: Timing,
+    progress: ProgressFn,
+}
+
+impl Engine {
+    pub fn new(client: Client) -> Engine {
+        Engine {
+            discovery: discovery::Discovery::new(client.clone()),
+            client,
+            timing: Timing::default(),
+            progress: Arc::new(|_| {}),
+        }
+    }
+
+    pub fn with_timing(mut self, timing: Timing) -> Engine {
+        self.timing = timing;
+        self
+    }
+
+    /// Where progress lines go (`deployment pulsewatch-dev/api: 1/2 replicas available`).
+    pub fn with_progress(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Engine {
+        self.progress = Arc::new(f);
+        self
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn say(&self, line: &str) {
+        (self.progress)(line);
+    }
+}
+
+/// Runs `fut` unless `cancel` fires first; then it is dropped and `interrupted` returned.
+async fn cancellable<T>(cancel: &CancellationToken, fut: impl Future<Output = T>) -> Result<T> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Error::interrupted()),
+        r = fut => Ok(r),
+    }
+}
+
+/// A client error in words: the API server's own message for a `Status` failure.
+fn describe(e: &::kube::Error) -> String {
+    match e {
+        ::kube::Error::Api(s) => {
+            let mut text = if s.message.is_empty() {
+                format!("the API server answered {}", s.code)
+            } else {
+                s.message.clone()
+            };
+            if !s.reason.is_empty() {
+                text.push_str(&format!(" ({} {})", s.code, s.reason));
+            }
+            text
+        }
+        // Transport errors hide the useful part ("Connection refused") in their sources.
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(e) = source {
+                let part = e.to_string();
+                if !text.contains(&part) {
+                    text.push_str(": ");
+                    text.push_str(&part);
+                }
+                source = e.source();
+            }
+            text
+        }
+    }
+}
+
+/// `1m30s`, `45s`, `2m`: durations in messages.
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
