@@ -4,3 +4,4 @@ mod cli;
 mod doctor;
 mod harness;
 mod render;
+mod status;
