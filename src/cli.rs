@@ -71,6 +71,8 @@ pub enum Command {
     Render(RenderArgs),
     /// What exists and how ready it is (cluster, platform, data stores, services, URLs)
     Status,
+    /// Export the local CA certificate; `--install` adds it to the OS trust store
+    Trust(TrustArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -93,6 +95,19 @@ pub struct RenderArgs {
     /// Only this service's chart
     #[arg(long, value_name = "SERVICE")]
     pub service: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Where to write the CA certificate [default: pulsedev's state dir/<name>/ca.crt]
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Also add the certificate to the OS trust store (needs root; never in CI)
+    #[arg(long, conflicts_with = "uninstall")]
+    pub install: bool,
+    /// Remove what `--install` added
+    #[arg(long)]
+    pub uninstall: bool,
 }
 
 /// What every handler gets: the output, the cancellation signal, the global flags.
@@ -250,6 +265,7 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
         Command::Doctor(args) => cmd_doctor(ctx, args).await,
         Command::Render(args) => cmd_render(ctx, args).await,
         Command::Status => cmd_status(ctx).await,
+        Command::Trust(args) => cmd_trust(ctx, args).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -360,6 +376,87 @@ async fn cmd_status(ctx: &Ctx) -> Result<()> {
             Err(e)
         }
     }
+}
+
+/// `trust`: the CA certificate to a file; into or out of the OS store only when asked.
+async fn cmd_trust(ctx: &Ctx, args: TrustArgs) -> Result<()> {
+    use crate::trust;
+    let config = ctx.config()?;
+    if (args.install || args.uninstall) && ui::is_ci(&|k| std::env::var(k).ok()) {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "refusing to change the OS trust store in CI",
+        )
+        .with_hint("in CI pass the exported file to clients instead, e.g. `curl --cacert FILE`"));
+    }
+    let kubeconfig = kube::state_kubeconfig_path(&config.name).ok_or_else(|| {
+        Error::internal("failed to find a state directory: neither XDG_STATE_HOME nor HOME is set")
+    })?;
+    let cert = args
+        .out
+        .clone()
+        .unwrap_or_else(|| kubeconfig.with_file_name("ca.crt"));
+    let store = || {
+        trust::detect(&|p| p.is_dir()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::ToolMissing,
+                "no OS trust store pulsedev knows how to update",
+            )
+            .with_hint(format!(
+                "add {} to your system's trust store by hand",
+                cert.display()
+            ))
+        })
+    };
+    let mut said = Vec::new();
+    if args.uninstall {
+        said.push(trust::uninstall(&store()?, &cert, &config.name)?);
+    } else {
+        let client = ctx
+            .interruptible(kube::connect(
+                &kubeconfig,
+                &kube::context_name(&config.name),
+            ))
+            .await??;
+        let pem = ctx
+            .interruptible(kube::secrets::read_key(
+                &client,
+                trust::CA_NAMESPACE,
+                trust::CA_SECRET,
+                "ca.crt",
+            ))
+            .await??
+            .ok_or_else(|| {
+                Error::new(ErrorKind::NotReady, "the local CA has not been issued yet")
+                    .with_hint("run `pulsedev up` and wait until it finishes, then run again")
+            })?;
+        trust::write_cert(&cert, &pem)?;
+        said.push(format!(
+            "wrote the local CA certificate to {}",
+            cert.display()
+        ));
+        if args.install {
+            said.push(trust::install(&store()?, &cert, &config.name)?);
+        } else {
+            said.push(format!(
+                "use it with `curl --cacert {} https://api.pulsewatch.localhost{}/health`, or trust it system-wide with `sudo pulsedev trust --install`",
+                cert.display(),
+                if config.ports.https == 443 { String::new() } else { format!(":{}", config.ports.https) }
+            ));
+        }
+    }
+    if ctx.ui.json() {
+        ctx.ui.out_json(&serde_json::json!({
+            "ok": true,
+            "ca_certificate": cert,
+            "installed": args.install,
+            "uninstalled": args.uninstall,
+            "messages": said,
+        }));
+    } else {
+        ctx.ui.out(&format!("{}\n", said.join("\n")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,4 +13,5 @@ pub mod plan;
 pub mod secrets;
 pub mod stack;
 pub mod tools;
+pub mod trust;
 pub mod ui;

@@ -30,6 +30,7 @@ mod diagnose;
 mod discovery;
 pub mod manifest;
 mod prune;
+pub mod secrets;
 mod status;
 #[cfg(test)]
 mod testing;

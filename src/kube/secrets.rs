@@ -1,0 +1,157 @@
+//! Secrets that must exist once and never be overwritten (dev credentials), and reading
+//! one public key of a Secret (the local CA certificate).
+//!
+//! Owns: create-if-absent and single-key reads. Must not log or return secret values
+//! other than the key explicitly asked for.
+
+use ::kube::Client;
+use ::kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Creates each Secret unless one with its name already exists; existing ones are left
+/// untouched (their values are what the running database was initialised with).
+/// Returns, per Secret, whether this call created it.
+pub async fn create_if_absent(
+    client: &Client,
+    objects: &[serde_json::Value],
+) -> Result<Vec<(String, bool)>> {
+    let mut out = Vec::new();
+    for obj in objects {
+        let secret: Secret = serde_json::from_value(obj.clone())
+            .map_err(|e| Error::internal(format!("failed to build a Secret: {e}")))?;
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        let ns = secret.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => out.push((name, true)),
+            Err(::kube::Error::Api(s)) if s.code == 409 => out.push((name, false)),
+            Err(e) => {
+                // The error text of a create never echoes the object's data.
+                return Err(Error::new(
+                    ErrorKind::ApplyFailed,
+                    format!("failed to create Secret {ns}/{name}: {e}"),
+                )
+                .with_hint("check that the namespace exists and the cluster is reachable (`pulsedev status`)"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The bytes of `key` in Secret `ns/name`; `None` when the Secret or key is absent.
+pub async fn read_key(client: &Client, ns: &str, name: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = api.get_opt(name).await.map_err(|e| {
+        Error::new(
+            ErrorKind::NotReady,
+            format!("failed to read Secret {ns}/{name}: {e}"),
+        )
+        .with_hint("check the cluster with `pulsedev status`")
+    })?;
+    Ok(secret
+        .and_then(|s| s.data)
+        .and_then(|mut d| d.remove(key))
+        .map(|b| b.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::testing::{Exchange, Scenario, status_failure};
+    use serde_json::json;
+
+    fn secret(name: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": name, "namespace": "pulsewatch-dev"},
+               "stringData": {"password": "s3cret-value"}})
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn creates_missing_and_keeps_existing() {
+        let (client, server) = Scenario::new()
+            .then(
+                Exchange::post("/api/v1/namespaces/pulsewatch-dev/secrets")
+                    .check(|seen| assert_eq!(seen.body["metadata"]["name"], "pulsewatch-db"))
+                    .echo(),
+            )
+            .then(
+                Exchange::post("/api/v1/namespaces/pulsewatch-dev/secrets").reply(
+                    409,
+                    status_failure(
+                        409,
+                        "AlreadyExists",
+                        "secrets \"pulsewatch-app\" already exists",
+                    ),
+                ),
+            )
+            .start();
+        let made = create_if_absent(
+            &client,
+            &[secret("pulsewatch-db"), secret("pulsewatch-app")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            made,
+            vec![
+                ("pulsewatch-db".into(), true),
+                ("pulsewatch-app".into(), false)
+            ]
+        );
+        server.finish().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_fail_without_the_value() {
+        let (client, server) = Scenario::new()
+            .then(
+                Exchange::post("/api/v1/namespaces/pulsewatch-dev/secrets").reply(
+                    404,
+                    status_failure(404, "NotFound", "namespaces \"pulsewatch-dev\" not found"),
+                ),
+            )
+            .start();
+        let e = create_if_absent(&client, &[secret("pulsewatch-db")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ApplyFailed);
+        assert!(e.message.contains("pulsewatch-dev/pulsewatch-db"));
+        assert!(!format!("{e:?}").contains("s3cret-value"));
+        server.finish().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_one_key() {
+        let (client, server) = Scenario::new()
+            .then(
+                Exchange::get("/api/v1/namespaces/cert-manager/secrets/pulsewatch-local-ca").ok(
+                    json!({
+                        "apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "pulsewatch-local-ca", "namespace": "cert-manager"},
+                        "type": "kubernetes.io/tls",
+                        "data": {"ca.crt": "Q0VSVA==", "tls.crt": "Q0VSVA==", "tls.key": "S0VZ"}
+                    }),
+                ),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/cert-manager/secrets/gone").reply(
+                    404,
+                    status_failure(404, "NotFound", "secrets \"gone\" not found"),
+                ),
+            )
+            .start();
+        let ca = read_key(&client, "cert-manager", "pulsewatch-local-ca", "ca.crt")
+            .await
+            .unwrap();
+        assert_eq!(ca.as_deref(), Some(&b"CERT"[..]));
+        assert_eq!(
+            read_key(&client, "cert-manager", "gone", "ca.crt")
+                .await
+                .unwrap(),
+            None
+        );
+        server.finish().await;
+    }
+}
