@@ -3,9 +3,11 @@
 //! dependencies point one way: cli → (doctor, images, cluster, kube, helm) → error/ui/config.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod docker;
 pub mod doctor;
 pub mod error;
+pub mod state;
 pub mod tools;
 pub mod ui;
