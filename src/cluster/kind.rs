@@ -66,7 +66,7 @@ impl Kind<'_> {
 fn failed(what: &str, f: &Failure) -> Error {
     Error::new(
         ErrorKind::ClusterCreateFailed,
-        format!("failed to {what}: {}", f.summary()),
+        format!("failed to {what}: {}", f.short_summary()),
     )
     .with_details(f.details())
 }
@@ -112,9 +112,9 @@ pub fn create_error(name: &str, f: &Failure) -> Error {
         .with_hint("run `pulsedev doctor` to see which process holds it, or choose other ports with `--http-port`/`--https-port`"),
         CreateFailure::Other => base(
             ErrorKind::ClusterCreateFailed,
-            format!("failed to create the kind cluster {name}: {}", f.summary()),
+            format!("failed to create the kind cluster {name}: {}", f.short_summary()),
         )
-        .with_hint("kind's output is above; kind removes a cluster whose creation failed. Run `pulsedev doctor` to check Docker's memory and ports, then try again"),
+        .with_hint("kind's output is listed above, and kind removes a cluster whose creation failed; run `pulsedev doctor` to check Docker's memory and ports, then try again"),
     }
 }
 
@@ -159,7 +159,14 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::ClusterCreateFailed);
         assert_eq!(
             e.details,
-            vec!["ERROR: failed to create cluster: failed to pull image \"kindest/node\""]
+            vec![
+                "$ kind create cluster",
+                "ERROR: failed to create cluster: failed to pull image \"kindest/node\""
+            ]
+        );
+        assert_eq!(
+            e.message,
+            "failed to create the kind cluster dev: `kind create cluster` exited with code 1"
         );
     }
 }

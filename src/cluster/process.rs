@@ -92,9 +92,37 @@ impl Failure {
         }
     }
 
-    /// The output, for the error's detail lines (stderr first, trimmed).
+    /// `kind create cluster` rather than the whole command line (which goes to the
+    /// details): the program's file name and its leading non-flag arguments.
+    pub fn short(&self) -> String {
+        let mut words = self.line.split(' ');
+        let program = words
+            .next()
+            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+            .unwrap_or_default();
+        let mut parts = vec![program];
+        parts.extend(
+            words
+                .take_while(|w| !w.starts_with('-'))
+                .take(2)
+                .map(str::to_string),
+        );
+        parts.join(" ")
+    }
+
+    /// One line naming the short command and why it failed.
+    pub fn short_summary(&self) -> String {
+        let full = self.summary();
+        full.replacen(
+            &format!("`{}`", self.line),
+            &format!("`{}`", self.short()),
+            1,
+        )
+    }
+
+    /// The command line, then the output, for the error's detail lines.
     pub fn details(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = vec![format!("$ {}", self.line)];
         for text in [&self.output.stderr, &self.output.stdout] {
             out.extend(
                 text.lines()
@@ -242,7 +270,11 @@ mod tests {
             f.summary(),
             "`/bin/sh -c \"echo boom >&2; exit 3\"` exited with code 3"
         );
-        assert_eq!(f.details(), vec!["boom"]);
+        assert_eq!(
+            f.details(),
+            vec!["$ /bin/sh -c \"echo boom >&2; exit 3\"", "boom"]
+        );
+        assert_eq!(f.short(), "sh");
         let f = r
             .run(&Cmd::new("/nonexistent/kind"), None)
             .await
