@@ -52,7 +52,9 @@ pub fn port_plan(ctx: &Ctx, config: &Config, no_host_ports: bool) -> PortPlan {
 }
 
 async fn live(ctx: &Ctx, dirs: Dirs) -> Result<Live> {
-    let kind = crate::tools::ensure(&crate::tools::KIND, &dirs, &ctx.ui).await?;
+    let kind = ctx
+        .interruptible(crate::tools::ensure(&crate::tools::KIND, &dirs, &ctx.ui))
+        .await??;
     ctx.interruptible(Live::connect(dirs, kind, DOCKER_TIMEOUT))
         .await?
 }

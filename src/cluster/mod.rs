@@ -663,6 +663,12 @@ async fn create(
         }
     }
     j.done(i)?;
+    // Whatever kind did to the file, the credentials stay private.
+    std::fs::set_permissions(
+        &paths.kubeconfig,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .map_err(|e| state::io_error("restrict", &paths.kubeconfig, e))?;
     write_record(paths, opts, rendered, ports, Some(j))?;
     Ok(())
 }
@@ -782,6 +788,17 @@ pub struct Target {
     pub name: String,
     pub kubeconfig: PathBuf,
     pub context: String,
+}
+
+impl From<&ClusterInfo> for Target {
+    /// `ensure` has just checked ownership: its result is a valid target.
+    fn from(info: &ClusterInfo) -> Target {
+        Target {
+            name: info.name.clone(),
+            kubeconfig: info.kubeconfig.clone(),
+            context: info.context.clone(),
+        }
+    }
 }
 
 /// The check every cluster-changing command makes first (`not-a-kind-context`):

@@ -905,3 +905,142 @@ fn a_download_that_does_not_match_the_pins_is_refused_and_deleted() {
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn ctrl_c_while_waiting_for_readiness_deletes_the_new_cluster() {
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    sb.api
+        .ready
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let child = sb
+        .pd
+        .command_with(&["cluster", "create", "--wait", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("a readiness request", Duration::from_secs(20), || {
+        sb.api
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/nodes"))
+    });
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        sb.calls()
+            .last()
+            .unwrap()
+            .starts_with("delete cluster --name dev")
+    );
+    for f in ["cluster.json", "kind-config.yaml", "kubeconfig"] {
+        assert!(!sb.state().join(f).exists(), "{f} left behind");
+    }
+    assert!(kind_clusters(&sb.kind).is_empty());
+}
+
+#[test]
+fn ctrl_c_never_undoes_what_an_earlier_run_made() {
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    ok(&sb.create(&[]));
+    // The reused cluster's nodes are slow to come back; the user gives up.
+    sb.api
+        .ready
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let child = sb
+        .pd
+        .command_with(&["cluster", "create", "--wait", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let before = sb.api.requests().len();
+    wait_for("a readiness request", Duration::from_secs(20), || {
+        sb.api.requests().len() > before
+    });
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        !sb.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        sb.calls()
+    );
+    assert_eq!(kind_clusters(&sb.kind), ["dev"]);
+    assert!(sb.state().join("cluster.json").exists());
+}
+
+#[test]
+fn a_cluster_an_interrupted_run_finished_is_resumed_from_the_journal() {
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    ok(&sb.create(&[]));
+    // As if the run died right after `kind create` returned, before its record.
+    let state = sb.state();
+    std::fs::remove_file(state.join("cluster.json")).unwrap();
+    std::fs::write(
+        state.join("journal.json"),
+        r#"{"pid": 1, "started_at": 0, "command": "pulsedev up", "status": "running",
+            "entries": [{"action": "kind-cluster", "name": "dev", "status": "done"}]}"#,
+    )
+    .unwrap();
+    let run = sb.create(&[]);
+    ok(&run);
+    assert!(
+        run.stdout.starts_with("cluster dev resumed"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("resuming: the cluster dev was created by an interrupted run (pid 1)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        sb.calls()
+            .iter()
+            .filter(|c| c.starts_with("create"))
+            .count(),
+        1
+    );
+    assert!(state.join("cluster.json").exists());
+}
+
+#[test]
+fn a_second_pulsedev_on_the_same_cluster_is_told_to_wait() {
+    let Some(sb) = sandbox("dev", "hang") else {
+        return;
+    };
+    let mut first = sb
+        .pd
+        .command_with(&["cluster", "create"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("kind create", Duration::from_secs(20), || {
+        sb.calls().iter().any(|c| c.starts_with("create"))
+    });
+    let run = sb.create(&[]);
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
+    first.wait().unwrap();
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "another pulsedev (pid {}) is working on the cluster dev",
+            first.id()
+        )),
+        "{}",
+        run.stderr
+    );
+}
