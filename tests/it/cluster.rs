@@ -163,6 +163,16 @@ fn a_second_run_reuses_the_cluster_without_creating() {
     let Some(sb) = sandbox("dev", "ok") else {
         return;
     };
+    // The user's own kubeconfig, also named by KUBECONFIG: never read nor written.
+    let user = sb.pd.home.path().join(".kube/config");
+    std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+    std::fs::write(
+        &user,
+        "apiVersion: v1\nkind: Config\ncurrent-context: prod\n",
+    )
+    .unwrap();
+    let before = std::fs::metadata(&user).unwrap().modified().unwrap();
+    let sb = sb.with_env("KUBECONFIG", &user.display().to_string());
     ok(&sb.create(&[]));
     let run = sb.create(&["--output", "json"]);
     ok(&run);
@@ -177,6 +187,17 @@ fn a_second_run_reuses_the_cluster_without_creating() {
         .count();
     assert_eq!(creates, 1, "{:?}", sb.calls());
     assert!(!sb.calls().iter().any(|c| c.starts_with("delete")));
+    ok(&sb.pd.run_with(&["down"]));
+    assert_eq!(
+        std::fs::read_to_string(&user).unwrap(),
+        "apiVersion: v1\nkind: Config\ncurrent-context: prod\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&user).unwrap().modified().unwrap(),
+        before
+    );
+    let names: Vec<_> = std::fs::read_dir(user.parent().unwrap()).unwrap().collect();
+    assert_eq!(names.len(), 1, "no backup or temp files next to it");
 }
 
 #[test]
@@ -475,6 +496,14 @@ fn a_run_killed_mid_create_is_cleaned_up_by_the_next_one() {
     // A kill (or a second Ctrl-C) leaves no chance to clean up.
     child.kill().unwrap();
     child.wait().unwrap();
+    // The orphaned fake kind (pulsedev could not stop it) is this test's to end.
+    let hung: i32 = std::fs::read_to_string(sb.kind.join("hang.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: the fake kind this test started (through pulsedev).
+    unsafe { libc::kill(hung, libc::SIGKILL) };
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sb.state().join("journal.json")).unwrap())
             .unwrap();

@@ -47,8 +47,8 @@ if [ "$verb" = "create cluster" ]; then
     hang)
       echo "$name" >> "$d/clusters"
       echo "Creating cluster \"$name\" ..." >&2
-      sleep 300
-      exit 0 ;;
+      echo $$ > "$d/hang.pid"
+      exec sleep 300 ;;
     slow) sleep 2 ;;
   esac
   echo "$name" >> "$d/clusters"
