@@ -61,6 +61,10 @@ pub struct Global {
     /// Show only errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// CI mode (also when CI is set): a cluster name unique to the job, its own
+    /// kubeconfig, free host ports chosen and reported
+    #[arg(long, global = true)]
+    pub ci: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +77,13 @@ pub enum Command {
     Status,
     /// Export the local CA certificate; `--install` adds it to the OS trust store
     Trust(TrustArgs),
+    /// Delete what pulsedev made for this cluster name (cluster, registry container, state)
+    Down,
+    /// Print the path of the cluster's kubeconfig; `--merge` adds its context to yours
+    Kubeconfig(KubeconfigArgs),
+    /// Cluster steps on their own (hidden: `up` runs them)
+    #[command(hide = true, subcommand)]
+    Cluster(ClusterCommand),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -110,6 +121,39 @@ pub struct TrustArgs {
     pub uninstall: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// Add the cluster's context to your kubeconfig (KUBECONFIG's first file, else
+    /// ~/.kube/config), after a backup; your current context stays as it is
+    #[arg(long)]
+    pub merge: bool,
+    /// With --merge: also make it your current context
+    #[arg(long = "use", requires = "merge")]
+    pub use_context: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create or reuse the kind cluster (the cluster half of `up`)
+    Create(ClusterCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterCreateArgs {
+    /// Make the cluster again when its definition changed
+    #[arg(long)]
+    pub recreate: bool,
+    /// Make the cluster again in any case
+    #[arg(long, conflicts_with = "recreate")]
+    pub reset: bool,
+    /// Seconds to wait for every node to be Ready
+    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    pub wait: u64,
+    /// Publish no HTTP/HTTPS host ports (CI jobs that only use the API)
+    #[arg(long)]
+    pub no_host_ports: bool,
+}
+
 /// What every handler gets: the output, the cancellation signal, the global flags.
 pub struct Ctx {
     pub ui: Ui,
@@ -140,6 +184,32 @@ impl Ctx {
             &|k| std::env::var(k).ok(),
             &overrides,
         )
+    }
+
+    /// CI mode: `--ci`, or CI set to anything but empty, 0 or false.
+    pub fn ci(&self) -> bool {
+        self.global.ci
+            || std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+    }
+
+    /// The configuration, with CI mode's unique default name when no name was given.
+    pub fn cluster_config(&self) -> Result<Config> {
+        let mut config = self.config()?;
+        let named = self.global.name.is_some()
+            || std::env::var("PULSEDEV_NAME").is_ok_and(|v| !v.is_empty())
+            || config.name != crate::config::DEFAULT_NAME;
+        if self.ci() && !named {
+            let random = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()))
+                ^ std::process::id().rotate_left(16);
+            config.name = crate::cluster::ci::default_name(
+                &|k| std::env::var(k).ok(),
+                std::process::id(),
+                random,
+            );
+        }
+        Ok(config)
     }
 
     /// Runs `fut` unless Ctrl-C comes first; then it is dropped and we report
@@ -266,6 +336,11 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
         Command::Render(args) => cmd_render(ctx, args).await,
         Command::Status => cmd_status(ctx).await,
         Command::Trust(args) => cmd_trust(ctx, args).await,
+        Command::Down => crate::cluster::cmd::down(ctx).await,
+        Command::Kubeconfig(args) => crate::cluster::cmd::kubeconfig(ctx, &args).await,
+        Command::Cluster(ClusterCommand::Create(args)) => {
+            crate::cluster::cmd::create(ctx, &args).await
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -2,8 +2,9 @@
 //! pulsedev and kind talk to the same daemon), connecting with a short timeout, and
 //! telling "nothing listening" from "permission denied" from "hangs".
 //!
-//! Owns: endpoint resolution and the `bollard::Docker` handle. Only this module and
-//! `images` import bollard. Must not build, push or run anything.
+//! Owns: endpoint resolution and the `bollard::Docker` handle. Only this module,
+//! `images` and `cluster::nodes` (node containers) import bollard. Must not build,
+//! push or run anything.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

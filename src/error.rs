@@ -22,6 +22,9 @@ pub enum ErrorKind {
     PreflightFailed,
     ConfigInvalid,
     ClusterCreateFailed,
+    /// An existing cluster was made from a different definition (kind config, ports,
+    /// node image) than the one pulsedev would use now.
+    ClusterDrift,
     NotAKindContext,
     ImageBuildFailed,
     ImagePushFailed,
@@ -45,7 +48,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 25] = [
+    pub const ALL: [ErrorKind; 26] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -56,6 +59,7 @@ impl ErrorKind {
         ErrorKind::PreflightFailed,
         ErrorKind::ConfigInvalid,
         ErrorKind::ClusterCreateFailed,
+        ErrorKind::ClusterDrift,
         ErrorKind::NotAKindContext,
         ErrorKind::ImageBuildFailed,
         ErrorKind::ImagePushFailed,
@@ -90,6 +94,7 @@ impl ErrorKind {
             ErrorKind::PreflightFailed => "preflight-failed",
             ErrorKind::ConfigInvalid => "config-invalid",
             ErrorKind::ClusterCreateFailed => "cluster-create-failed",
+            ErrorKind::ClusterDrift => "cluster-drift",
             ErrorKind::NotAKindContext => "not-a-kind-context",
             ErrorKind::ImageBuildFailed => "image-build-failed",
             ErrorKind::ImagePushFailed => "image-push-failed",
@@ -126,6 +131,7 @@ impl ErrorKind {
             ErrorKind::Usage => exit::USAGE,
             ErrorKind::Interrupted => exit::INTERRUPTED,
             ErrorKind::ClusterCreateFailed
+            | ErrorKind::ClusterDrift
             | ErrorKind::ImageBuildFailed
             | ErrorKind::ImagePushFailed
             | ErrorKind::RenderFailed

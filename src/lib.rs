@@ -3,6 +3,7 @@
 //! dependencies point one way: cli → (doctor, images, cluster, kube, helm) → error/ui/config.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod docker;
 pub mod doctor;
@@ -12,6 +13,7 @@ pub mod kube;
 pub mod plan;
 pub mod secrets;
 pub mod stack;
+pub mod state;
 pub mod tools;
 pub mod trust;
 pub mod ui;

@@ -1,8 +1,11 @@
 //! External tools pulsedev drives (kind, helm): finding them on PATH, asking their
-//! version with a timeout, and the minimum versions we support.
+//! version with a timeout, the minimum versions we support, and (`fetch`) downloading
+//! the pinned, checksum-verified release when a tool is missing or too old.
 //!
-//! Owns: tool discovery and version checks. Must not run a tool for real work (that
-//! is `cluster` and `helm`).
+//! Owns: tool discovery, version checks and the tool cache. Must not run a tool for
+//! real work (that is `cluster` and `helm`).
+
+pub mod fetch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,7 +35,7 @@ pub const KIND: Tool = Tool {
 pub const HELM: Tool = Tool {
     name: "helm",
     version_args: &["version", "--short"],
-    pinned: Version(4, 2, 0),
+    pinned: Version(4, 2, 2),
     minimum: Version(3, 14, 0),
     install_url: "https://helm.sh/docs/intro/install/",
 };
@@ -107,6 +110,76 @@ pub async fn version(tool: &Tool, path: &Path, timeout: Duration) -> Result<Vers
     }
     Version::find(&text)
         .ok_or_else(|| failed(format!("no version in its output {:?}", text.trim())))
+}
+
+/// A usable binary of `tool`: the one on PATH when it is recent enough, else the
+/// cached pinned release, else the pinned release downloaded now (verified, cached).
+/// A machine that is offline works as long as the cache holds the tool.
+pub async fn ensure(tool: &Tool, dirs: &crate::state::Dirs, ui: &crate::ui::Ui) -> Result<PathBuf> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let path_var = std::env::var_os("PATH");
+    if let Some(found) = locate(tool, path_var.as_deref(), &cwd) {
+        match version(tool, &found, Duration::from_secs(10)).await {
+            Ok(v) if v >= tool.minimum => return Ok(found),
+            Ok(v) => ui.info(&format!(
+                "{} {v} at {} is older than the minimum {}: using pulsedev's pinned {}",
+                tool.name,
+                found.display(),
+                tool.minimum,
+                tool.pinned
+            )),
+            Err(e) => ui.info(&format!(
+                "{} at {} does not work ({}): using pulsedev's pinned {}",
+                tool.name,
+                found.display(),
+                e.message,
+                tool.pinned
+            )),
+        }
+    }
+    let pins = match std::env::var(fetch::PINS_VAR)
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        Some(path) => std::fs::read_to_string(&path).map_err(|e| {
+            Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("failed to read {}={path}: {e}", fetch::PINS_VAR),
+            )
+        })?,
+        None => fetch::PINS.to_string(),
+    };
+    let platform = fetch::this_platform();
+    let (pinned, asset) = fetch::lookup(&pins, tool.name, &platform)?;
+    let tools_dir = dirs.tools();
+    if let Some(p) = fetch::cached(&tools_dir, tool.name, &pinned) {
+        return Ok(p);
+    }
+    let Some(asset) = asset else {
+        return Err(Error::new(
+            ErrorKind::ToolMissing,
+            format!(
+                "{} is not on PATH and pulsedev has no pinned release of it for {platform}",
+                tool.name
+            ),
+        )
+        .with_hint(format!(
+            "install {} {} yourself: {}",
+            tool.name, tool.pinned, tool.install_url
+        )));
+    };
+    let mirror = std::env::var(fetch::MIRROR_VAR).ok();
+    let url = fetch::source_url(&asset, mirror.as_deref());
+    ui.info(&format!(
+        "{} is not on PATH (or too old): downloading {} {} from {url}",
+        tool.name, tool.name, pinned
+    ));
+    let path = fetch::fetch(&asset, &url, &tools_dir).await?;
+    ui.info(&format!(
+        "verified its SHA-256 and cached it at {}",
+        path.display()
+    ));
+    Ok(path)
 }
 
 #[cfg(test)]

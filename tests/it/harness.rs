@@ -137,6 +137,23 @@ impl Pd {
         cmd
     }
 
+    /// The command with `extra` arguments after the builder's ones (for tests that run
+    /// several commands against one sandbox).
+    pub fn command_with(&self, extra: &[&str]) -> Command {
+        let mut cmd = self.command();
+        cmd.args(extra);
+        cmd
+    }
+
+    pub fn run_with(&self, extra: &[&str]) -> Run {
+        let out: Output = self.command_with(extra).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn run(&self) -> Run {
         let out: Output = self.command().output().unwrap();
         Run {

@@ -1,7 +1,9 @@
 //! The integration tests: one binary (as `just` does it), one module per command.
 
 mod cli;
+mod cluster;
 mod doctor;
+mod fakes;
 mod harness;
 mod render;
 mod status;

@@ -1,0 +1,389 @@
+//! Fakes at the process and HTTP boundary for the cluster tests: a recording `kind`,
+//! a tiny API server that answers the node list and ConfigMap applies, a tool mirror,
+//! and Docker helpers (busybox node containers built FROM scratch, nothing pulled).
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A `kind` that appends its argv to `$FAKE_KIND_DIR/log` (one line per call) and
+/// keeps the clusters it "made" in `$FAKE_KIND_DIR/clusters`. `FAKE_KIND_MODE`:
+/// ok (default), slow (2 s, then ok), hang (records the cluster, then sleeps),
+/// fail (kind's kubeadm failure text), exists (kind's "already exist" text).
+/// `create cluster` copies its --config to `$FAKE_KIND_DIR/config-<name>.yaml` and
+/// writes --kubeconfig pointing at `$FAKE_API` (default https://127.0.0.1:6443).
+pub const FAKE_KIND: &str = r#"
+d="${FAKE_KIND_DIR:?FAKE_KIND_DIR is not set}"
+echo "$*" >> "$d/log"
+touch "$d/clusters"
+verb="$1 $2"
+case "$verb" in
+  "version "*) echo "kind v0.32.0 go1.24.2 linux/amd64"; exit 0 ;;
+  "get clusters")
+    if [ -s "$d/clusters" ]; then cat "$d/clusters"; else echo "No kind clusters found." >&2; fi
+    exit 0 ;;
+esac
+name=kind; config=; kubeconfig=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --name) name="$2"; shift ;;
+    --config) config="$2"; shift ;;
+    --kubeconfig) kubeconfig="$2"; shift ;;
+  esac
+  shift
+done
+if [ "$verb" = "create cluster" ]; then
+  [ -n "$config" ] && cp "$config" "$d/config-$name.yaml"
+  case "${FAKE_KIND_MODE:-ok}" in
+    exists)
+      echo "ERROR: failed to create cluster: node(s) already exist for a cluster with the name \"$name\"" >&2
+      exit 1 ;;
+    fail)
+      echo "Creating cluster \"$name\" ..." >&2
+      echo "ERROR: failed to create cluster: failed to init node with kubeadm: command \"docker exec --privileged $name-control-plane kubeadm init --skip-phases=preflight --config=/kind/kubeadm.conf --skip-token-print --v=6\" failed with error: exit status 1" >&2
+      exit 1 ;;
+    hang)
+      echo "$name" >> "$d/clusters"
+      echo "Creating cluster \"$name\" ..." >&2
+      echo $$ > "$d/hang.pid"
+      exec sleep 300 ;;
+    slow) sleep 2 ;;
+  esac
+  echo "$name" >> "$d/clusters"
+  server="${FAKE_API:-https://127.0.0.1:6443}"
+  cat > "$kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: kind-$name
+  cluster:
+    server: $server
+contexts:
+- name: kind-$name
+  context:
+    cluster: kind-$name
+    user: kind-$name
+current-context: kind-$name
+preferences: {}
+users:
+- name: kind-$name
+  user:
+    token: fake-token
+KC
+  echo "Creating cluster \"$name\" ..." >&2
+  echo " ✓ Ensuring node image (kindest/node:v1.36.1) 🖼" >&2
+  echo "Set kubectl context to \"kind-$name\"" >&2
+  exit 0
+fi
+if [ "$verb" = "delete cluster" ]; then
+  echo "Deleting cluster \"$name\" ..." >&2
+  grep -vx "$name" "$d/clusters" > "$d/clusters.new"; mv "$d/clusters.new" "$d/clusters"
+  exit 0
+fi
+echo "ERROR: unknown command" >&2
+exit 1
+"#;
+
+/// The recorded kind calls, one string per call.
+pub fn kind_calls(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn kind_clusters(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("clusters"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A fake API server on 127.0.0.1: GET /api/v1/nodes lists one node (Ready or not),
+/// PATCH of a ConfigMap echoes it back. Every request line (and body) is recorded.
+pub struct FakeApi {
+    pub url: String,
+    pub ready: Arc<AtomicBool>,
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeApi {
+    pub fn start(node: &str) -> FakeApi {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let ready = Arc::new(AtomicBool::new(true));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (r, q, node) = (ready.clone(), requests.clone(), node.to_string());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let Some((line, body)) = read_request(&mut s) else {
+                    continue;
+                };
+                q.lock()
+                    .unwrap()
+                    .push(format!("{line} {body}").trim().to_string());
+                let status = if r.load(Ordering::SeqCst) {
+                    "True"
+                } else {
+                    "False"
+                };
+                let json = if line.starts_with("GET /api/v1/nodes") {
+                    format!(
+                        r#"{{"apiVersion":"v1","kind":"NodeList","metadata":{{"resourceVersion":"1"}},"items":[{{"metadata":{{"name":"{node}"}},"status":{{"conditions":[{{"type":"Ready","status":"{status}","reason":"KubeletNotReady"}}]}}}}]}}"#
+                    )
+                } else {
+                    body.clone()
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                    json.len()
+                );
+            }
+        });
+        FakeApi {
+            url,
+            ready,
+            requests,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn read_request(s: &mut std::net::TcpStream) -> Option<(String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+    Some((head.lines().next().unwrap_or_default().to_string(), body))
+}
+
+/// Serves files from a map path → bytes on 127.0.0.1 (a tool mirror); 404 otherwise.
+pub struct Mirror {
+    pub url: String,
+    pub hits: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    port: u16,
+}
+
+impl Mirror {
+    pub fn start(files: Vec<(String, Vec<u8>)>) -> Mirror {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, st) = (hits.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut s) = s else { continue };
+                let Some((line, _)) = read_request(&mut s) else {
+                    continue;
+                };
+                let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+                h.lock().unwrap().push(path.clone());
+                match files.iter().find(|(p, _)| *p == path) {
+                    Some((_, body)) => {
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = s.write_all(body);
+                    }
+                    None => {
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                    }
+                }
+            }
+        });
+        Mirror {
+            url: format!("http://127.0.0.1:{port}"),
+            hits,
+            stop,
+            port,
+        }
+    }
+
+    /// Stops answering: later connections are refused (the machine is "offline").
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+// ---- Docker (real engine) ----
+
+pub const NODE_IMAGE: &str = "pulsedev-test-cluster-node:busybox";
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub async fn docker(host: &str) -> bollard::Docker {
+    let path = host
+        .strip_prefix("unix://")
+        .expect("unix socket DOCKER_HOST");
+    bollard::Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION)
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
+}
+
+/// A FROM-scratch image holding busybox, whose default command sleeps: it stands in
+/// for a kind node (and for the registry) without pulling anything.
+pub async fn ensure_node_image(d: &bollard::Docker) {
+    use futures::StreamExt;
+    if d.inspect_image(NODE_IMAGE).await.is_ok() {
+        return;
+    }
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static at /bin/busybox");
+    let dockerfile = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sleep\", \"3600\"]\n";
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data, mode) in [
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("busybox", &busybox[..], 0o755),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data).unwrap();
+    }
+    let body = tar.into_inner().unwrap();
+    let opts = bollard::query_parameters::BuildImageOptionsBuilder::default()
+        .t(NODE_IMAGE)
+        .rm(true)
+        .build();
+    let mut stream = d.build_image(opts, None, Some(bollard::body_full(body.into())));
+    while let Some(msg) = stream.next().await {
+        let msg = msg.expect("test image builds");
+        if let Some(e) = msg.error_detail {
+            panic!("test image build failed: {e:?}");
+        }
+    }
+}
+
+/// Runs a busybox container named `name` with `labels`; it sleeps until removed.
+pub async fn run_container(d: &bollard::Docker, name: &str, labels: &[(&str, &str)]) {
+    ensure_node_image(d).await;
+    let _ = remove_container(d, name).await;
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(NODE_IMAGE.to_string()),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+        .name(name)
+        .build();
+    d.create_container(Some(opts), body).await.unwrap();
+    d.start_container(name, None).await.unwrap();
+}
+
+pub async fn remove_container(d: &bollard::Docker, name: &str) -> bool {
+    let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .build();
+    d.remove_container(name, Some(opts)).await.is_ok()
+}
+
+pub async fn container_state(d: &bollard::Docker, name: &str) -> Option<String> {
+    let info = d.inspect_container(name, None).await.ok()?;
+    info.state?.status.map(|s| s.to_string())
+}
+
+/// Reads a file inside a running container (busybox cat).
+pub async fn cat(d: &bollard::Docker, container: &str, path: &str) -> String {
+    use futures::StreamExt;
+    let exec = d
+        .create_exec(
+            container,
+            bollard::exec::CreateExecOptions {
+                cmd: Some(vec!["cat".to_string(), path.to_string()]),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut out = String::new();
+    if let bollard::exec::StartExecResults::Attached { mut output, .. } =
+        d.start_exec(&exec.id, None).await.unwrap()
+    {
+        while let Some(Ok(c)) = output.next().await {
+            out.push_str(&String::from_utf8_lossy(&c.into_bytes()));
+        }
+    }
+    out
+}
+
+/// A name unique to this test process and call site.
+pub fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+pub fn state_dir(home: &Path, name: &str) -> PathBuf {
+    home.join("state/pulsedev").join(name)
+}
