@@ -420,9 +420,8 @@ async fn cmd_render(ctx: &Ctx, args: RenderArgs) -> Result<()> {
 /// unless everything is ready.
 async fn cmd_status(ctx: &Ctx) -> Result<()> {
     let config = ctx.config()?;
-    let kubeconfig = kube::state_kubeconfig_path(&config.name).ok_or_else(|| {
-        Error::internal("failed to find a state directory: neither XDG_STATE_HOME nor HOME is set")
-    })?;
+    let paths = crate::cluster::Paths::new(&crate::state::Dirs::from_process()?, &config.name);
+    let kubeconfig = paths.kubeconfig.clone();
     let context = kube::context_name(&config.name);
     let spec = kube::StatusSpec::pulsewatch(config.ports.https);
     let spinner = ctx.ui.spinner("reading the cluster");
@@ -464,13 +463,9 @@ async fn cmd_trust(ctx: &Ctx, args: TrustArgs) -> Result<()> {
         )
         .with_hint("in CI pass the exported file to clients instead, e.g. `curl --cacert FILE`"));
     }
-    let kubeconfig = kube::state_kubeconfig_path(&config.name).ok_or_else(|| {
-        Error::internal("failed to find a state directory: neither XDG_STATE_HOME nor HOME is set")
-    })?;
-    let cert = args
-        .out
-        .clone()
-        .unwrap_or_else(|| kubeconfig.with_file_name("ca.crt"));
+    let paths = crate::cluster::Paths::new(&crate::state::Dirs::from_process()?, &config.name);
+    let kubeconfig = paths.kubeconfig.clone();
+    let cert = args.out.clone().unwrap_or_else(|| paths.ca_cert.clone());
     let store = || {
         trust::detect(&|p| p.is_dir()).ok_or_else(|| {
             Error::new(

@@ -19,7 +19,13 @@ const STACK: &str = "pulsedev-e2e";
 async fn engine() -> Engine {
     let path = std::env::var("PULSEDEV_E2E_KUBECONFIG")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| pulsedev::kube::state_kubeconfig_path("pulsedev").unwrap());
+        .unwrap_or_else(|_| {
+            pulsedev::cluster::Paths::new(
+                &pulsedev::state::Dirs::from_process().unwrap(),
+                "pulsedev",
+            )
+            .kubeconfig
+        });
     let context = std::env::var("PULSEDEV_E2E_CONTEXT").unwrap_or_else(|_| "kind-pulsedev".into());
     let client = pulsedev::kube::connect(&path, &context)
         .await
@@ -269,7 +275,13 @@ async fn e2e_webhook_that_never_answers_is_webhook_not_ready() {
 async fn e2e_status_sees_a_reachable_cluster() {
     let path = std::env::var("PULSEDEV_E2E_KUBECONFIG")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| pulsedev::kube::state_kubeconfig_path("pulsedev").unwrap());
+        .unwrap_or_else(|_| {
+            pulsedev::cluster::Paths::new(
+                &pulsedev::state::Dirs::from_process().unwrap(),
+                "pulsedev",
+            )
+            .kubeconfig
+        });
     let report = pulsedev::kube::collect_status(
         &path,
         "pulsedev",

@@ -60,6 +60,8 @@ pub struct Paths {
     /// Ports reserved for this cluster before it exists (CI mode).
     pub ports: PathBuf,
     pub journal: PathBuf,
+    /// The local CA certificate `trust` exports (public).
+    pub ca_cert: PathBuf,
     /// Outside `dir`, so `down` can remove `dir` while holding it.
     pub lock: PathBuf,
 }
@@ -73,6 +75,7 @@ impl Paths {
             rendered: dir.join("kind-config.yaml"),
             ports: dir.join("ports.json"),
             journal: dir.join(journal::FILE_NAME),
+            ca_cert: dir.join("ca.crt"),
             lock: dirs.state.join(".locks").join(format!("{name}.lock")),
             dir,
         }

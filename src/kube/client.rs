@@ -2,24 +2,15 @@
 //! never from `~/.kube/config` or `KUBECONFIG`, so pulsedev cannot touch a cluster it did
 //! not make.
 //!
-//! Owns: where pulsedev keeps a cluster's kubeconfig (until the cluster module takes that
-//! over), reading it, and turning it into a `kube::Client`. Must not create or change
-//! kubeconfig files (the cluster module writes them).
+//! Owns: reading a kubeconfig (the cluster module decides where it lives) and turning
+//! it into a `kube::Client`. Must not create or change kubeconfig files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ::kube::Client;
 use ::kube::config::{Config, KubeConfigOptions, Kubeconfig};
 
 use crate::error::{Error, ErrorKind, Result};
-
-/// The kubeconfig pulsedev keeps for cluster `name`:
-/// `$XDG_STATE_HOME/pulsedev/<name>/kubeconfig` (`~/.local/state` when the platform has
-/// no state directory, e.g. macOS).
-pub fn state_kubeconfig_path(name: &str) -> Option<PathBuf> {
-    let base = dirs::state_dir().or_else(|| dirs::home_dir().map(|h| h.join(".local/state")))?;
-    Some(base.join("pulsedev").join(name).join("kubeconfig"))
-}
 
 /// The context kind writes for cluster `name`.
 pub fn context_name(name: &str) -> String {
@@ -127,9 +118,7 @@ users:
     }
 
     #[test]
-    fn state_path_layout() {
-        let p = state_kubeconfig_path("dev").unwrap();
-        assert!(p.ends_with("pulsedev/dev/kubeconfig"), "{}", p.display());
+    fn context_names() {
         assert_eq!(context_name("dev"), "kind-dev");
     }
 }

@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 
 pub use apply::{Applied, ApplyOptions, ApplyReport};
-pub use client::{connect, context_name, state_kubeconfig_path};
+pub use client::{connect, context_name};
 pub use diagnose::{ContainerReport, Diagnosis, EventReport, PodReport};
 pub use manifest::{Manifest, parse};
 pub use prune::PruneReport;
