@@ -112,6 +112,46 @@ pub async fn version(tool: &Tool, path: &Path, timeout: Duration) -> Result<Vers
         .ok_or_else(|| failed(format!("no version in its output {:?}", text.trim())))
 }
 
+/// The pins in force: the file named by PULSEDEV_TOOLS_PINS, else the compiled-in ones.
+pub fn pins_text() -> Result<String> {
+    match std::env::var(fetch::PINS_VAR)
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        Some(path) => std::fs::read_to_string(&path).map_err(|e| {
+            Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("failed to read {}={path}: {e}", fetch::PINS_VAR),
+            )
+        }),
+        None => Ok(fetch::PINS.to_string()),
+    }
+}
+
+/// What pulsedev can do when `tool` is not usable from PATH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// A verified copy of the pinned release is in the cache.
+    Cached { path: PathBuf, version: String },
+    /// The pinned release for this platform has a checksum: `up` downloads it.
+    Download { version: String },
+    /// Nothing pinned for this platform: the user must install it.
+    Unavailable,
+}
+
+pub fn fallback(tool: &Tool, tools_dir: &Path, pins: &str) -> Fallback {
+    let Ok((version, asset)) = fetch::lookup(pins, tool.name, &fetch::this_platform()) else {
+        return Fallback::Unavailable;
+    };
+    if let Some(path) = fetch::cached(tools_dir, tool.name, &version) {
+        return Fallback::Cached { path, version };
+    }
+    match asset {
+        Some(a) if a.sha256.is_some() => Fallback::Download { version },
+        _ => Fallback::Unavailable,
+    }
+}
+
 /// A usable binary of `tool`: the one on PATH when it is recent enough, else the
 /// cached pinned release, else the pinned release downloaded now (verified, cached).
 /// A machine that is offline works as long as the cache holds the tool.
@@ -137,18 +177,7 @@ pub async fn ensure(tool: &Tool, dirs: &crate::state::Dirs, ui: &crate::ui::Ui) 
             )),
         }
     }
-    let pins = match std::env::var(fetch::PINS_VAR)
-        .ok()
-        .filter(|p| !p.is_empty())
-    {
-        Some(path) => std::fs::read_to_string(&path).map_err(|e| {
-            Error::new(
-                ErrorKind::ConfigInvalid,
-                format!("failed to read {}={path}: {e}", fetch::PINS_VAR),
-            )
-        })?,
-        None => fetch::PINS.to_string(),
-    };
+    let pins = pins_text()?;
     let platform = fetch::this_platform();
     let (pinned, asset) = fetch::lookup(&pins, tool.name, &platform)?;
     let tools_dir = dirs.tools();

@@ -270,8 +270,8 @@ fn check_disk(info: &EngineInfo, host: &str) -> Check {
 }
 
 async fn check_tool(tool: &Tool, m: &Machine) -> Check {
-    let Some(path) = tools::locate(tool, m.path_var.as_deref(), &m.cwd) else {
-        return Check::fail(
+    let unusable = match tools::locate(tool, m.path_var.as_deref(), &m.cwd) {
+        None => Check::fail(
             tool.name,
             ErrorKind::ToolMissing,
             format!("{} is not on PATH", tool.name),
@@ -279,28 +279,60 @@ async fn check_tool(tool: &Tool, m: &Machine) -> Check {
                 "install {} {} (minimum {}): {}",
                 tool.name, tool.pinned, tool.minimum, tool.install_url
             )),
-        );
-    };
-    match tools::version(tool, &path, m.tool_timeout).await {
-        Err(e) => Check::from_error(tool.name, e),
-        Ok(v) if v < tool.minimum => Check::fail(
-            tool.name,
-            ErrorKind::ToolTooOld,
-            format!(
-                "{} {v} at {} is older than the minimum {}",
+        ),
+        Some(path) => match tools::version(tool, &path, m.tool_timeout).await {
+            Err(e) => Check::from_error(tool.name, e),
+            Ok(v) if v < tool.minimum => Check::fail(
                 tool.name,
-                path.display(),
-                tool.minimum
+                ErrorKind::ToolTooOld,
+                format!(
+                    "{} {v} at {} is older than the minimum {}",
+                    tool.name,
+                    path.display(),
+                    tool.minimum
+                ),
+                Some(format!(
+                    "upgrade to {} {}: {}",
+                    tool.name, tool.pinned, tool.install_url
+                )),
             ),
-            Some(format!(
-                "upgrade to {} {}: {}",
-                tool.name, tool.pinned, tool.install_url
-            )),
-        ),
-        Ok(v) => Check::ok(
+            Ok(v) => {
+                return Check::ok(
+                    tool.name,
+                    format!("{} {v} at {}", tool.name, path.display()),
+                );
+            }
+        },
+    };
+    // pulsedev fetches its pinned release itself, so an unusable tool only fails the
+    // check when there is nothing pinned (or cached) for this platform.
+    let dirs = crate::state::Dirs::resolve(&|k| m.var(k), m.home.as_deref());
+    let fallback = match (dirs, tools::pins_text()) {
+        (Ok(dirs), Ok(pins)) => tools::fallback(tool, &dirs.tools(), &pins),
+        _ => tools::Fallback::Unavailable,
+    };
+    match fallback {
+        tools::Fallback::Cached { path, version } => Check::ok(
             tool.name,
-            format!("{} {v} at {}", tool.name, path.display()),
+            format!(
+                "{} v{} from pulsedev's cache at {} ({})",
+                tool.name,
+                version.trim_start_matches('v'),
+                path.display(),
+                unusable.message
+            ),
         ),
+        tools::Fallback::Download { version } => Check {
+            status: Status::Warn,
+            hint: Some(format!(
+                "nothing to do: `pulsedev up` downloads the pinned {} v{} (SHA-256 verified) into its cache; or install it yourself: {}",
+                tool.name,
+                version.trim_start_matches('v'),
+                tool.install_url
+            )),
+            ..unusable
+        },
+        tools::Fallback::Unavailable => unusable,
     }
 }
 

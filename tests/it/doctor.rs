@@ -280,15 +280,78 @@ fn missing_tools_are_tool_missing_with_where_to_get_them() {
         .run();
     assert_eq!(run.code, 3);
     let doc = run.json();
-    for (tool, url) in [
-        ("kind", "https://kind.sigs.k8s.io/"),
-        ("helm", "https://helm.sh/"),
+    for (tool, url, version) in [
+        ("kind", "https://kind.sigs.k8s.io/", "v0.32.0"),
+        ("helm", "https://helm.sh/", "v4.2.2"),
     ] {
         let c = check(&doc, tool);
+        // A pinned, checksummed release exists for this platform: `up` fetches it, so
+        // a missing tool warns instead of failing.
+        assert_eq!(c["status"], "warn", "{c:#}");
         assert_eq!(c["problem"], "tool-missing", "{c:#}");
         assert_eq!(c["message"], format!("{tool} is not on PATH"));
-        assert!(c["hint"].as_str().unwrap().contains(url), "{c:#}");
+        let hint = c["hint"].as_str().unwrap();
+        assert!(hint.contains(url), "{c:#}");
+        assert!(
+            hint.contains(&format!(
+                "downloads the pinned {tool} {version} (SHA-256 verified)"
+            )),
+            "{c:#}"
+        );
     }
+}
+
+#[test]
+fn a_missing_tool_without_a_pinned_release_fails() {
+    let pd = Pd::new().free_ports();
+    let pins = pd.write(
+        "pins.toml",
+        "[kind]
+version = \"v0.32.0\"\n[helm]\nversion = \"v4.2.2\"\n",
+    );
+    let sock = pd.home.path().join("nobody.sock");
+    let run = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .env("PULSEDEV_TOOLS_PINS", pins.display().to_string())
+        .args(&["doctor", "--output", "json"])
+        .run();
+    assert_eq!(run.code, 3);
+    let doc = run.json();
+    let kind = check(&doc, "kind");
+    assert_eq!(kind["status"], "fail", "{kind:#}");
+    assert!(
+        kind["hint"]
+            .as_str()
+            .unwrap()
+            .starts_with("install kind v0.32.0")
+    );
+}
+
+#[test]
+fn a_cached_pinned_tool_is_ok() {
+    let pd = Pd::new().free_ports();
+    let cached = pd
+        .home
+        .path()
+        .join("cache/pulsedev/tools/kind/v0.32.0/kind");
+    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+    std::fs::write(&cached, "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cached, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = pd.home.path().join("nobody.sock");
+    let run = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(&["doctor", "--output", "json"])
+        .run();
+    let kind = check(&run.json(), "kind").clone();
+    assert_eq!(kind["status"], "ok", "{kind:#}");
+    assert!(
+        kind["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("kind v0.32.0 from pulsedev's cache at "),
+        "{kind:#}"
+    );
 }
 
 #[test]
@@ -313,7 +376,11 @@ fn an_old_tool_is_too_old_and_a_hanging_one_times_out() {
             .contains("minimum v0.24.0")
     );
     let helm = check(&doc, "helm");
-    assert_eq!(helm["status"], "fail");
+    assert_eq!(
+        helm["status"], "warn",
+        "pulsedev can fetch a working helm: {helm:#}"
+    );
+    assert_eq!(helm["problem"], "tool-missing");
     assert!(
         helm["message"]
             .as_str()
