@@ -306,8 +306,7 @@ fn a_missing_tool_without_a_pinned_release_fails() {
     let pd = Pd::new().free_ports();
     let pins = pd.write(
         "pins.toml",
-        "[kind]
-version = \"v0.32.0\"\n[helm]\nversion = \"v4.2.2\"\n",
+        "[kind]\nversion = \"v0.32.0\"\n[helm]\nversion = \"v4.2.2\"\n",
     );
     let sock = pd.home.path().join("nobody.sock");
     let run = pd
