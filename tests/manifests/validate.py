@@ -12,6 +12,7 @@ import fnmatch
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import kubernetes_validate
@@ -138,6 +139,7 @@ def step_checkov(work: Path) -> list[str]:
     rendered = work / "rendered"
     problems: list[str] = []
     summary = []
+    jobs: dict[str, list[str]] = {}
     for env in lib.ENVS:
         scan = work / "checkov" / env
         scan.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,17 @@ def step_checkov(work: Path) -> list[str]:
             (scan / f"{chart}.yaml").write_text((rendered / env / f"{chart}.yaml").read_text())
         for p in lib.plain_manifest_files(env):
             (scan / f"plain-{p.name}").write_text(p.read_text())
-        result = run_checkov(["-d", str(scan), "--framework", "kubernetes"])
+        jobs[env] = ["-d", str(scan), "--framework", "kubernetes"]
+    jobs["dockerfile"] = ["--framework", "dockerfile"]
+    for d in sorted((REPO / "app").glob("*/Dockerfile")):
+        jobs["dockerfile"] += ["-f", str(d)]
+    # Each checkov run spends most of its time starting up: run them side by side.
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = {name: pool.submit(run_checkov, args) for name, args in jobs.items()}
+        results = {name: f.result() for name, f in futures.items()}
+
+    for env in lib.ENVS:
+        result = results[env]
         if env == "dev":
             waivers = load_waivers()
             used = set()
@@ -165,11 +177,7 @@ def step_checkov(work: Path) -> list[str]:
             for f in result["failed"]:
                 problems.append(f"checkov {env}: {f['check']} {f['name']}: {f['resource']} ({f['file']})")
             summary.append(f"{env} {result['passed']} passed, {len(result['failed'])} failed")
-    dockerfiles = sorted((REPO / "app").glob("*/Dockerfile"))
-    args = ["--framework", "dockerfile"]
-    for d in dockerfiles:
-        args += ["-f", str(d)]
-    result = run_checkov(args)
+    result = results["dockerfile"]
     for f in result["failed"]:
         problems.append(f"checkov dockerfile: {f['check']} {f['name']}: {f['resource']}")
     summary.append(f"Dockerfiles {result['passed']} passed, {len(result['failed'])} failed")
