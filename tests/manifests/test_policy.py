@@ -320,6 +320,12 @@ class Secrets(unittest.TestCase):
                 self.assertEqual(o.doc["spec"]["secretStoreRef"], {"kind": "ClusterSecretStore", "name": store.name})
 
 
+    def test_writes_need_a_token_outside_dev(self):
+        for env, objs in all_objects().items():
+            [cm] = [o for o in objs if o.kind == "ConfigMap" and o.name == "api"]
+            self.assertEqual(cm.doc["data"]["AUTH_REQUIRED"], "false" if env == "dev" else "true", env)
+
+
 class Ingress(unittest.TestCase):
     def test_only_web_and_api_have_ingress(self):
         for env, objs in all_objects().items():

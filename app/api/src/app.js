@@ -3,8 +3,11 @@
 import express from "express";
 import { validateMonitor, parseId } from "./monitors.js";
 import { aggregateHealth } from "./health.js";
+import { requireToken } from "./auth.js";
 
-export function createApp({ store, healthChecks, corsOrigin = "", log = () => {} }) {
+// auth: { required, secret } - when required, POST/PUT/DELETE need a valid bearer JWT.
+export function createApp({ store, healthChecks, corsOrigin = "", auth = { required: false }, log = () => {} }) {
+  const writes = requireToken(auth);
   const app = express();
   app.disable("x-powered-by");
   app.use(express.json({ limit: "16kb" }));
@@ -14,7 +17,7 @@ export function createApp({ store, healthChecks, corsOrigin = "", log = () => {}
       res.set("Access-Control-Allow-Origin", corsOrigin);
       res.set("Vary", "Origin");
       res.set("Access-Control-Allow-Methods", "GET,POST,PUT,DELETE");
-      res.set("Access-Control-Allow-Headers", "Content-Type");
+      res.set("Access-Control-Allow-Headers", "Content-Type, Authorization");
     }
     if (req.method === "OPTIONS") return res.status(204).end();
     next();
@@ -34,7 +37,7 @@ export function createApp({ store, healthChecks, corsOrigin = "", log = () => {}
     res.json(await store.list());
   });
 
-  app.post("/monitors", async (req, res) => {
+  app.post("/monitors", writes, async (req, res) => {
     const v = validateMonitor(req.body);
     if (!v.ok) return res.status(400).json({ errors: v.errors });
     res.status(201).json(await store.create(v.value));
@@ -47,7 +50,7 @@ export function createApp({ store, healthChecks, corsOrigin = "", log = () => {}
     res.json(monitor);
   });
 
-  app.put("/monitors/:id", async (req, res) => {
+  app.put("/monitors/:id", writes, async (req, res) => {
     const id = parseId(req.params.id);
     if (!id) return res.status(404).json({ errors: ["monitor not found"] });
     const v = validateMonitor(req.body);
@@ -57,7 +60,7 @@ export function createApp({ store, healthChecks, corsOrigin = "", log = () => {}
     res.json(monitor);
   });
 
-  app.delete("/monitors/:id", async (req, res) => {
+  app.delete("/monitors/:id", writes, async (req, res) => {
     const id = parseId(req.params.id);
     if (!id || !(await store.remove(id))) return res.status(404).json({ errors: ["monitor not found"] });
     res.status(204).end();

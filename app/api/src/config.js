@@ -52,9 +52,16 @@ export function redisConfig(env) {
   };
 }
 
+export function authConfig(env) {
+  const required = env.AUTH_REQUIRED === "true";
+  // The secret is read only when it is needed, so dev runs without one.
+  return { required, secret: required ? fromFile(env, "JWT_SECRET") : undefined };
+}
+
 export function loadConfig(env = process.env) {
   return {
     port: int(env, "PORT", 3001),
+    auth: authConfig(env),
     logLevel: env.LOG_LEVEL || "info",
     corsOrigin: env.CORS_ORIGIN || "",
     database: databaseConfig(env),

@@ -24,6 +24,7 @@ redis.on("error", (err) => log("debug", `redis: ${err.message}`));
 const app = createApp({
   store: monitorStore(pool),
   corsOrigin: config.corsOrigin,
+  auth: config.auth,
   log,
   healthChecks: {
     postgres: () => pool.query("SELECT 1"),

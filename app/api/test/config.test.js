@@ -41,3 +41,12 @@ test("ports must be integers", () => {
     /PORT must be an integer/,
   );
 });
+
+test("the JWT secret is read only when auth is required", () => {
+  const dir = secrets();
+  const base = { DATABASE_USER_FILE: join(dir, "username"), DATABASE_PASSWORD_FILE: join(dir, "password") };
+  assert.deepEqual(loadConfig(base).auth, { required: false, secret: undefined });
+  assert.throws(() => loadConfig({ ...base, AUTH_REQUIRED: "true" }), /JWT_SECRET_FILE is not set/);
+  const c = loadConfig({ ...base, AUTH_REQUIRED: "true", JWT_SECRET_FILE: join(dir, "password") });
+  assert.deepEqual(c.auth, { required: true, secret: "s3cret" });
+});

@@ -1,5 +1,5 @@
 // PulseWatch UI: lists monitors with their state, adds and deletes monitors.
-import { apiBase, formatLatency, monitorPayload, monitorState, uptime } from "./view.js";
+import { apiBase, formatLatency, monitorPayload, monitorState, requestHeaders, uptime } from "./view.js";
 
 const $ = (sel) => document.querySelector(sel);
 let api;
@@ -7,7 +7,7 @@ let api;
 async function request(method, path, body) {
   const res = await fetch(api + path, {
     method,
-    headers: body ? { "content-type": "application/json" } : {},
+    headers: requestHeaders({ json: Boolean(body), token: sessionStorage.getItem("pulsewatch-token") || "" }),
     body: body ? JSON.stringify(body) : undefined,
   });
   const text = await res.text();
@@ -62,6 +62,9 @@ async function refresh() {
 async function main() {
   const config = await (await fetch("/config.json", { cache: "no-store" })).json();
   api = apiBase(config);
+  const token = $("#token");
+  token.value = sessionStorage.getItem("pulsewatch-token") || "";
+  token.addEventListener("change", () => sessionStorage.setItem("pulsewatch-token", token.value.trim()));
   $("#add").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.currentTarget;

@@ -38,3 +38,13 @@ export function apiBase(config) {
   if (!/^https?:\/\//.test(url)) throw new Error("config.json has no usable apiBaseUrl");
   return url.replace(/\/+$/, "");
 }
+
+// Request headers for the API: JSON body and, when the user gave one, the bearer token
+// (staging/prod require it for writes).
+export function requestHeaders({ json = false, token = "" } = {}) {
+  const headers = {};
+  if (json) headers["content-type"] = "application/json";
+  const t = token.trim();
+  if (t) headers.authorization = `Bearer ${t}`;
+  return headers;
+}

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { apiBase, formatLatency, monitorPayload, monitorState, uptime } from "../public/view.js";
+import { apiBase, formatLatency, monitorPayload, monitorState, requestHeaders, uptime } from "../public/view.js";
 
 test("uptime over the results", () => {
   assert.equal(uptime([]), null);
@@ -45,4 +45,10 @@ test("nginx keeps every writable path under /tmp and listens on 8080", () => {
   for (const kind of ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]) {
     assert.match(conf, new RegExp(`${kind}_temp_path /tmp/`), kind);
   }
+});
+
+test("request headers carry the token only when there is one", () => {
+  assert.deepEqual(requestHeaders(), {});
+  assert.deepEqual(requestHeaders({ json: true, token: "  " }), { "content-type": "application/json" });
+  assert.deepEqual(requestHeaders({ token: " abc " }), { authorization: "Bearer abc" });
 });
