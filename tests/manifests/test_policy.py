@@ -267,10 +267,10 @@ class Labels(unittest.TestCase):
                     problems.append(f"{env}: {o} lacks pulsedev.dev/stack=pulsewatch")
                 if labels.get("app.kubernetes.io/part-of") != "pulsewatch":
                     problems.append(f"{env}: {o} lacks app.kubernetes.io/part-of=pulsewatch")
+                for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
+                    if not labels.get(key):
+                        problems.append(f"{env}: {o} lacks {key}")
                 if o.path.startswith("rendered"):
-                    for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
-                        if not labels.get(key):
-                            problems.append(f"{env}: {o} lacks {key}")
                     if not o.namespace:
                         problems.append(f"{env}: {o} has no metadata.namespace")
         self.assertEqual(problems, [], "\n".join(problems))
