@@ -7,5 +7,6 @@ pub mod config;
 pub mod docker;
 pub mod doctor;
 pub mod error;
+pub mod images;
 pub mod tools;
 pub mod ui;
