@@ -6,4 +6,5 @@
 //! manifest can use. With `docker`, the only module that imports bollard. Must not
 //! render output (it reports events; `cli`/`ui` draw them) or talk to Kubernetes.
 
+pub mod context;
 pub mod dockerignore;
