@@ -65,6 +65,8 @@ pub struct Global {
 pub enum Command {
     /// Preflight checks of this machine, each with a finding and a fix
     Doctor(DoctorArgs),
+    /// Build the service images (no cluster needed); `build api` builds one
+    Build(BuildArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -77,6 +79,13 @@ pub struct DoctorArgs {
     /// Seconds the Docker engine may take to answer before it counts as hanging
     #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
     pub timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Services to build [default: all configured services]
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
 }
 
 /// What every handler gets: the output, the cancellation signal, the global flags.
@@ -227,6 +236,7 @@ fn wants_json(args: &[OsString]) -> bool {
 async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
     match command {
         Command::Doctor(args) => cmd_doctor(ctx, args).await,
+        Command::Build(args) => cmd_build(ctx, args).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -235,6 +245,59 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
                 &mut std::io::stdout(),
             );
             Ok(())
+        }
+    }
+}
+
+async fn cmd_build(ctx: &Ctx, args: BuildArgs) -> Result<()> {
+    use crate::images::{self, Event};
+    let config = ctx.config()?;
+    let services = images::select(&config, &args.services)?;
+    let engine = ctx
+        .interruptible(images::connect_engine(Duration::from_secs(5)))
+        .await??;
+    let opts = images::build_options(&config, &engine).await?;
+    ctx.ui.debug(&format!(
+        "building {} image(s) for {} on {}, {} at a time",
+        services.len(),
+        opts.platform,
+        engine.endpoint.host,
+        opts.parallel
+    ));
+    let lines = std::sync::Arc::new(ctx.ui.task_lines());
+    let view = lines.clone();
+    let events: images::Events = std::sync::Arc::new(move |e: Event| match e {
+        Event::Checking { service } => view.update(&service, "hashing the context", false),
+        Event::Started { service, image } => {
+            view.update(&service, &format!("building {image}"), true)
+        }
+        Event::Step { service, step } => view.update(&service, &step, true),
+        Event::Line { service, line } => view.update(&service, &line, false),
+        Event::Skipped { service, reason } => view.finish(&service, &format!("skipped ({reason})")),
+        Event::Built { service, seconds } => {
+            view.finish(&service, &format!("built in {seconds:.1}s"))
+        }
+        Event::Failed { service, message } => view.finish(&service, &format!("failed: {message}")),
+    });
+    let outcomes = images::build(&engine, &services, &opts, &ctx.cancel, events).await;
+    lines.clear();
+    let failure = images::build::failure_summary(&outcomes);
+    let list = images::outcomes_json(&outcomes);
+    match failure {
+        None => {
+            if ctx.ui.json() {
+                ctx.ui
+                    .out_json(&serde_json::json!({"ok": true, "images": list}));
+            } else {
+                ctx.ui.out(&images::outcomes_table(&outcomes));
+            }
+            Ok(())
+        }
+        Some(e) => {
+            if !ctx.ui.json() {
+                ctx.ui.out(&images::outcomes_table(&outcomes));
+            }
+            Err(e.with_data(serde_json::json!({ "images": list })))
         }
     }
 }

@@ -265,6 +265,75 @@ impl Ui {
     }
 }
 
+/// One live status line per task (e.g. per image build): indicatif bars on a
+/// terminal, `[time] task: message` lines otherwise, nothing when quiet.
+/// Safe to call from several tasks at once.
+pub struct TaskLines {
+    ui: Ui,
+    multi: Option<indicatif::MultiProgress>,
+    bars: std::sync::Mutex<std::collections::BTreeMap<String, indicatif::ProgressBar>>,
+}
+
+impl Ui {
+    pub fn task_lines(&self) -> TaskLines {
+        TaskLines {
+            ui: self.clone(),
+            multi: (self.mode.progress == Progress::Bars).then(indicatif::MultiProgress::new),
+            bars: Default::default(),
+        }
+    }
+}
+
+impl TaskLines {
+    /// Shows `msg` as the current state of `task`. `important` lines are also
+    /// printed in plain mode; the others only update a bar (or show with -v).
+    pub fn update(&self, task: &str, msg: &str, important: bool) {
+        match &self.multi {
+            Some(multi) => {
+                let mut bars = self.bars.lock().expect("bars lock");
+                let bar = bars.entry(task.to_string()).or_insert_with(|| {
+                    let bar = multi.add(indicatif::ProgressBar::new_spinner());
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{spinner} {prefix} {wide_msg} {elapsed}",
+                        )
+                        .expect("valid template"),
+                    );
+                    bar.set_prefix(task.to_string());
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                    bar
+                });
+                bar.set_message(msg.to_string());
+            }
+            None if important => self.ui.info(&format!("{task}: {msg}")),
+            None => self.ui.debug(&format!("{task}: {msg}")),
+        }
+    }
+
+    /// Ends `task`'s line with a final message.
+    pub fn finish(&self, task: &str, msg: &str) {
+        match &self.multi {
+            Some(_) => {
+                if let Some(bar) = self.bars.lock().expect("bars lock").get(task) {
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("  {prefix} {wide_msg}")
+                            .expect("valid template"),
+                    );
+                    bar.finish_with_message(msg.to_string());
+                }
+            }
+            None => self.ui.info(&format!("{task}: {msg}")),
+        }
+    }
+
+    /// Removes every bar (before the final summary is printed).
+    pub fn clear(&self) {
+        if let Some(multi) = &self.multi {
+            let _ = multi.clear();
+        }
+    }
+}
+
 fn elapsed(d: Duration) -> String {
     let s = d.as_secs_f64();
     format!("{s:6.1}s")
