@@ -8,7 +8,9 @@
 
 pub mod build;
 pub mod context;
+pub mod deliver;
 pub mod dockerignore;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
