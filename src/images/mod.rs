@@ -6,6 +6,7 @@
 //! manifest can use. With `docker`, the only module that imports bollard. Must not
 //! render output (it reports events; `cli`/`ui` draw them) or talk to Kubernetes.
 
+pub mod archive;
 pub mod build;
 pub mod context;
 pub mod deliver;
