@@ -82,21 +82,25 @@ where
         return Err(Error::internal("an attached exec came back detached"));
     };
 
-    let sent = std::sync::atomic::AtomicU64::new(0);
-    let writer = async {
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let what = format!("{cmd:?} in {container}");
+    // Owns the write half, so dropping this future closes it.
+    let writer = async move {
         let mut input = std::pin::pin!(input);
         while let Some(chunk) = input.next().await {
             let chunk = chunk.map_err(|e| push_error(format!("failed to read the image: {e}")))?;
-            stdin.write_all(&chunk).await.map_err(|e| {
-                push_error(format!("failed to write to {cmd:?} in {container}: {e}"))
-            })?;
-            sent.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            stdin
+                .write_all(&chunk)
+                .await
+                .map_err(|e| push_error(format!("failed to write to {what}: {e}")))?;
+            counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         // EOF for the process: half-close the hijacked connection.
         stdin
             .shutdown()
             .await
-            .map_err(|e| push_error(format!("failed to close stdin of {cmd:?}: {e}")))?;
+            .map_err(|e| push_error(format!("failed to close stdin of {what}: {e}")))?;
         Ok::<(), Error>(())
     };
     let mut stdout = Vec::new();
@@ -119,7 +123,7 @@ where
         Ok(())
     };
 
-    let mut writer = std::pin::pin!(writer);
+    let mut writer = Box::pin(writer);
     let mut reader = std::pin::pin!(reader);
     let mut written: Option<Result<()>> = None;
     let read = loop {
