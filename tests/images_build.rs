@@ -268,3 +268,38 @@ fn unknown_services_are_a_usage_error() {
             .contains("did you mean \"api\"")
     );
 }
+
+#[test]
+fn ctrl_c_stops_running_builds_and_exits_130() {
+    if !docker::available("ctrl_c_stops_running_builds_and_exits_130") {
+        return;
+    }
+    let slow = "RUN [\"/bin/busybox\", \"sleep\", \"60\"]\n";
+    let f = Fixture::new(&[("slow", slow)], 1);
+    let child = Command::new(env!("CARGO_BIN_EXE_pulsedev"))
+        .args(["build", "--output", "json"])
+        .current_dir(f.dir.path())
+        .env("XDG_CACHE_HOME", f.path(".cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the build reach the sleeping step.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let t = std::time::Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "stopped promptly, not after the 60 s step"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"]["id"], "interrupted");
+}

@@ -365,6 +365,32 @@ mod tests {
     }
 
     #[test]
+    fn the_default_commands_are_kinds_ctr_import_and_list() {
+        let engine = Engine {
+            // Never used: building the commands talks to nobody.
+            docker: Docker::connect_with_http(
+                "http://127.0.0.1:9",
+                1,
+                bollard::API_DEFAULT_VERSION,
+            )
+            .unwrap(),
+            endpoint: crate::docker::Endpoint {
+                host: "unix:///nonexistent.sock".into(),
+                source: crate::docker::Source::Default,
+            },
+        };
+        let a = ArchiveImport::new(&engine, vec!["n1".into()], "linux/arm64", "overlayfs");
+        assert_eq!(
+            a.import.join(" "),
+            "ctr --namespace=k8s.io images import --platform linux/arm64 --digests --snapshotter=overlayfs -"
+        );
+        assert_eq!(
+            a.present.join(" "),
+            "ctr --namespace=k8s.io images ls -q name=={ref}"
+        );
+    }
+
+    #[test]
     fn containerd_names() {
         let img = LocalImage {
             service: "api".into(),
