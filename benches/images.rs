@@ -117,7 +117,8 @@ struct Measured {
     stdout: String,
 }
 
-/// Runs `cmd` and reads its peak RSS with wait4(2).
+/// Runs `cmd` and reads its peak RSS with wait4(2), which also reaps it.
+#[allow(clippy::zombie_processes)]
 fn measured(cmd: &mut Command) -> Measured {
     let t = Instant::now();
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
