@@ -84,6 +84,8 @@ pub enum Command {
     /// Cluster steps on their own (hidden: `up` runs them)
     #[command(hide = true, subcommand)]
     Cluster(ClusterCommand),
+    /// Build the service images (no cluster needed); `build api` builds one
+    Build(BuildArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -152,6 +154,13 @@ pub struct ClusterCreateArgs {
     /// Publish no HTTP/HTTPS host ports (CI jobs that only use the API)
     #[arg(long)]
     pub no_host_ports: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Services to build [default: all configured services]
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
 }
 
 /// What every handler gets: the output, the cancellation signal, the global flags.
@@ -341,6 +350,7 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
         Command::Cluster(ClusterCommand::Create(args)) => {
             crate::cluster::cmd::create(ctx, &args).await
         }
+        Command::Build(args) => cmd_build(ctx, args).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -349,6 +359,59 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
                 &mut std::io::stdout(),
             );
             Ok(())
+        }
+    }
+}
+
+async fn cmd_build(ctx: &Ctx, args: BuildArgs) -> Result<()> {
+    use crate::images::{self, Event};
+    let config = ctx.config()?;
+    let services = images::select(&config, &args.services)?;
+    let engine = ctx
+        .interruptible(images::connect_engine(Duration::from_secs(5)))
+        .await??;
+    let opts = images::build_options(&config, &engine).await?;
+    ctx.ui.debug(&format!(
+        "building {} image(s) for {} on {}, {} at a time",
+        services.len(),
+        opts.platform,
+        engine.endpoint.host,
+        opts.parallel
+    ));
+    let lines = std::sync::Arc::new(ctx.ui.task_lines());
+    let view = lines.clone();
+    let events: images::Events = std::sync::Arc::new(move |e: Event| match e {
+        Event::Checking { service } => view.update(&service, "hashing the context", false),
+        Event::Started { service, image } => {
+            view.update(&service, &format!("building {image}"), true)
+        }
+        Event::Step { service, step } => view.update(&service, &step, true),
+        Event::Line { service, line } => view.update(&service, &line, false),
+        Event::Skipped { service, reason } => view.finish(&service, &format!("skipped ({reason})")),
+        Event::Built { service, seconds } => {
+            view.finish(&service, &format!("built in {seconds:.1}s"))
+        }
+        Event::Failed { service, message } => view.finish(&service, &format!("failed: {message}")),
+    });
+    let outcomes = images::build(&engine, &services, &opts, &ctx.cancel, events).await;
+    lines.clear();
+    let failure = images::build::failure_summary(&outcomes);
+    let list = images::outcomes_json(&outcomes);
+    match failure {
+        None => {
+            if ctx.ui.json() {
+                ctx.ui
+                    .out_json(&serde_json::json!({"ok": true, "images": list}));
+            } else {
+                ctx.ui.out(&images::outcomes_table(&outcomes));
+            }
+            Ok(())
+        }
+        Some(e) => {
+            if !ctx.ui.json() {
+                ctx.ui.out(&images::outcomes_table(&outcomes));
+            }
+            Err(e.with_data(serde_json::json!({ "images": list })))
         }
     }
 }

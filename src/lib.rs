@@ -9,6 +9,7 @@ pub mod docker;
 pub mod doctor;
 pub mod error;
 pub mod helm;
+pub mod images;
 pub mod kube;
 pub mod plan;
 pub mod secrets;

@@ -265,74 +265,119 @@ impl Ui {
     }
 }
 
-/// Shows the steps of a plan as they run: a spinner per running step on a terminal,
-/// timestamped lines elsewhere, nothing with `--quiet` or JSON output on a non-TTY.
-pub struct StepProgress {
+/// One live status line per task (e.g. per image build): indicatif bars on a
+/// terminal, `[time] task: message` lines otherwise, nothing when quiet.
+/// Safe to call from several tasks at once.
+pub struct TaskLines {
     ui: Ui,
     multi: Option<indicatif::MultiProgress>,
-    bars: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+    bars: std::sync::Mutex<std::collections::BTreeMap<String, indicatif::ProgressBar>>,
 }
 
-impl StepProgress {
-    pub fn new(ui: &Ui) -> StepProgress {
-        let multi = (ui.mode.progress == Progress::Bars).then(indicatif::MultiProgress::new);
-        StepProgress {
-            ui: ui.clone(),
-            multi,
+impl Ui {
+    pub fn task_lines(&self) -> TaskLines {
+        TaskLines {
+            ui: self.clone(),
+            multi: (self.mode.progress == Progress::Bars).then(indicatif::MultiProgress::new),
             bars: Default::default(),
         }
     }
 }
 
-impl crate::plan::Observer for StepProgress {
-    fn started(&self, name: &str) {
+impl TaskLines {
+    /// Shows `msg` as the current state of `task`. `important` lines are also
+    /// printed in plain mode; the others only update a bar (or show with -v).
+    pub fn update(&self, task: &str, msg: &str, important: bool) {
         match &self.multi {
             Some(multi) => {
-                let bar =
-                    multi.add(indicatif::ProgressBar::new_spinner().with_message(name.to_string()));
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                let mut bars = self.bars.lock().expect("bars lock");
+                let bar = bars.entry(task.to_string()).or_insert_with(|| {
+                    let bar = multi.add(indicatif::ProgressBar::new_spinner());
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{spinner} {prefix} {wide_msg} {elapsed}",
+                        )
                         .expect("valid template"),
-                );
-                bar.enable_steady_tick(Duration::from_millis(100));
-                self.bars
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(name.to_string(), bar);
+                    );
+                    bar.set_prefix(task.to_string());
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                    bar
+                });
+                bar.set_message(msg.to_string());
             }
-            None => self.ui.info(&format!("start {name}")),
+            None if important => self.ui.info(&format!("{task}: {msg}")),
+            None => self.ui.debug(&format!("{task}: {msg}")),
         }
+    }
+
+    /// Ends `task`'s line with a final message.
+    pub fn finish(&self, task: &str, msg: &str) {
+        match &self.multi {
+            Some(_) => {
+                if let Some(bar) = self.bars.lock().expect("bars lock").get(task) {
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("  {prefix} {wide_msg}")
+                            .expect("valid template"),
+                    );
+                    bar.finish_with_message(msg.to_string());
+                }
+            }
+            None => self.ui.info(&format!("{task}: {msg}")),
+        }
+    }
+
+    /// Removes every bar (before the final summary is printed).
+    pub fn clear(&self) {
+        if let Some(multi) = &self.multi {
+            let _ = multi.clear();
+        }
+    }
+}
+
+/// Shows the steps of a plan as they run, one line per step (a spinner on a terminal,
+/// timestamped lines elsewhere); detail lines of a step (builds) go through `lines()`.
+pub struct StepProgress {
+    lines: TaskLines,
+    color: bool,
+}
+
+impl StepProgress {
+    pub fn new(ui: &Ui) -> StepProgress {
+        StepProgress {
+            lines: ui.task_lines(),
+            color: ui.mode.color_stderr,
+        }
+    }
+
+    pub fn lines(&self) -> &TaskLines {
+        &self.lines
+    }
+}
+
+impl crate::plan::Observer for StepProgress {
+    fn started(&self, name: &str) {
+        self.lines.update(name, "running", true);
     }
 
     fn finished(&self, r: &crate::plan::StepReport) {
         use crate::plan::Status;
         let (word, style) = match r.status {
             Status::Done => ("done", Style::Green),
-            Status::Skipped => ("skip", Style::Dim),
-            Status::Failed => ("FAIL", Style::Red),
-            Status::NotRun => ("----", Style::Dim),
+            Status::Skipped => ("skipped", Style::Dim),
+            Status::Failed => ("FAILED", Style::Red),
+            Status::NotRun => ("not run", Style::Dim),
         };
-        let color = self.ui.mode.color_stderr;
         let detail = r
             .detail
             .as_deref()
             .map(|d| format!(": {d}"))
             .unwrap_or_default();
-        let line = format!(
-            "{} {} ({:.1}s){detail}",
-            paint(color, style, word),
-            r.name,
+        let msg = format!(
+            "{} ({:.1}s){detail}",
+            paint(self.color, style, word),
             r.seconds
         );
-        match self.bars.lock().expect("not poisoned").remove(&r.name) {
-            Some(bar) => {
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{msg}").expect("valid template"),
-                );
-                bar.finish_with_message(line);
-            }
-            None => self.ui.info(&line),
-        }
+        self.lines.finish(&r.name, &msg);
     }
 }
 

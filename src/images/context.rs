@@ -1,0 +1,786 @@
+//! Build contexts: walking a context directory with `.dockerignore` applied, the
+//! content hash over what a build can see, the stat cache that makes re-hashing an
+//! unchanged context cheap, and the streamed tar the engine receives.
+//!
+//! Owns: reading the context from disk and the cache file under
+//! `$XDG_CACHE_HOME/pulsedev/contexts/`. Must not talk to Docker (the tar is handed
+//! over as a byte stream) and never holds a whole context in memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::Stream;
+use sha2::{Digest, Sha256};
+
+use super::dockerignore::{self, Matcher};
+use crate::error::{Error, ErrorKind, Result};
+
+/// What the build sees besides the files; part of the content hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInputs {
+    /// Dockerfile path relative to the context, `/`-separated.
+    pub dockerfile: String,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    /// `linux/<arch>`.
+    pub platform: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink(PathBuf),
+}
+
+/// One path that is sent, with the stat fields the cache compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the context root, `/`-separated.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Permission bits (and setuid/setgid/sticky), as the tar carries them.
+    pub mode: u32,
+    pub stat: Stat,
+}
+
+/// The stat fields that must all be equal for a cached file hash to be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl Stat {
+    fn of(m: &std::fs::Metadata) -> Stat {
+        Stat {
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+}
+
+/// A scanned context: the root and every path that will be sent, in tar order.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub root: PathBuf,
+    pub dockerfile: String,
+    pub entries: Vec<Entry>,
+}
+
+fn build_error(message: String) -> Error {
+    Error::new(ErrorKind::ImageBuildFailed, message)
+}
+
+/// Walks `root`, applying its `.dockerignore`. Symlinks are recorded, not followed.
+pub fn scan(root: &Path, dockerfile: &Path) -> Result<Context> {
+    let meta = std::fs::metadata(root).map_err(|e| {
+        build_error(format!(
+            "failed to read the build context {}: {e}",
+            root.display()
+        ))
+        .with_hint("check `context` of the service in pulsedev.toml")
+    })?;
+    if !meta.is_dir() {
+        return Err(build_error(format!(
+            "the build context {} is not a directory",
+            root.display()
+        )));
+    }
+    let df = dockerfile
+        .to_str()
+        .ok_or_else(|| build_error(format!("{} is not UTF-8", dockerfile.display())))?;
+    let df = dockerignore::clean(df);
+    if df.starts_with("../") || df == ".." || df.starts_with('/') || df == "." {
+        return Err(build_error(format!(
+            "the Dockerfile {df} must be inside the build context {}",
+            root.display()
+        ))
+        .with_hint("give `dockerfile` relative to the service's `context`"));
+    }
+    if !root.join(&df).is_file() {
+        return Err(
+            build_error(format!("no Dockerfile at {}", root.join(&df).display()))
+                .with_hint("create it, or set `dockerfile` of the service in pulsedev.toml"),
+        );
+    }
+    let ignore_path = root.join(".dockerignore");
+    let matcher = match std::fs::read_to_string(&ignore_path) {
+        Ok(text) => Matcher::from_dockerignore(&text, &df).map_err(|e| {
+            build_error(format!("invalid {}: {e}", ignore_path.display()))
+                .with_hint("fix the pattern; see https://docs.docker.com/build/concepts/context/#dockerignore-files")
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Matcher::default(),
+        Err(e) => {
+            return Err(build_error(format!(
+                "failed to read {}: {e}",
+                ignore_path.display()
+            )));
+        }
+    };
+    let mut entries = Vec::new();
+    walk(root, "", &matcher, &mut entries)?;
+    Ok(Context {
+        root: root.to_path_buf(),
+        dockerfile: df,
+        entries,
+    })
+}
+
+fn walk(root: &Path, rel: &str, matcher: &Matcher, out: &mut Vec<Entry>) -> Result<()> {
+    let dir = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    let read_err = |e: io::Error| build_error(format!("failed to read {}: {e}", dir.display()));
+    let mut names = Vec::new();
+    for item in std::fs::read_dir(&dir).map_err(read_err)? {
+        let item = item.map_err(read_err)?;
+        let name = item.file_name().into_string().map_err(|n| {
+            build_error(format!(
+                "{} holds a file name that is not UTF-8: {n:?}",
+                dir.display()
+            ))
+        })?;
+        names.push(name);
+    }
+    names.sort_unstable();
+    for name in names {
+        let path = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let full = root.join(&path);
+        let meta = std::fs::symlink_metadata(&full)
+            .map_err(|e| build_error(format!("failed to stat {}: {e}", full.display())))?;
+        let ft = meta.file_type();
+        if matcher.excluded(&path) {
+            if ft.is_dir() && matcher.may_descend(&path) {
+                walk(root, &path, matcher, out)?;
+            }
+            continue;
+        }
+        let kind = if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&full)
+                .map_err(|e| build_error(format!("failed to read {}: {e}", full.display())))?;
+            EntryKind::Symlink(target)
+        } else if ft.is_file() {
+            EntryKind::File
+        } else {
+            // Sockets, FIFOs, devices: a build cannot use them.
+            continue;
+        };
+        let is_dir = kind == EntryKind::Dir;
+        out.push(Entry {
+            path: path.clone(),
+            kind,
+            mode: meta.mode() & 0o7777,
+            stat: Stat::of(&meta),
+        });
+        if is_dir {
+            walk(root, &path, matcher, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// File hashes remembered by stat, one cache file per context directory.
+///
+/// A hash is reused only when size, mtime, ctime, inode and device are all equal.
+/// Files changed within `RACY_SECONDS` of the scan are never stored: a later write in
+/// the same timestamp tick could otherwise keep every stat field equal (git's
+/// "racily clean" problem).
+#[derive(Debug, Default)]
+pub struct StatCache {
+    file: Option<PathBuf>,
+    entries: HashMap<String, (Stat, [u8; 32])>,
+    /// Entries to write back: only those seen in this scan.
+    fresh: HashMap<String, (Stat, [u8; 32])>,
+    pub hits: usize,
+    pub misses: usize,
+}
+
+const RACY_SECONDS: i64 = 2;
+const CACHE_HEADER: &str = "pulsedev-stat-cache 1";
+
+impl StatCache {
+    /// A cache that remembers nothing (tests, `--no-cache` style callers).
+    pub fn disabled() -> StatCache {
+        StatCache::default()
+    }
+
+    /// The cache file for `root` under `cache_dir` (normally `dirs::cache_dir()/pulsedev`).
+    pub fn load(cache_dir: &Path, root: &Path) -> StatCache {
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let key = hex::encode(Sha256::digest(root.as_os_str().as_encoded_bytes()));
+        let file = cache_dir.join("contexts").join(&key[..32]);
+        let mut cache = StatCache {
+            file: Some(file.clone()),
+            ..StatCache::default()
+        };
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            return cache;
+        };
+        let mut lines = text.split('\n');
+        if lines.next() != Some(CACHE_HEADER) {
+            return cache;
+        }
+        for line in lines {
+            if let Some((path, entry)) = parse_cache_line(line) {
+                cache.entries.insert(path, entry);
+            }
+        }
+        cache
+    }
+
+    /// Writes the entries seen in this scan (atomically: temp file, then rename).
+    pub fn save(&self, scan_started: SystemTime) -> io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let cutoff = scan_started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+            - RACY_SECONDS;
+        let mut text = String::with_capacity(self.fresh.len() * 120);
+        text.push_str(CACHE_HEADER);
+        text.push('\n');
+        let mut paths: Vec<&String> = self.fresh.keys().collect();
+        paths.sort_unstable();
+        for path in paths {
+            let (s, h) = &self.fresh[path];
+            if s.mtime.0 >= cutoff || s.ctime.0 >= cutoff || path.contains(['\n', '\t']) {
+                continue;
+            }
+            text.push_str(&format!(
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                hex::encode(h),
+                s.size,
+                s.mtime.0,
+                s.mtime.1,
+                s.ctime.0,
+                s.ctime.1,
+                s.ino,
+                s.dev,
+                path
+            ));
+        }
+        let dir = file.parent().expect("cache file has a parent");
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(text.as_bytes())?;
+        tmp.persist(file).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    fn lookup(&self, path: &str, stat: &Stat) -> Option<[u8; 32]> {
+        self.entries
+            .get(path)
+            .filter(|(s, _)| s == stat)
+            .map(|(_, h)| *h)
+    }
+}
+
+fn parse_cache_line(line: &str) -> Option<(String, (Stat, [u8; 32]))> {
+    let mut f = line.splitn(9, '\t');
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(f.next()?, &mut hash).ok()?;
+    let mut n = || f.next()?.parse::<i64>().ok();
+    let size = n()? as u64;
+    let mtime = (n()?, n()?);
+    let ctime = (n()?, n()?);
+    let ino = n()? as u64;
+    let dev = n()? as u64;
+    let path = f.next()?.to_string();
+    Some((
+        path,
+        (
+            Stat {
+                size,
+                mtime,
+                ctime,
+                ino,
+                dev,
+            },
+            hash,
+        ),
+    ))
+}
+
+fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// The content hash of a context plus its build inputs, hex. Reads only the files
+/// whose stat changed since the cache was written; misses are hashed in parallel.
+pub fn content_hash(ctx: &Context, inputs: &BuildInputs, cache: &mut StatCache) -> Result<String> {
+    let mut file_hashes: Vec<Option<[u8; 32]>> = vec![None; ctx.entries.len()];
+    let mut misses = Vec::new();
+    for (i, e) in ctx.entries.iter().enumerate() {
+        if e.kind == EntryKind::File {
+            match cache.lookup(&e.path, &e.stat) {
+                Some(h) => {
+                    file_hashes[i] = Some(h);
+                    cache.hits += 1;
+                }
+                None => {
+                    misses.push(i);
+                    cache.misses += 1;
+                }
+            }
+        }
+    }
+    if !misses.is_empty() {
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(misses.len())
+            .max(1);
+        let next = AtomicUsize::new(0);
+        let results: Vec<Vec<(usize, io::Result<[u8; 32]>)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(&i) = misses.get(k) else { break };
+                            out.push((i, hash_file(&ctx.root.join(&ctx.entries[i].path))));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("hash thread panicked"))
+                .collect()
+        });
+        for (i, r) in results.into_iter().flatten() {
+            let h = r.map_err(|e| {
+                build_error(format!(
+                    "failed to read {}: {e}",
+                    ctx.root.join(&ctx.entries[i].path).display()
+                ))
+            })?;
+            file_hashes[i] = Some(h);
+        }
+    }
+
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(b"pulsedev-context-v1");
+    for (e, fh) in ctx.entries.iter().zip(&file_hashes) {
+        field(e.path.as_bytes());
+        field(&e.mode.to_le_bytes());
+        match &e.kind {
+            EntryKind::Dir => field(b"dir"),
+            EntryKind::File => {
+                field(b"file");
+                field(fh.as_ref().expect("every file hashed"));
+            }
+            EntryKind::Symlink(target) => {
+                field(b"symlink");
+                field(target.as_os_str().as_encoded_bytes());
+            }
+        }
+        if let (EntryKind::File, Some(fh)) = (&e.kind, fh) {
+            cache.fresh.insert(e.path.clone(), (e.stat, *fh));
+        }
+    }
+    field(b"inputs");
+    field(inputs.dockerfile.as_bytes());
+    for (k, v) in &inputs.build_args {
+        field(k.as_bytes());
+        field(v.as_bytes());
+    }
+    field(b"target");
+    field(inputs.target.as_deref().unwrap_or("").as_bytes());
+    field(b"platform");
+    field(inputs.platform.as_bytes());
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The context as an uncompressed tar, produced on a blocking thread and handed over
+/// in chunks through a small bounded channel: memory stays at a few hundred KiB
+/// whatever the context's size. Dropping the stream stops the producer.
+pub fn tar_stream(ctx: Arc<Context>) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        let mut writer = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let result = write_tar(&ctx, &mut writer);
+        match result {
+            Ok(()) => {
+                let _ = writer.flush();
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// Writes the tar of `ctx` to `w` (the streaming producer and tests use it).
+pub fn write_tar(ctx: &Context, w: &mut dyn Write) -> io::Result<()> {
+    let mut b = tar::Builder::new(w);
+    b.mode(tar::HeaderMode::Complete);
+    b.follow_symlinks(false);
+    for e in &ctx.entries {
+        let full = ctx.root.join(&e.path);
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mode(e.mode);
+        header.set_mtime(e.stat.mtime.0.max(0) as u64);
+        match &e.kind {
+            EntryKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                b.append_data(&mut header, format!("{}/", e.path), io::empty())?;
+            }
+            EntryKind::Symlink(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                b.append_link(&mut header, &e.path, target)?;
+            }
+            EntryKind::File => {
+                // Size from the open file: it may have changed since the scan, and the
+                // header must describe exactly the bytes that follow.
+                let f = File::open(&full)?;
+                let size = f.metadata()?.len();
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(size);
+                b.append_data(
+                    &mut header,
+                    &e.path,
+                    Exactly {
+                        inner: f.take(size),
+                        remaining: size,
+                    },
+                )?;
+            }
+        }
+    }
+    b.finish()?;
+    Ok(())
+}
+
+/// Yields exactly `remaining` bytes: the file's, then zeros if it shrank meanwhile.
+struct Exactly<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for Exactly<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(self.remaining as usize);
+        let mut n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            buf[..max].fill(0);
+            n = max;
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+const CHUNK: usize = 64 * 1024;
+
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the tar reader went away"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(root: &Path, rel: &str, data: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    fn inputs() -> BuildInputs {
+        BuildInputs {
+            dockerfile: "Dockerfile".into(),
+            build_args: BTreeMap::new(),
+            target: None,
+            platform: "linux/amd64".into(),
+        }
+    }
+
+    fn fixture() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        write(r, "Dockerfile", "FROM scratch\nCOPY . /\n");
+        write(
+            r,
+            ".dockerignore",
+            "**/*.log\nnode_modules\ndocs\n!docs/keep.md\nDockerfile\n",
+        );
+        write(r, "src/main.rs", "fn main() {}\n");
+        write(r, "src/debug.log", "noise");
+        write(r, "node_modules/x/index.js", "x");
+        write(r, "docs/keep.md", "keep");
+        write(r, "docs/drop.md", "drop");
+        std::os::unix::fs::symlink("src/main.rs", r.join("link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", r.join("outside")).unwrap();
+        d
+    }
+
+    fn paths(ctx: &Context) -> Vec<&str> {
+        ctx.entries.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn scan_applies_dockerignore_and_keeps_symlinks() {
+        let d = fixture();
+        let ctx = scan(d.path(), Path::new("Dockerfile")).unwrap();
+        assert_eq!(
+            paths(&ctx),
+            vec![
+                ".dockerignore",
+                "Dockerfile",
+                "docs/keep.md",
+                "link",
+                "outside",
+                "src",
+                "src/main.rs"
+            ]
+        );
+        let link = ctx.entries.iter().find(|e| e.path == "outside").unwrap();
+        assert_eq!(link.kind, EntryKind::Symlink("/etc/passwd".into()));
+    }
+
+    #[test]
+    fn dockerfile_must_exist_and_be_inside() {
+        let d = fixture();
+        let e = scan(d.path(), Path::new("nope/Dockerfile")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ImageBuildFailed);
+        assert!(e.message.contains("no Dockerfile"), "{}", e.message);
+        let e = scan(d.path(), Path::new("../Dockerfile")).unwrap_err();
+        assert!(
+            e.message.contains("inside the build context"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn hash_follows_content_not_ignored_files_nor_mtime() {
+        let d = fixture();
+        let r = d.path();
+        let h = |c: &mut StatCache| {
+            content_hash(&scan(r, Path::new("Dockerfile")).unwrap(), &inputs(), c).unwrap()
+        };
+        let mut none = StatCache::disabled();
+        let base = h(&mut none);
+        // An ignored file changes: same hash.
+        write(r, "src/debug.log", "more noise");
+        write(r, "docs/drop.md", "changed");
+        assert_eq!(h(&mut none), base);
+        // A touch (same content): same hash.
+        let f = File::options()
+            .append(true)
+            .open(r.join("src/main.rs"))
+            .unwrap();
+        f.set_modified(SystemTime::now()).unwrap();
+        assert_eq!(h(&mut none), base);
+        // A sent file changes: new hash.
+        write(r, "src/main.rs", "fn main() { println!(); }\n");
+        let changed = h(&mut none);
+        assert_ne!(changed, base);
+        // Mode bits are part of what the build sees.
+        std::fs::set_permissions(
+            r.join("src/main.rs"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        assert_ne!(h(&mut none), changed);
+    }
+
+    #[test]
+    fn hash_covers_build_inputs() {
+        let d = fixture();
+        let ctx = scan(d.path(), Path::new("Dockerfile")).unwrap();
+        let mut c = StatCache::disabled();
+        let base = content_hash(&ctx, &inputs(), &mut c).unwrap();
+        let mut i = inputs();
+        i.platform = "linux/arm64".into();
+        assert_ne!(content_hash(&ctx, &i, &mut c).unwrap(), base);
+        let mut i = inputs();
+        i.build_args.insert("A".into(), "1".into());
+        assert_ne!(content_hash(&ctx, &i, &mut c).unwrap(), base);
+        let mut i = inputs();
+        i.target = Some("runtime".into());
+        assert_ne!(content_hash(&ctx, &i, &mut c).unwrap(), base);
+    }
+
+    #[test]
+    fn stat_cache_skips_reading_unchanged_files_and_sees_changes() {
+        let d = fixture();
+        let r = d.path();
+        let cache_dir = tempfile::tempdir().unwrap();
+        // Age the files so they are not "racily clean".
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        for rel in ["src/main.rs", "Dockerfile", ".dockerignore", "docs/keep.md"] {
+            File::options()
+                .append(true)
+                .open(r.join(rel))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        // ctime is "now" after set_modified; pretend the scan happens later.
+        let later = SystemTime::now() + std::time::Duration::from_secs(10);
+
+        let mut c = StatCache::load(cache_dir.path(), r);
+        let ctx = scan(r, Path::new("Dockerfile")).unwrap();
+        let first = content_hash(&ctx, &inputs(), &mut c).unwrap();
+        assert_eq!((c.hits, c.misses), (0, 4));
+        c.save(later).unwrap();
+
+        let mut c = StatCache::load(cache_dir.path(), r);
+        let second = content_hash(&ctx, &inputs(), &mut c).unwrap();
+        assert_eq!((c.hits, c.misses), (4, 0));
+        assert_eq!(first, second);
+
+        // Same size, new content: the stat differs, so it is read again.
+        write(r, "src/main.rs", "fn main() {}\r");
+        let ctx = scan(r, Path::new("Dockerfile")).unwrap();
+        let mut c = StatCache::load(cache_dir.path(), r);
+        let third = content_hash(&ctx, &inputs(), &mut c).unwrap();
+        assert_eq!((c.hits, c.misses), (3, 1));
+        assert_ne!(third, first);
+    }
+
+    #[test]
+    fn racily_clean_entries_are_not_stored() {
+        let d = fixture();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let mut c = StatCache::load(cache_dir.path(), d.path());
+        let ctx = scan(d.path(), Path::new("Dockerfile")).unwrap();
+        content_hash(&ctx, &inputs(), &mut c).unwrap();
+        c.save(SystemTime::now()).unwrap();
+        let mut c = StatCache::load(cache_dir.path(), d.path());
+        content_hash(&ctx, &inputs(), &mut c).unwrap();
+        assert_eq!(c.hits, 0, "files written just now must be re-read");
+    }
+
+    #[test]
+    fn tar_holds_exactly_the_scanned_entries() {
+        let d = fixture();
+        let ctx = scan(d.path(), Path::new("Dockerfile")).unwrap();
+        let mut buf = Vec::new();
+        write_tar(&ctx, &mut buf).unwrap();
+        let mut a = tar::Archive::new(&buf[..]);
+        let mut seen = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string();
+            assert_eq!(e.header().uid().unwrap(), 0);
+            if path == "src/main.rs" {
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                assert_eq!(s, "fn main() {}\n");
+            }
+            if path == "outside" {
+                assert_eq!(e.link_name().unwrap().unwrap(), Path::new("/etc/passwd"));
+            }
+            seen.push(path);
+        }
+        assert_eq!(seen, paths(&ctx));
+    }
+
+    #[tokio::test]
+    async fn tar_stream_matches_write_tar_and_handles_long_names() {
+        use futures::StreamExt;
+        let d = fixture();
+        let long = format!("{}/{}.txt", "d".repeat(120), "f".repeat(150));
+        write(d.path(), &long, &"z".repeat(200_000));
+        let ctx = Arc::new(scan(d.path(), Path::new("Dockerfile")).unwrap());
+        let mut direct = Vec::new();
+        write_tar(&ctx, &mut direct).unwrap();
+        let mut streamed = Vec::new();
+        let mut s = Box::pin(tar_stream(ctx));
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() <= CHUNK);
+            streamed.extend_from_slice(&chunk);
+        }
+        assert_eq!(streamed.len(), direct.len());
+        let mut a = tar::Archive::new(&streamed[..]);
+        assert!(
+            a.entries()
+                .unwrap()
+                .any(|e| e.unwrap().path().unwrap().to_string_lossy() == long)
+        );
+    }
+}
