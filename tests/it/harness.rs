@@ -190,8 +190,7 @@ pub fn docker_host() -> Option<String> {
     if answers {
         return Some(host);
     }
-    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    if set("CI") || set("PULSEDEV_TEST_REQUIRE_DOCKER") {
+    if crate::support::docker::required() {
         panic!(
             "no Docker engine answers at {host}: this test needs one and CI is set, so it fails \
              instead of skipping (scripts/test starts a private dockerd)"

@@ -5,5 +5,7 @@ mod cluster;
 mod doctor;
 mod fakes;
 mod harness;
+mod images;
 mod render;
 mod status;
+mod support;

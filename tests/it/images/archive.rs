@@ -2,11 +2,7 @@
 //! attached exec into a running busybox container (built FROM scratch), checking the
 //! bytes that arrived, that EOF reaches the process, and that its exit code is read.
 
-#[path = "support/build.rs"]
-mod build;
-#[path = "support/docker.rs"]
-mod docker;
-
+use crate::support::{build, docker};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -4,19 +4,22 @@
 //! CI must not go green by skipping. Without it, tests print a notice and skip.
 //! The engine is the one `DOCKER_HOST` (or the docker CLI's context) names.
 
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use pulsedev::docker::{self, Engine};
 
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+/// Docker is required (a missing engine fails the test) under CI and under
+/// scripts/test (PULSEDEV_TEST_REQUIRE_DOCKER).
+pub fn required() -> bool {
+    let set = |k: &str| {
+        std::env::var(k)
+            .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+    };
+    set("CI") || set("PULSEDEV_TEST_REQUIRE_DOCKER")
 }
 
 fn unavailable(test: &str, why: &str) {
-    if in_ci() {
+    if required() {
         panic!(
             "{test}: no Docker engine answers ({why}), and CI is set: start dockerd and export \
              DOCKER_HOST (e.g. unix:///tmp/pd-docker.sock) before running the tests"

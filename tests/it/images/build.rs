@@ -2,9 +2,7 @@
 //! with Debian's static busybox, so nothing is pulled. Needs a Docker engine (see
 //! tests/support/docker.rs: a missing engine fails under CI, skips otherwise).
 
-#[path = "support/docker.rs"]
-mod docker;
-
+use crate::support::docker;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -2,8 +2,6 @@
 //! a free loopback port from a temporary storage root, and a stand-in for the
 //! `registry:3` image built FROM scratch around the same binary.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,13 +3,7 @@
 //! one-file change, and the registry container's create / reuse / restart path with
 //! a stand-in for `registry:3` built FROM scratch.
 
-#[path = "support/build.rs"]
-mod build;
-#[path = "support/docker.rs"]
-mod docker;
-#[path = "support/registry.rs"]
-mod registry;
-
+use crate::support::{build, docker, registry};
 use std::collections::BTreeSet;
 
 use pulsedev::images::deliver::Deliver;

@@ -1,7 +1,5 @@
 //! Building fixture images through the library, and fixture contents.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

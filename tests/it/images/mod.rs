@@ -1,0 +1,6 @@
+//! Images against a real Docker engine and a real registry: builds, delivery by
+//! registry push and by archive import.
+
+mod archive;
+mod build;
+mod registry;
