@@ -452,12 +452,12 @@ async fn cmd_render(ctx: &Ctx, args: RenderArgs) -> Result<()> {
     let config = ctx.config_for_env(args.env)?;
     let helm = crate::helm::Helm::locate(std::env::var_os("PATH").as_deref(), &config.root)?;
     let images = std::collections::BTreeMap::new();
-    let cache = dirs::cache_dir();
+    let dirs = crate::state::Dirs::from_process()?;
     let request = crate::stack::Request {
         env: config.env,
         service: args.service.as_deref(),
         images: &images,
-        cache: cache.as_deref(),
+        cache: Some(&dirs.cache),
     };
     let rendered = ctx
         .interruptible(crate::stack::render(&config, &helm, &request))

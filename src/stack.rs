@@ -12,14 +12,7 @@ use serde::Deserialize;
 use crate::config::{Config, Env};
 use crate::error::{Error, ErrorKind, Result};
 use crate::helm::{Helm, Template};
-
-/// An image to deploy for a service (set per deploy; never `latest`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    pub repository: String,
-    pub tag: String,
-    pub digest: Option<String>,
-}
+pub use crate::images::deliver::ImageRef;
 
 /// One rendered source: a file of ours, or one chart's `helm template` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,10 +85,11 @@ pub fn load_pins(root: &Path) -> Result<BTreeMap<String, PlatformChart>> {
         .map_err(|e| Error::new(ErrorKind::ConfigInvalid, format!("{}: {e}", path.display())))
 }
 
-/// Where fetched platform charts are kept: `<cache>/pulsedev/charts/<chart>-<version>.tgz`.
+/// Where fetched platform charts are kept: `<cache>/charts/<chart>-<version>.tgz`, with
+/// `cache` pulsedev's cache directory (`state::Dirs::cache`).
 pub fn chart_archive(cache: &Path, c: &PlatformChart) -> PathBuf {
     cache
-        .join("pulsedev/charts")
+        .join("charts")
         .join(format!("{}-{}.tgz", c.chart, c.version))
 }
 
@@ -146,71 +140,126 @@ pub struct Request<'a> {
     pub service: Option<&'a str>,
     /// Image per service; services without one keep the values file's placeholder.
     pub images: &'a BTreeMap<String, ImageRef>,
-    /// pulsedev's cache directory (`dirs::cache_dir()`), for platform charts.
+    /// pulsedev's cache directory (`state::Dirs::cache`), for platform charts.
     pub cache: Option<&'a Path>,
+}
+
+/// The files applied before the charts: `manifests/dev/*.yaml` in dev, else
+/// `manifests/envs/<env>/*.yaml` (namespace, external secrets), sorted by name.
+pub fn shared_files(root: &Path, env: Env) -> Result<Vec<PathBuf>> {
+    let dir = match env {
+        Env::Dev => root.join("manifests/dev"),
+        _ => root.join("manifests/envs").join(env.as_str()),
+    };
+    yaml_files(&dir, &["values.yaml"])
+}
+
+/// One of our files as a piece of the stream.
+pub fn file_piece(root: &Path, path: &Path) -> Result<Piece> {
+    read_piece(root, path)
+}
+
+/// Renders one service's chart with the env's values and, when given, its image.
+/// `None` when the service has no chart.
+pub async fn render_service(
+    config: &Config,
+    helm: &Helm,
+    env: Env,
+    name: &str,
+    image: Option<&ImageRef>,
+) -> Result<Option<Piece>> {
+    let root = &config.root;
+    let Some(svc) = config.services.get(name) else {
+        let known: Vec<&str> = config.services.keys().map(String::as_str).collect();
+        return Err(
+            Error::new(ErrorKind::Usage, format!("unknown service {name:?}"))
+                .with_hint(format!("the configured services are: {}", known.join(", "))),
+        );
+    };
+    let Some(chart) = &svc.chart else {
+        return Ok(None);
+    };
+    let values = root
+        .join("manifests/envs")
+        .join(env.as_str())
+        .join("values.yaml");
+    let mut set_string = Vec::new();
+    if let Some(img) = image {
+        set_string.push((format!("{name}.image.repository"), img.repository.clone()));
+        set_string.push((format!("{name}.image.tag"), img.tag.clone()));
+        if let Some(d) = &img.digest {
+            set_string.push((format!("{name}.image.digest"), d.clone()));
+        }
+    }
+    let ns = namespace(env);
+    let t = Template {
+        release: name,
+        chart,
+        namespace: &ns,
+        values: if values.is_file() {
+            vec![values]
+        } else {
+            vec![]
+        },
+        set_string,
+        version: None,
+    };
+    Ok(Some(Piece {
+        source: rel(root, chart),
+        yaml: helm.template(&t).await?,
+    }))
+}
+
+/// Renders a pinned platform chart from the cache; `None` when it is not cached.
+pub async fn render_platform_chart(
+    root: &Path,
+    helm: &Helm,
+    cache: &Path,
+    c: &PlatformChart,
+) -> Result<Option<Piece>> {
+    let archive = chart_archive(cache, c);
+    if !archive.is_file() {
+        return Ok(None);
+    }
+    let t = Template {
+        release: &c.release,
+        chart: &archive,
+        namespace: &c.namespace,
+        values: vec![root.join(&c.values)],
+        set_string: vec![],
+        version: None,
+    };
+    Ok(Some(Piece {
+        source: format!("{}-{}", c.chart, c.version),
+        yaml: helm.template(&t).await?,
+    }))
 }
 
 /// Renders the stack for an env, in apply order: shared manifests first, platform,
 /// then each service chart. Deterministic for the same inputs.
 pub async fn render(config: &Config, helm: &Helm, req: &Request<'_>) -> Result<Rendered> {
     let root = &config.root;
-    let env = req.env;
-    let ns = namespace(env);
     let mut out = Rendered::default();
-    if let Some(s) = req.service
-        && !config.services.contains_key(s)
-    {
-        let known: Vec<&str> = config.services.keys().map(String::as_str).collect();
-        return Err(
-            Error::new(ErrorKind::Usage, format!("unknown service {s:?}"))
-                .with_hint(format!("the configured services are: {}", known.join(", "))),
-        );
-    }
-    if req.service.is_none() {
-        let shared = match env {
-            Env::Dev => root.join("manifests/dev"),
-            _ => root.join("manifests/envs").join(env.as_str()),
-        };
-        for f in yaml_files(&shared, &["values.yaml"])? {
-            out.pieces.push(read_piece(root, &f)?);
+    match req.service {
+        Some(s) => {
+            if let Some(p) = render_service(config, helm, req.env, s, req.images.get(s)).await? {
+                out.pieces.push(p);
+            }
+            return Ok(out);
         }
-        if env == Env::Dev {
-            render_platform(root, helm, req.cache, &mut out).await?;
-        }
-    }
-    let values = root
-        .join("manifests/envs")
-        .join(env.as_str())
-        .join("values.yaml");
-    for (name, svc) in &config.services {
-        if req.service.is_some_and(|s| s != name) {
-            continue;
-        }
-        let Some(chart) = &svc.chart else { continue };
-        let mut set_string = Vec::new();
-        if let Some(img) = req.images.get(name) {
-            set_string.push((format!("{name}.image.repository"), img.repository.clone()));
-            set_string.push((format!("{name}.image.tag"), img.tag.clone()));
-            if let Some(d) = &img.digest {
-                set_string.push((format!("{name}.image.digest"), d.clone()));
+        None => {
+            for f in shared_files(root, req.env)? {
+                out.pieces.push(read_piece(root, &f)?);
+            }
+            if req.env == Env::Dev {
+                render_platform(root, helm, req.cache, &mut out).await?;
             }
         }
-        let t = Template {
-            release: name,
-            chart,
-            namespace: &ns,
-            values: if values.is_file() {
-                vec![values.clone()]
-            } else {
-                vec![]
-            },
-            set_string,
-            version: None,
-        };
-        out.pieces.push(Piece {
-            source: rel(root, chart),
-            yaml: helm.template(&t).await?,
-        });
+    }
+    for name in config.services.keys() {
+        if let Some(p) = render_service(config, helm, req.env, name, req.images.get(name)).await? {
+            out.pieces.push(p);
+        }
     }
     Ok(out)
 }
@@ -223,22 +272,12 @@ async fn render_platform(
 ) -> Result<()> {
     let pins = load_pins(root)?;
     for (key, c) in &pins {
-        let archive = cache.map(|dir| chart_archive(dir, c));
-        match archive.filter(|a| a.is_file()) {
-            Some(archive) => {
-                let t = Template {
-                    release: &c.release,
-                    chart: &archive,
-                    namespace: &c.namespace,
-                    values: vec![root.join(&c.values)],
-                    set_string: vec![],
-                    version: None,
-                };
-                out.pieces.push(Piece {
-                    source: format!("{}-{}", c.chart, c.version),
-                    yaml: helm.template(&t).await?,
-                });
-            }
+        let piece = match cache {
+            Some(cache) => render_platform_chart(root, helm, cache, c).await?,
+            None => None,
+        };
+        match piece {
+            Some(p) => out.pieces.push(p),
             None => out.skipped.push(format!(
                 "platform chart {key} ({} {} from {}) is not in the cache, so it is not rendered; \
                  `pulsedev up` fetches it",

@@ -34,7 +34,7 @@ pub struct BuildOptions {
     pub platform: String,
     /// Concurrent builds (at least 1).
     pub parallel: usize,
-    /// Where the stat cache lives (`dirs::cache_dir()/pulsedev`); None disables it.
+    /// Where the stat cache lives (`state::Dirs::cache`); None disables it.
     pub cache_dir: Option<PathBuf>,
 }
 

@@ -226,7 +226,7 @@ impl StatCache {
         StatCache::default()
     }
 
-    /// The cache file for `root` under `cache_dir` (normally `dirs::cache_dir()/pulsedev`).
+    /// The cache file for `root` under `cache_dir` (normally `state::Dirs::cache`).
     pub fn load(cache_dir: &Path, root: &Path) -> StatCache {
         let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         let key = hex::encode(Sha256::digest(root.as_os_str().as_encoded_bytes()));

@@ -66,7 +66,7 @@ pub async fn build_options(config: &Config, engine: &Engine) -> Result<BuildOpti
         prefix: build::DEFAULT_PREFIX.to_string(),
         platform: docker::platform(&info),
         parallel: config.build_parallelism(),
-        cache_dir: dirs::cache_dir().map(|d| d.join("pulsedev")),
+        cache_dir: crate::state::Dirs::from_process().ok().map(|d| d.cache),
     })
 }
 
