@@ -69,6 +69,10 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create or reuse the cluster and bring the whole dev stack to ready
+    Up(UpArgs),
+    /// Delete the cluster and everything pulsedev made for it, then `up` again
+    Reset(ResetArgs),
     /// Preflight checks of this machine, each with a finding and a fix
     Doctor(DoctorArgs),
     /// Print the manifests that would be applied, as one YAML stream
@@ -91,6 +95,31 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// How images reach the nodes [default: images.load of the config, registry]
+    #[arg(long, value_parser = ["registry", "archive"])]
+    pub load: Option<String>,
+    /// Make the cluster again when its definition changed (this deletes its data)
+    #[arg(long)]
+    pub recreate: bool,
+    /// Seconds each readiness wait may take
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+    /// Publish no HTTP/HTTPS host ports (CI jobs that only use the API)
+    #[arg(long)]
+    pub no_host_ports: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// Do not ask for confirmation
+    #[arg(long, short)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub up: UpArgs,
 }
 
 #[derive(Debug, Args)]
@@ -341,6 +370,8 @@ fn wants_json(args: &[OsString]) -> bool {
 
 async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
     match command {
+        Command::Up(args) => cmd_up(ctx, &args, false).await,
+        Command::Reset(args) => cmd_reset(ctx, args).await,
         Command::Doctor(args) => cmd_doctor(ctx, args).await,
         Command::Render(args) => cmd_render(ctx, args).await,
         Command::Status => cmd_status(ctx).await,
@@ -414,6 +445,51 @@ async fn cmd_build(ctx: &Ctx, args: BuildArgs) -> Result<()> {
             Err(e.with_data(serde_json::json!({ "images": list })))
         }
     }
+}
+
+fn up_options(ctx: &Ctx, config: &Config, args: &UpArgs, reset: bool) -> crate::up::UpOptions {
+    use crate::cluster::Recreate;
+    crate::up::UpOptions {
+        load: args
+            .load
+            .as_deref()
+            .and_then(crate::config::LoadMode::parse),
+        recreate: if reset {
+            Recreate::Always
+        } else if args.recreate {
+            Recreate::OnDrift
+        } else {
+            Recreate::Never
+        },
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        ports: crate::cluster::cmd::port_plan(ctx, config, args.no_host_ports),
+    }
+}
+
+async fn cmd_up(ctx: &Ctx, args: &UpArgs, reset: bool) -> Result<()> {
+    let config = ctx.cluster_config()?;
+    let opts = up_options(ctx, &config, args, reset);
+    crate::up::run(ctx, config, opts).await
+}
+
+/// `reset`: asks first on a terminal (the cluster's Postgres data goes with it).
+async fn cmd_reset(ctx: &Ctx, args: ResetArgs) -> Result<()> {
+    let config = ctx.cluster_config()?;
+    if !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!(
+            "This deletes the cluster {} with its data (Postgres included) and makes it again. Continue? [y/N] ",
+            config.name
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(
+                Error::new(ErrorKind::Usage, "reset cancelled: nothing was changed")
+                    .with_hint("run `pulsedev reset --yes` to skip the question"),
+            );
+        }
+    }
+    cmd_up(ctx, &args.up, true).await
 }
 
 async fn cmd_doctor(ctx: &Ctx, args: DoctorArgs) -> Result<()> {

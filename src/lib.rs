@@ -18,3 +18,4 @@ pub mod state;
 pub mod tools;
 pub mod trust;
 pub mod ui;
+pub mod up;

@@ -1064,6 +1064,17 @@ fn kube_api(kubeconfig: &Path, context: &str) -> Box<dyn ClusterApi> {
 }
 
 impl Live {
+    /// Names of the cluster's node containers (for archive delivery).
+    pub async fn nodes_of(&self, cluster: &str) -> Result<Vec<String>> {
+        Ok(self
+            .nodes
+            .list(cluster)
+            .await?
+            .into_iter()
+            .map(|n| n.name)
+            .collect())
+    }
+
     /// Connects to the Docker engine (within `timeout`) and keeps the kind binary.
     pub async fn connect(dirs: Dirs, kind: PathBuf, timeout: Duration) -> Result<Live> {
         let endpoint =

@@ -290,7 +290,9 @@ impl Engine {
             }
             self.say(&format!("applying {} ({})", group.words(), members.len()));
             let results: Vec<(usize, std::result::Result<Applied, String>)> =
-                futures::stream::iter(members.iter().map(|&i| {
+                // `copied()`: a closure over `&usize` makes the future fail `Send`
+                // inference where `up` runs it on the multi-threaded runtime.
+                futures::stream::iter(members.iter().copied().map(|i| {
                     let r = resolved[i].as_ref().expect("resolved above");
                     let m = ordered[i];
                     async move { (i, self.apply_one(m, r, options).await) }

@@ -50,6 +50,32 @@ impl Manifest {
         self.object.metadata.namespace.as_deref()
     }
 
+    /// A Helm hook (`helm.sh/hook` annotation): tests and install-time jobs of a chart,
+    /// not part of its steady state.
+    pub fn is_helm_hook(&self) -> bool {
+        self.object
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("helm.sh/hook"))
+    }
+
+    /// The hosts of an Ingress's rules (empty for other kinds).
+    pub fn hosts(&self) -> Vec<String> {
+        if self.kind() != "Ingress" {
+            return Vec::new();
+        }
+        self.object.data["spec"]["rules"]
+            .as_array()
+            .map(|rules| {
+                rules
+                    .iter()
+                    .filter_map(|r| r["host"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `file.yaml document 3 (api/templates/deployment.yaml)`.
     pub fn origin(&self) -> String {
         let mut s = format!("{} document {}", self.source, self.index);
@@ -241,6 +267,22 @@ fn to_object(value: serde_json::Value) -> std::result::Result<DynamicObject, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hooks_and_ingress_hosts() {
+        let m = parse(
+            "t",
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec:\n  rules:\n  - host: pulsewatch.localhost\n  - host: api.pulsewatch.localhost\n---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: check\n  annotations: {helm.sh/hook: post-install}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            m[0].hosts(),
+            vec!["pulsewatch.localhost", "api.pulsewatch.localhost"]
+        );
+        assert!(!m[0].is_helm_hook());
+        assert!(m[1].is_helm_hook());
+        assert!(m[1].hosts().is_empty());
+    }
 
     const HELM: &str = r#"---
 # Source: api/templates/serviceaccount.yaml

@@ -1,0 +1,946 @@
+//! `pulsedev up`: the step graph of DESIGN.md wired to the real modules, and the
+//! summary. Preflight first; then the cluster and the image builds overlap; the
+//! platform (ingress controller, cert-manager) and the data stores go side by side;
+//! migrations wait for Postgres and the delivered images; the services wait for the
+//! migrations, the local CA and the ingress controller; prune comes last.
+//!
+//! Owns: the order of `up` and what each step hands the next (through `Shared`). Must
+//! not contain the mechanics of any step: those live in cluster, images, kube, stack.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Ctx;
+use crate::cluster::{self, ClusterInfo, Live, Options, PortPlan, Recreate, RegistryRef, Session};
+use crate::config::{Config, Env, LoadMode};
+use crate::docker::Engine as DockerEngine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::helm::Helm;
+use crate::images::deliver::{Deliver, ImageRef};
+use crate::images::{self, LocalImage};
+use crate::kube::{self, ApplyOptions, ApplyReport, Manifest, WebhookGate};
+use crate::plan::{Outcome, Plan, Run, Status};
+use crate::stack::{self, PlatformChart};
+use crate::state::{self, Dirs};
+use crate::ui::{StepProgress, Ui};
+
+/// The label value every object of the stack carries (prune finds them by it).
+pub const STACK: &str = "pulsewatch";
+/// The service whose chart is the migrations Job: it runs before the others.
+pub const MIGRATIONS: &str = "migrations";
+const DOCKER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `up` (and `reset`) are told on the command line.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub load: Option<LoadMode>,
+    pub recreate: Recreate,
+    /// How long each readiness wait may take.
+    pub timeout: Duration,
+    pub ports: PortPlan,
+}
+
+/// State the steps share: each slot is filled by exactly one step and read by the
+/// steps that depend on it (the plan guarantees the order).
+struct Shared {
+    config: Config,
+    dirs: Dirs,
+    ui: Ui,
+    progress: Arc<StepProgress>,
+    opts: UpOptions,
+    session: Session,
+    docker: OnceLock<DockerEngine>,
+    helm: OnceLock<Helm>,
+    live: OnceLock<Live>,
+    cluster: OnceLock<ClusterInfo>,
+    kube: OnceLock<kube::Engine>,
+    registry_created: OnceLock<bool>,
+    built: OnceLock<Vec<LocalImage>>,
+    images: OnceLock<BTreeMap<String, ImageRef>>,
+    /// Everything applied in this run, for prune and the summary.
+    applied: Mutex<ApplyReport>,
+    manifests: Mutex<Vec<Manifest>>,
+}
+
+impl Shared {
+    fn get<'a, T>(slot: &'a OnceLock<T>, what: &str) -> Result<&'a T> {
+        slot.get()
+            .ok_or_else(|| Error::internal(format!("step order bug: {what} is not ready")))
+    }
+
+    fn namespace(&self) -> String {
+        stack::namespace(self.config.env)
+    }
+
+    fn load_mode(&self) -> LoadMode {
+        self.opts.load.unwrap_or(self.config.images.load)
+    }
+
+    /// Applies `manifests` and waits for what they contain to be ready. Boxed: the
+    /// engine's futures borrow in ways that defeat `Send` inference inside the steps.
+    fn apply_and_wait<'a>(
+        &'a self,
+        manifests: Vec<Manifest>,
+        gates: Vec<WebhookGate>,
+        cancel: &'a CancellationToken,
+    ) -> futures::future::BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            let engine = Shared::get(&self.kube, "the cluster client")?;
+            let mut options = ApplyOptions::new(STACK, &self.namespace());
+            for g in gates {
+                options = options.with_gate(g);
+            }
+            let report = engine.apply(&manifests, &options, cancel).await?;
+            let targets = report.targets();
+            let n = report.applied.len();
+            self.applied.lock().expect("not poisoned").extend(report);
+            self.manifests
+                .lock()
+                .expect("not poisoned")
+                .extend(manifests);
+            engine.wait_ready(&targets, self.opts.timeout, cancel).await?;
+            Ok(n)
+        })
+    }
+}
+
+fn parse_pieces(pieces: &[stack::Piece]) -> Result<Vec<Manifest>> {
+    let mut out = Vec::new();
+    for p in pieces {
+        out.extend(kube::parse(&p.source, &p.yaml)?);
+    }
+    Ok(out)
+}
+
+/// The `up` summary as JSON and the facts the human summary prints.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub ok: bool,
+    pub cluster: Option<ClusterInfo>,
+    pub urls: Vec<String>,
+    pub steps: Vec<crate::plan::StepReport>,
+    pub images: BTreeMap<String, String>,
+    /// Workloads whose spec changed in this run (rolled out).
+    pub rolled_out: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<PathBuf>,
+}
+
+/// Runs `up`. On success the summary; on failure the error, after the summary of
+/// what ran has been printed.
+pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
+    let dirs = Dirs::from_process()?;
+    let ui = ctx.ui.clone();
+    let started = tokio::time::Instant::now();
+
+    // Preflight: doctor's checks; a failure stops here with exit 3.
+    let preflight = preflight(ctx, &config, &opts).await?;
+
+    let session = cluster::begin(&dirs, &config.name, "pulsedev up")?;
+    let progress = Arc::new(StepProgress::new(&ui));
+    let shared = Arc::new(Shared {
+        config,
+        dirs,
+        ui: ui.clone(),
+        progress: progress.clone(),
+        opts,
+        session,
+        docker: OnceLock::new(),
+        helm: OnceLock::new(),
+        live: OnceLock::new(),
+        cluster: OnceLock::new(),
+        kube: OnceLock::new(),
+        registry_created: OnceLock::new(),
+        built: OnceLock::new(),
+        images: OnceLock::new(),
+        applied: Mutex::new(ApplyReport::default()),
+        manifests: Mutex::new(Vec::new()),
+    });
+
+    let plan = build_plan(&shared)?;
+    let mut run = plan.run(progress.as_ref(), &ctx.cancel).await;
+    progress.lines().clear();
+    run.steps.insert(0, preflight);
+
+    let mut error = run.error.take();
+    if let Some(e) = &error
+        && e.kind == ErrorKind::Interrupted
+    {
+        undo(ctx, &shared).await;
+    }
+    let result: Result<()> = match error.take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
+    shared.session.finish(&result);
+    let summary = summarize(&shared, &run, result.is_ok())?;
+    report(ctx, &shared, &summary, &run, started.elapsed(), result)
+}
+
+/// After Ctrl-C: undo what this run created (the cluster, if this run made it; the
+/// registry container, if this run made it). What earlier runs made stays.
+async fn undo(ctx: &Ctx, shared: &Shared) {
+    let ui = &shared.ui;
+    let calm = CancellationToken::new();
+    if let Some(live) = shared.live.get() {
+        let deps = live.deps(ui, &calm);
+        if let Err(e) = cluster::undo(&deps, &shared.session).await {
+            ui.warn(&format!("failed to undo the cluster: {}", e.message));
+        }
+    }
+    if shared.registry_created.get() == Some(&true)
+        && let Some(docker) = shared.docker.get()
+    {
+        match images::registry::remove(docker, &shared.config.name).await {
+            Ok(_) => ui.info("removed the registry container this run created"),
+            Err(e) => ui.warn(&format!(
+                "failed to remove the registry container: {}",
+                e.message
+            )),
+        }
+    }
+    let _ = ctx;
+}
+
+async fn preflight(
+    ctx: &Ctx,
+    config: &Config,
+    opts: &UpOptions,
+) -> Result<crate::plan::StepReport> {
+    let t0 = tokio::time::Instant::now();
+    let machine = crate::doctor::Machine::from_process(DOCKER_TIMEOUT);
+    let mut checks = ctx
+        .interruptible(crate::doctor::run(config, &machine))
+        .await?;
+    // Host ports chosen by pulsedev (CI) or not published are not the user's to free.
+    if !matches!(opts.ports, PortPlan::Fixed { .. }) {
+        checks.retain(|c| !c.id.starts_with("port-") || c.id == "port-registry");
+    }
+    for c in checks
+        .iter()
+        .filter(|c| c.status == crate::doctor::Status::Warn)
+    {
+        ctx.ui.warn(&format!("{}: {}", c.id, c.message));
+    }
+    if let Some(e) = crate::doctor::failure(&checks) {
+        return Err(e);
+    }
+    Ok(crate::plan::StepReport {
+        name: "preflight".into(),
+        status: Status::Done,
+        seconds: t0.elapsed().as_secs_f64(),
+        started_at: None,
+        finished_at: None,
+        detail: None,
+    })
+}
+
+/// Adds a step whose closure gets the shared state and the step's cancel token.
+fn step<F, Fut>(plan: &mut Plan, shared: &Arc<Shared>, name: &str, deps: &[&str], f: F)
+where
+    F: FnOnce(Arc<Shared>, CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Outcome>> + Send + 'static,
+{
+    let s = shared.clone();
+    plan.add(name, deps, move |cancel| f(s, cancel));
+}
+
+fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
+    let mut plan = Plan::new();
+    let registry_mode = shared.load_mode() == LoadMode::Registry;
+    let has_migrations = shared.config.services.contains_key(MIGRATIONS);
+
+    step(&mut plan, shared, "tools", &[], |s, cancel| async move {
+        let kind = interruptible(
+            &cancel,
+            crate::tools::ensure(&crate::tools::KIND, &s.dirs, &s.ui),
+        )
+        .await?;
+        let helm = interruptible(
+            &cancel,
+            crate::tools::ensure(&crate::tools::HELM, &s.dirs, &s.ui),
+        )
+        .await?;
+        let docker = interruptible(&cancel, images::connect_engine(DOCKER_TIMEOUT)).await?;
+        let live = interruptible(
+            &cancel,
+            Live::connect(s.dirs.clone(), kind.clone(), DOCKER_TIMEOUT),
+        )
+        .await?;
+        let _ = s.docker.set(docker);
+        let _ = s.live.set(live);
+        let _ = s.helm.set(Helm { bin: helm.clone() });
+        Ok(Outcome::Done(Some(format!(
+            "kind {}, helm {}",
+            kind.display(),
+            helm.display()
+        ))))
+    });
+
+    step(
+        &mut plan,
+        shared,
+        "cluster",
+        &["tools"],
+        |s, cancel| async move {
+            let live = Shared::get(&s.live, "Docker")?;
+            let deps = live.deps(&s.ui, &cancel);
+            let mut opts = Options::new(&s.config.name, s.opts.ports);
+            opts.template = cluster::template_for(&s.config.root)?;
+            opts.recreate = s.opts.recreate;
+            let info = cluster::ensure(&deps, &opts, &s.session).await?;
+            let client = kube::connect(&info.kubeconfig, &info.context).await?;
+            let _ = s.kube.set(kube::Engine::new(client));
+            let what = if info.created {
+                Outcome::Done(Some(format!("created {}", info.context)))
+            } else if info.started_nodes.is_empty() {
+                Outcome::Skipped(format!("{} exists with the same definition", info.context))
+            } else {
+                Outcome::Done(Some(format!(
+                    "started stopped nodes {}",
+                    info.started_nodes.join(", ")
+                )))
+            };
+            let _ = s.cluster.set(info);
+            Ok(what)
+        },
+    );
+
+    step(
+        &mut plan,
+        shared,
+        "images",
+        &["tools"],
+        |s, cancel| async move {
+            let docker = Shared::get(&s.docker, "Docker")?;
+            let opts = images::build_options(&s.config, docker).await?;
+            let lines = s.progress.clone();
+            let events: images::Events = Arc::new(move |e| build_event(lines.lines(), e));
+            let outcomes = images::build(docker, &s.config.services, &opts, &cancel, events).await;
+            if let Some(e) = images::build::failure_summary(&outcomes) {
+                return Err(e);
+            }
+            let built: Vec<String> = outcomes
+                .iter()
+                .filter(|o| matches!(o.status, images::Status::Built))
+                .map(|o| o.image.service.clone())
+                .collect();
+            let _ = s.built.set(outcomes.into_iter().map(|o| o.image).collect());
+            Ok(if built.is_empty() {
+                Outcome::Skipped("every image is current (content unchanged)".into())
+            } else {
+                Outcome::Done(Some(format!("built {}", built.join(", "))))
+            })
+        },
+    );
+
+    if registry_mode {
+        step(
+            &mut plan,
+            shared,
+            "registry",
+            &["cluster"],
+            |s, cancel| async move {
+                let docker = Shared::get(&s.docker, "Docker")?;
+                let info = Shared::get(&s.cluster, "the cluster")?;
+                let mut spec =
+                    images::registry::RegistrySpec::new(&s.config.name, info.registry_port);
+                if let Ok(image) = std::env::var("PULSEDEV_REGISTRY_IMAGE")
+                    && !image.is_empty()
+                {
+                    spec.image = image;
+                }
+                spec.network = Some(cluster::kind_network(&|k| std::env::var(k).ok()));
+                let state = interruptible(&cancel, images::registry::ensure(docker, &spec)).await?;
+                let _ = s.registry_created.set(state.created);
+                let live = Shared::get(&s.live, "Docker")?;
+                let deps = live.deps(&s.ui, &cancel);
+                let reg = RegistryRef {
+                    container: state.container.clone(),
+                    container_port: 5000,
+                    host_port: info.registry_port,
+                };
+                let network = cluster::kind_network(&|k| std::env::var(k).ok());
+                cluster::wire_registry(&deps, &cluster::Target::from(info), &network, &reg).await?;
+                Ok(if state.created {
+                    Outcome::Done(Some(format!(
+                        "started {} on 127.0.0.1:{}",
+                        state.container, info.registry_port
+                    )))
+                } else {
+                    Outcome::Skipped(format!("{} is running and wired", state.container))
+                })
+            },
+        );
+    }
+
+    let deliver_deps: &[&str] = if registry_mode {
+        &["images", "registry"]
+    } else {
+        &["images", "cluster"]
+    };
+    step(
+        &mut plan,
+        shared,
+        "deliver",
+        deliver_deps,
+        |s, cancel| async move {
+            let docker = Shared::get(&s.docker, "Docker")?;
+            let info = Shared::get(&s.cluster, "the cluster")?;
+            let deliver: Box<dyn Deliver> = match s.load_mode() {
+                LoadMode::Registry => Box::new(images::registry::RegistryPush::new(
+                    docker,
+                    info.registry_port,
+                )),
+                LoadMode::Archive => {
+                    let live = Shared::get(&s.live, "Docker")?;
+                    let nodes = live.nodes_of(&info.name).await?;
+                    let platform = crate::docker::platform(&docker.info().await?);
+                    Box::new(images::archive::ArchiveImport::new(
+                        docker,
+                        nodes,
+                        &platform,
+                        "overlayfs",
+                    ))
+                }
+            };
+            let mut refs = BTreeMap::new();
+            let mut sent = Vec::new();
+            for image in Shared::get(&s.built, "the images")? {
+                let d = interruptible(&cancel, deliver.deliver(image)).await?;
+                if let Some(t) = &d.transfer {
+                    sent.push(match t.bytes {
+                        Some(b) => format!(
+                            "{} ({} layers, {:.1} MB)",
+                            image.service,
+                            t.layers_sent,
+                            b as f64 / 1e6
+                        ),
+                        None => format!("{} ({} layers)", image.service, t.layers_sent),
+                    });
+                }
+                refs.insert(image.service.clone(), d.image);
+            }
+            let _ = s.images.set(refs);
+            Ok(if sent.is_empty() {
+                Outcome::Skipped(format!("every image is already in the {}", deliver.mode()))
+            } else {
+                Outcome::Done(Some(format!("{}: {}", deliver.mode(), sent.join(", "))))
+            })
+        },
+    );
+
+    step(
+        &mut plan,
+        shared,
+        "namespaces",
+        &["cluster"],
+        |s, cancel| async move {
+            let files = stack::shared_files(&s.config.root, s.config.env)?;
+            let ns_files: Vec<_> = files
+                .iter()
+                .filter(|f| {
+                    f.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("namespace"))
+                })
+                .collect();
+            let mut pieces = Vec::new();
+            for f in ns_files {
+                pieces.push(stack::file_piece(&s.config.root, f)?);
+            }
+            let manifests = parse_pieces(&pieces)?;
+            let n = s.apply_and_wait(manifests, vec![], &cancel).await?;
+            // Dev credentials: created once per cluster, never printed, never updated.
+            let mut created = Vec::new();
+            if s.config.env == Env::Dev {
+                let engine = Shared::get(&s.kube, "the cluster client")?;
+                let secrets = crate::secrets::DevSecrets::generate()?;
+                for (name, made) in kube::secrets::create_if_absent(
+                    engine.client(),
+                    &secrets.objects(&s.namespace()),
+                )
+                .await?
+                {
+                    if made {
+                        created.push(name);
+                    }
+                }
+            }
+            Ok(Outcome::Done(Some(if created.is_empty() {
+                format!("{n} namespaces applied; dev secrets kept")
+            } else {
+                format!(
+                    "{n} namespaces applied; created secrets {}",
+                    created.join(", ")
+                )
+            })))
+        },
+    );
+
+    step(
+        &mut plan,
+        shared,
+        "platform-charts",
+        &["tools"],
+        |s, cancel| async move {
+            let helm = Shared::get(&s.helm, "helm")?;
+            let pins = stack::load_pins(&s.config.root)?;
+            let mut fetched = Vec::new();
+            for c in pins.values() {
+                if interruptible(&cancel, fetch_chart(helm, &s.dirs, c)).await? {
+                    fetched.push(format!("{} {}", c.chart, c.version));
+                }
+            }
+            Ok(if fetched.is_empty() {
+                Outcome::Skipped("charts are in the cache".into())
+            } else {
+                Outcome::Done(Some(format!("fetched {}", fetched.join(", "))))
+            })
+        },
+    );
+
+    if shared.config.env == Env::Dev {
+        for (key, label) in [
+            ("ingress", "ingress-controller"),
+            ("cert-manager", "cert-manager"),
+        ] {
+            step(
+                &mut plan,
+                shared,
+                label,
+                &["namespaces", "platform-charts"],
+                move |s, cancel| async move {
+                    let helm = Shared::get(&s.helm, "helm")?;
+                    let pins = stack::load_pins(&s.config.root)?;
+                    let c = pins.get(key).ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::ConfigInvalid,
+                            format!("manifests/platform/pins.toml has no [{key}]"),
+                        )
+                    })?;
+                    let piece =
+                        stack::render_platform_chart(&s.config.root, helm, &s.dirs.cache, c)
+                            .await?
+                            .ok_or_else(|| {
+                                Error::internal(format!(
+                                    "{} is not in the cache after fetching",
+                                    c.chart
+                                ))
+                            })?;
+                    let mut manifests = kube::parse(&piece.source, &piece.yaml)?;
+                    // Helm hooks (tests, startup checks) are not part of the steady state.
+                    manifests.retain(|m| !m.is_helm_hook());
+                    let n = s.apply_and_wait(manifests, vec![], &cancel).await?;
+                    Ok(Outcome::Done(Some(format!(
+                        "{} {}: {n} objects ready",
+                        c.chart, c.version
+                    ))))
+                },
+            );
+        }
+
+        step(
+            &mut plan,
+            shared,
+            "data-stores",
+            &["namespaces"],
+            |s, cancel| async move {
+                let mut pieces = Vec::new();
+                for f in stack::shared_files(&s.config.root, s.config.env)? {
+                    if !f
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("namespace"))
+                    {
+                        pieces.push(stack::file_piece(&s.config.root, &f)?);
+                    }
+                }
+                let n = s
+                    .apply_and_wait(parse_pieces(&pieces)?, vec![], &cancel)
+                    .await?;
+                Ok(Outcome::Done(Some(format!(
+                    "{n} objects ready (Postgres, Redis, network policies)"
+                ))))
+            },
+        );
+
+        step(
+            &mut plan,
+            shared,
+            "local-ca",
+            &["cert-manager"],
+            |s, cancel| async move {
+                let pins = stack::load_pins(&s.config.root)?;
+                let mut pieces = Vec::new();
+                for c in pins.values() {
+                    for f in &c.local_ca {
+                        pieces.push(stack::file_piece(&s.config.root, &s.config.root.join(f))?);
+                    }
+                }
+                let cm_ns = pins
+                    .get("cert-manager")
+                    .map_or("cert-manager".to_string(), |c| c.namespace.clone());
+                let gate = WebhookGate::cert_manager(&cm_ns);
+                let n = s
+                    .apply_and_wait(parse_pieces(&pieces)?, vec![gate], &cancel)
+                    .await?;
+                Ok(Outcome::Done(Some(format!(
+                    "{n} issuer and certificate objects applied"
+                ))))
+            },
+        );
+    }
+
+    let data_ready: &[&str] = if shared.config.env == Env::Dev {
+        &["data-stores", "deliver"]
+    } else {
+        &["namespaces", "deliver"]
+    };
+    if has_migrations {
+        step(
+            &mut plan,
+            shared,
+            "migrations",
+            data_ready,
+            |s, cancel| async move {
+                let n = deploy_services(&s, &[MIGRATIONS.to_string()], &cancel).await?;
+                Ok(Outcome::Done(Some(format!(
+                    "{n} objects applied; the migrations Job completed"
+                ))))
+            },
+        );
+    }
+
+    let mut app_deps: Vec<&str> = if has_migrations {
+        vec!["migrations"]
+    } else {
+        data_ready.to_vec()
+    };
+    if shared.config.env == Env::Dev {
+        app_deps.extend(["local-ca", "ingress-controller"]);
+    }
+    step(
+        &mut plan,
+        shared,
+        "services",
+        &app_deps,
+        |s, cancel| async move {
+            let names: Vec<String> = s
+                .config
+                .services
+                .keys()
+                .filter(|n| *n != MIGRATIONS)
+                .cloned()
+                .collect();
+            let n = deploy_services(&s, &names, &cancel).await?;
+            Ok(Outcome::Done(Some(format!(
+                "{}: {n} objects applied and ready",
+                names.join(", ")
+            ))))
+        },
+    );
+
+    step(
+        &mut plan,
+        shared,
+        "prune",
+        &["services"],
+        |s, cancel| async move {
+            let engine = Shared::get(&s.kube, "the cluster client")?;
+            let applied = s.applied.lock().expect("not poisoned").clone();
+            let report = engine.prune(STACK, &applied, &cancel).await?;
+            for left in &report.left_alone {
+                s.ui.warn(&format!(
+                    "{left} carries the stack label but pulsedev did not apply it: left alone"
+                ));
+            }
+            Ok(if report.deleted.is_empty() {
+                Outcome::Skipped("nothing left over".into())
+            } else {
+                Outcome::Done(Some(format!("deleted {}", report.deleted.join(", "))))
+            })
+        },
+    );
+
+    plan.validate()?;
+    Ok(plan)
+}
+
+/// Renders, applies and waits for the charts of `names`, with their delivered images.
+async fn deploy_services(
+    s: &Shared,
+    names: &[String],
+    cancel: &CancellationToken,
+) -> Result<usize> {
+    let helm = Shared::get(&s.helm, "helm")?;
+    let images = Shared::get(&s.images, "the delivered images")?;
+    let mut pieces = Vec::new();
+    for name in names {
+        if let Some(p) =
+            stack::render_service(&s.config, helm, s.config.env, name, images.get(name)).await?
+        {
+            pieces.push(p);
+        }
+    }
+    s.apply_and_wait(parse_pieces(&pieces)?, vec![], cancel)
+        .await
+}
+
+/// Puts a platform chart into the cache with `helm pull` unless it is there; checks
+/// its SHA-256 against the pin when the pin has one. Returns whether it fetched.
+async fn fetch_chart(helm: &Helm, dirs: &Dirs, c: &PlatformChart) -> Result<bool> {
+    let archive = stack::chart_archive(&dirs.cache, c);
+    if archive.is_file() {
+        verify_chart(&archive, c)?;
+        return Ok(false);
+    }
+    let dest = archive.parent().expect("archives live in a directory");
+    state::private_dir(dest)?;
+    let out = tokio::process::Command::new(&helm.bin)
+        .args([
+            "pull",
+            &c.chart,
+            "--repo",
+            &c.repo_url,
+            "--version",
+            &c.version,
+            "--destination",
+        ])
+        .arg(dest)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| Error::internal(format!("failed to run {}: {e}", helm.bin.display())))?;
+    if !out.status.success() || !archive.is_file() {
+        return Err(Error::new(
+            ErrorKind::ApplyFailed,
+            format!(
+                "failed to fetch the {} chart {} from {}: {}",
+                c.chart,
+                c.version,
+                c.repo_url,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        )
+        .with_hint("check the network (HTTPS_PROXY is honoured), then run `pulsedev up` again"));
+    }
+    verify_chart(&archive, c)?;
+    Ok(true)
+}
+
+fn verify_chart(archive: &std::path::Path, c: &PlatformChart) -> Result<()> {
+    if c.sha256.is_empty() {
+        return Ok(());
+    }
+    let bytes = std::fs::read(archive)
+        .map_err(|e| Error::internal(format!("failed to read {}: {e}", archive.display())))?;
+    let got = hex::encode(Sha256::digest(&bytes));
+    if got != c.sha256.to_ascii_lowercase() {
+        let _ = std::fs::remove_file(archive);
+        return Err(Error::new(
+            ErrorKind::ToolChecksumMismatch,
+            format!("the {} chart {} has SHA-256 {got}, not the pinned {}", c.chart, c.version, c.sha256),
+        )
+        .with_hint("the download was removed; run again, and if it repeats check manifests/platform/pins.toml"));
+    }
+    Ok(())
+}
+
+async fn interruptible<T>(
+    cancel: &CancellationToken,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        r = fut => r,
+        _ = cancel.cancelled() => Err(Error::interrupted()),
+    }
+}
+
+fn build_event(lines: &crate::ui::TaskLines, e: images::Event) {
+    use images::Event as E;
+    match e {
+        E::Started { service, image } => lines.update(
+            &format!("  build {service}"),
+            &format!("building {image}"),
+            false,
+        ),
+        E::Step { service, step } => lines.update(&format!("  build {service}"), &step, false),
+        E::Built { service, seconds } => lines.finish(
+            &format!("  build {service}"),
+            &format!("built ({seconds:.1}s)"),
+        ),
+        E::Failed { service, message } => {
+            lines.finish(&format!("  build {service}"), &format!("FAILED: {message}"))
+        }
+        _ => {}
+    }
+}
+
+/// Hosts of the Ingress objects applied, as https URLs on the configured port.
+fn urls(shared: &Shared) -> Vec<String> {
+    let port = shared
+        .cluster
+        .get()
+        .and_then(|c| c.ports.as_ref().map(|p| p.https))
+        .unwrap_or(shared.config.ports.https);
+    let suffix = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let mut hosts: Vec<String> = shared
+        .manifests
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|m| m.kind() == "Ingress")
+        .flat_map(|m| m.hosts())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+        .into_iter()
+        .map(|h| format!("https://{h}{suffix}"))
+        .collect()
+}
+
+/// Workloads whose resourceVersion differs from the previous `up`'s (kept in the
+/// cluster's state dir), i.e. what this run changed.
+fn rolled_out(shared: &Shared) -> Result<Vec<String>> {
+    let path = shared.session.paths.dir.join("applied.json");
+    let before: BTreeMap<String, String> = state::read_optional(&path)?
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let applied = shared.applied.lock().expect("not poisoned");
+    let mut now = BTreeMap::new();
+    let mut changed = Vec::new();
+    for a in &applied.applied {
+        let key = format!(
+            "{}/{}/{}",
+            a.kind,
+            a.namespace.as_deref().unwrap_or("-"),
+            a.name
+        );
+        let rv = a.resource_version.clone().unwrap_or_default();
+        if matches!(
+            a.kind.as_str(),
+            "Deployment" | "StatefulSet" | "DaemonSet" | "Job"
+        ) && before.get(&key) != Some(&rv)
+        {
+            changed.push(key.clone());
+        }
+        now.insert(key, rv);
+    }
+    if !now.is_empty() {
+        let text = serde_json::to_string_pretty(&now).expect("maps serialize");
+        state::write_private(&path, text.as_bytes())?;
+    }
+    Ok(changed)
+}
+
+fn summarize(shared: &Shared, run: &Run, ok: bool) -> Result<Summary> {
+    let images = shared
+        .images
+        .get()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
+        .unwrap_or_default();
+    Ok(Summary {
+        ok,
+        cluster: shared.cluster.get().cloned(),
+        urls: urls(shared),
+        steps: run.steps.clone(),
+        images,
+        rolled_out: if ok { rolled_out(shared)? } else { Vec::new() },
+        ca_certificate: None,
+    })
+}
+
+fn report(
+    ctx: &Ctx,
+    shared: &Shared,
+    summary: &Summary,
+    run: &Run,
+    wall: Duration,
+    result: Result<()>,
+) -> Result<()> {
+    if ctx.ui.json() {
+        let mut doc = serde_json::to_value(summary).expect("summary serializes");
+        if let Err(e) = &result {
+            doc["error"] = crate::ui::error_json(e);
+        }
+        ctx.ui.out_json(&doc);
+        return result.map_err(|mut e| {
+            e.emitted = true;
+            e
+        });
+    }
+    let mut out = String::new();
+    let steps = run
+        .steps
+        .iter()
+        .filter(|s| s.status != Status::NotRun)
+        .count();
+    match &result {
+        Ok(()) => out.push_str(&format!(
+            "PulseWatch is up on cluster {} ({} steps in {:.1}s)\n",
+            shared.config.name,
+            steps,
+            wall.as_secs_f64()
+        )),
+        Err(_) => out.push_str(&format!(
+            "pulsedev up stopped after {:.1}s; steps that ran:\n",
+            wall.as_secs_f64()
+        )),
+    }
+    for s in &run.steps {
+        let word = match s.status {
+            Status::Done => "done",
+            Status::Skipped => "current",
+            Status::Failed => "FAILED",
+            Status::NotRun => "not run",
+        };
+        out.push_str(&format!(
+            "  {:<18} {:<8} {:>6.1}s  {}\n",
+            s.name,
+            word,
+            s.seconds,
+            s.detail.as_deref().unwrap_or("")
+        ));
+    }
+    if result.is_ok() {
+        if !summary.urls.is_empty() {
+            out.push('\n');
+            for u in &summary.urls {
+                out.push_str(&format!("  {u}\n"));
+            }
+        }
+        if let Some(c) = &summary.cluster {
+            out.push_str(&format!(
+                "\nkubeconfig: {} (context {})\n  KUBECONFIG={} kubectl get pods -n {}\n",
+                c.kubeconfig.display(),
+                c.context,
+                c.kubeconfig.display(),
+                shared.namespace()
+            ));
+        }
+        if summary.rolled_out.is_empty() {
+            out.push_str("\nnothing was rolled out: everything was current\n");
+        } else {
+            out.push_str(&format!(
+                "\nrolled out: {}\n",
+                summary.rolled_out.join(", ")
+            ));
+        }
+        out.push_str(
+            "\nThe certificates come from a local CA: `pulsedev trust` exports it (use it with curl --cacert),\n\
+             `sudo pulsedev trust --install` adds it to this machine's trust store.\n",
+        );
+    }
+    ctx.ui.out(&out);
+    result
+}
