@@ -234,7 +234,7 @@ impl ArchiveImport {
             .map(String::from)
             .to_vec();
         let mut a = ArchiveImport {
-            docker: engine.docker.clone(),
+            docker: super::long_calls(engine),
             nodes,
             import,
             present,

@@ -24,6 +24,17 @@ use crate::config::{Config, Service};
 use crate::docker::{self, Engine};
 use crate::error::{Error, ErrorKind, Result};
 
+/// The engine handle's timeout (from `docker::connect`) is meant for quick calls and
+/// bounds the wait for response headers, which a build only sends once the whole
+/// context has arrived: builds, pushes, exports and execs use this one instead
+/// (they end when the work does, or when Ctrl-C drops them).
+pub const LONG_CALLS: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The engine's client with the timeout for long calls.
+pub fn long_calls(engine: &Engine) -> bollard::Docker {
+    engine.docker.clone().with_timeout(LONG_CALLS)
+}
+
 /// Connects to the engine the docker CLI would use (DOCKER_HOST, then contexts).
 pub async fn connect_engine(timeout: Duration) -> Result<Engine> {
     let endpoint = docker::resolve(&|k| std::env::var(k).ok(), dirs::home_dir().as_deref())?;
@@ -78,7 +89,7 @@ pub async fn build(
     cancel: &CancellationToken,
     events: Events,
 ) -> Vec<Outcome> {
-    build::build_all(&engine.docker, services, opts, cancel, events).await
+    build::build_all(&long_calls(engine), services, opts, cancel, events).await
 }
 
 /// The JSON form of outcomes: `[{"service","tag","status","reason","seconds"}]`.

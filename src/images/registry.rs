@@ -143,7 +143,10 @@ pub async fn ensure(engine: &Engine, spec: &RegistrySpec) -> Result<RegistryStat
         ),
         None => {
             created = true;
-            (create(docker, &name, spec).await?, false)
+            (
+                create(&super::long_calls(engine), &name, spec).await?,
+                false,
+            )
         }
     };
     let mut started = false;
@@ -428,7 +431,7 @@ pub struct RegistryPush {
 impl RegistryPush {
     pub fn new(engine: &Engine, port: u16) -> RegistryPush {
         RegistryPush {
-            docker: engine.docker.clone(),
+            docker: super::long_calls(engine),
             port,
         }
     }
