@@ -218,10 +218,13 @@ async fn preflight(
     let mut checks = ctx
         .interruptible(crate::doctor::run(config, &machine))
         .await?;
-    // Host ports chosen by pulsedev (CI) or not published are not the user's to free.
-    if !matches!(opts.ports, PortPlan::Fixed { .. }) {
-        checks.retain(|c| !c.id.starts_with("port-") || c.id == "port-registry");
-    }
+    // Only the host ports this run will bind are the user's to free: CI picks free
+    // ones itself, and `--no-host-ports` publishes none but (maybe) the registry's.
+    checks.retain(|c| match (c.id.as_str(), &opts.ports) {
+        (_, PortPlan::Fixed { .. }) => true,
+        ("port-registry", PortPlan::NoHostPorts { registry }) => registry.is_some(),
+        (id, _) => !id.starts_with("port-"),
+    });
     for c in checks
         .iter()
         .filter(|c| c.status == crate::doctor::Status::Warn)
