@@ -1874,10 +1874,10 @@ impl State {
                     }
                 }
             }
-            ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") => {
-                if obj["spec"]["replicas"].is_null() {
-                    obj["spec"]["replicas"] = json!(1);
-                }
+            ("apps", "Deployment" | "StatefulSet" | "ReplicaSet")
+                if obj["spec"]["replicas"].is_null() =>
+            {
+                obj["spec"]["replicas"] = json!(1);
             }
             ("batch", "Job") => {
                 if obj["spec"]["selector"].is_null() {
@@ -2422,17 +2422,14 @@ impl State {
             })
             .collect();
         let image_id = |image: &str| {
+            if image.contains('@') {
+                return image.to_string();
+            }
             let repo = image
                 .rsplit_once(':')
-                .filter(|(_, t)| !t.contains('/'))
-                .map_or(image, |(r, _)| r);
-            format!(
-                "{repo}@sha256:{}",
-                short_hash(&image, 32)
-                    .bytes()
-                    .map(|b| format!("{:02x}", b))
-                    .collect::<String>()
-            )
+                .filter(|(_, tag)| !tag.contains('/'))
+                .map_or(image, |(repo, _)| repo);
+            format!("{repo}@sha256:{}", hex_of(&short_hash(&image, 32)))
         };
         let cid = |c: &str| {
             format!(
@@ -2988,6 +2985,10 @@ impl State {
     }
 }
 
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A PEM block that looks like one (base64 of a fixed, recognisable payload).
 pub fn fake_pem(label: &str, seed: &str) -> String {
     let body = base64::engine::general_purpose::STANDARD
@@ -3451,5 +3452,191 @@ spec:
             .unwrap();
         assert_eq!(cert["status"]["conditions"][0]["type"], "Ready");
         assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
+    }
+
+    /// Stand-ins for the platform charts `up` fetches (nginx-ingress, cert-manager):
+    /// the workloads `status` checks, by the names and labels the charts give them.
+    const PLATFORM: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: platform}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: ingress-nginx-ingress-controller
+  namespace: platform
+  labels: {app.kubernetes.io/name: nginx-ingress}
+spec:
+  selector: {matchLabels: {app.kubernetes.io/name: nginx-ingress}}
+  template:
+    metadata: {labels: {app.kubernetes.io/name: nginx-ingress}}
+    spec:
+      containers: [{name: nginx-ingress, image: "nginx/nginx-ingress:5.2.1"}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cert-manager, namespace: cert-manager}
+spec:
+  selector: {matchLabels: {app: cert-manager}}
+  template:
+    metadata: {labels: {app: cert-manager}}
+    spec:
+      containers: [{name: cert-manager-controller, image: "quay.io/jetstack/cert-manager-controller:v1.21.1"}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cert-manager-cainjector, namespace: cert-manager}
+spec:
+  selector: {matchLabels: {app: cainjector}}
+  template:
+    metadata: {labels: {app: cainjector}}
+    spec:
+      containers: [{name: cert-manager-cainjector, image: "quay.io/jetstack/cert-manager-cainjector:v1.21.1"}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cert-manager-webhook, namespace: cert-manager}
+spec:
+  selector: {matchLabels: {app: webhook}}
+  template:
+    metadata: {labels: {app: webhook}}
+    spec:
+      containers: [{name: cert-manager-webhook, image: "quay.io/jetstack/cert-manager-webhook:v1.21.1"}]
+"#;
+
+    #[test]
+    fn status_through_the_binary_reports_the_applied_pulsewatch_stack_ready() {
+        // What `up` would apply: the dev render of the real charts and manifests.
+        let render = Pd::new()
+            .with_helm()
+            .cwd(repo_root())
+            .args(&["render", "--env", "dev"])
+            .run();
+        assert_eq!(render.code, 0, "{}", render.stderr);
+
+        let api = FakeApiServer::start(Options::new("demo"));
+        let pd = Pd::new().args(&["status", "--name", "demo"]);
+        let kubeconfig = pd.home.path().join("state/pulsedev/demo/kubeconfig");
+        api.write_kubeconfig(&kubeconfig, "kind-demo");
+
+        // Before anything is applied: reachable, nothing there.
+        let empty = pd.run();
+        assert_eq!(empty.code, 1, "{}{}", empty.stdout, empty.stderr);
+        assert!(empty.stdout.contains("missing"), "{}", empty.stdout);
+
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let (engine, _) = engine(&api, dir.path()).await;
+            let cancel = CancellationToken::new();
+            let mut stream = format!("{CERT_MANAGER_CRDS}\n---\n{PLATFORM}");
+            stream.push_str("\n---\n");
+            stream.push_str(&render.stdout);
+            let ms = parse("render", &stream).unwrap();
+            let options = ApplyOptions::new("pulsewatch", "pulsewatch-dev")
+                .with_gate(WebhookGate::cert_manager("cert-manager"));
+            let report = engine.apply(&ms, &options, &cancel).await.unwrap();
+            engine
+                .wait_ready(&report.targets(), Duration::from_secs(10), &cancel)
+                .await
+                .unwrap();
+        });
+        assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
+
+        let run = pd.run();
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        for row in [
+            "demo (kind-demo)",
+            "platform/ingress-nginx-ingress-controller",
+            "cert-manager/cert-manager-webhook",
+            "pulsewatch-dev/postgres",
+            "pulsewatch-dev/redis",
+            "pulsewatch-dev/api",
+            "pulsewatch-dev/worker",
+            "pulsewatch-dev/web",
+        ] {
+            let line = run
+                .stdout
+                .lines()
+                .find(|l| l.contains(row))
+                .unwrap_or_else(|| panic!("no row {row}:\n{}", run.stdout));
+            assert!(line.contains(" ready "), "{line}\n{}", run.stdout);
+        }
+        assert!(
+            run.stdout.contains("https://pulsewatch.localhost"),
+            "{}",
+            run.stdout
+        );
+        let json = pd.run_with(&["--output", "json"]).json();
+        assert_eq!(json["ok"], true, "{json:#}");
+        assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
+    }
+
+    #[test]
+    fn readiness_can_lag_behind_the_apply() {
+        let api =
+            FakeApiServer::start(Options::new("test").ready_after(Duration::from_millis(400)));
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let (engine, lines) = engine(&api, dir.path()).await;
+            let cancel = CancellationToken::new();
+            let text = STACK
+                .split("---")
+                .filter(|d| d.contains("kind: Deployment") || d.contains("kind: Namespace"))
+                .collect::<Vec<_>>()
+                .join("---");
+            let ms = parse("stack.yaml", &text).unwrap();
+            let report = engine
+                .apply(&ms, &ApplyOptions::new("demo-stack", "demo"), &cancel)
+                .await
+                .unwrap();
+            let started = Instant::now();
+            engine
+                .wait_ready(&report.targets(), Duration::from_secs(10), &cancel)
+                .await
+                .unwrap();
+            assert!(started.elapsed() >= Duration::from_millis(250));
+            let said = lines.lock().unwrap().join("\n");
+            assert!(
+                said.contains("deployment demo/api: 0/2 replicas available"),
+                "{said}"
+            );
+        });
+        let pod = &api.objects_of("Pod")[0];
+        assert_eq!(pod["status"]["phase"], "Running");
+    }
+
+    #[test]
+    fn objects_in_a_missing_namespace_are_refused_like_the_real_server() {
+        let api = FakeApiServer::start(Options::new("test"));
+        let dir = tempfile::tempdir().unwrap();
+        let e = rt().block_on(async {
+            let (engine, _) = engine(&api, dir.path()).await;
+            let ms = parse(
+                "cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: nowhere}\n",
+            )
+            .unwrap();
+            engine
+                .apply(
+                    &ms,
+                    &ApplyOptions::new("s", "nowhere"),
+                    &CancellationToken::new(),
+                )
+                .await
+                .unwrap_err()
+        });
+        assert_eq!(e.id(), "apply-failed");
+        assert_eq!(
+            e.details,
+            [
+                "ConfigMap nowhere/a (cm.yaml document 1): namespaces \"nowhere\" not found (404 NotFound)"
+            ]
+        );
+        assert!(
+            api.objects_of("ConfigMap")
+                .iter()
+                .all(|c| c["metadata"]["name"] != "a")
+        );
     }
 }
