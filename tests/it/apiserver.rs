@@ -3639,4 +3639,52 @@ spec:
                 .all(|c| c["metadata"]["name"] != "a")
         );
     }
+
+    #[test]
+    fn discovery_documents_parse_with_kube_rs_classic_and_aggregated() {
+        let api = FakeApiServer::start(Options::new("test"));
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let (engine, _) = engine(&api, dir.path()).await;
+            let ms = parse("crds.yaml", CERT_MANAGER_CRDS).unwrap();
+            engine
+                .apply(
+                    &ms,
+                    &ApplyOptions::new("s", "default"),
+                    &CancellationToken::new(),
+                )
+                .await
+                .unwrap();
+            let client = engine.client().clone();
+            for d in [
+                kube::Discovery::new(client.clone()).run().await.unwrap(),
+                kube::Discovery::new(client.clone())
+                    .run_aggregated()
+                    .await
+                    .unwrap(),
+            ] {
+                for (group, kind, namespaced) in [
+                    ("apps", "Deployment", true),
+                    ("", "Namespace", false),
+                    ("networking.k8s.io", "IngressClass", false),
+                    ("cert-manager.io", "ClusterIssuer", false),
+                    ("cert-manager.io", "Certificate", true),
+                ] {
+                    let gvk = kube::api::GroupVersionKind::gvk(group, "v1", kind);
+                    let (ar, caps) = d
+                        .resolve_gvk(&gvk)
+                        .unwrap_or_else(|| panic!("{group}/{kind} not discovered"));
+                    assert_eq!(ar.kind, kind);
+                    assert_eq!(
+                        caps.scope == kube::discovery::Scope::Namespaced,
+                        namespaced,
+                        "{kind}"
+                    );
+                }
+            }
+            let v = client.apiserver_version().await.unwrap();
+            assert_eq!(v.git_version, "v1.36.1");
+        });
+        assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
+    }
 }
