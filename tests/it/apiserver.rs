@@ -3687,4 +3687,81 @@ spec:
         });
         assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
     }
+
+    #[test]
+    fn a_changed_template_rolls_out_and_a_changed_job_template_is_immutable() {
+        let api = FakeApiServer::start(Options::new("test"));
+        let dir = tempfile::tempdir().unwrap();
+        let pick = |image: &str| {
+            STACK
+                .split("---")
+                .filter(|d| {
+                    d.contains("kind: Deployment")
+                        || d.contains("kind: Namespace")
+                        || d.contains("kind: Job")
+                })
+                .collect::<Vec<_>>()
+                .join("---")
+                .replace(":dev", image)
+        };
+        let e = rt().block_on(async {
+            let (engine, _) = engine(&api, dir.path()).await;
+            let cancel = CancellationToken::new();
+            let options = ApplyOptions::new("demo-stack", "demo");
+            let first = engine
+                .apply(&parse("v1", &pick(":v1")).unwrap(), &options, &cancel)
+                .await
+                .unwrap();
+            engine
+                .wait_ready(&first.targets(), Duration::from_secs(10), &cancel)
+                .await
+                .unwrap();
+            let v1_pods: Vec<String> = api
+                .objects_of("Pod")
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+                .collect();
+            // Only the Deployment changes: generation 2, new pods.
+            let deploy_v2 = pick(":v2").replace("migrations:v2", "migrations:v1");
+            let second = engine
+                .apply(&parse("v2", &deploy_v2).unwrap(), &options, &cancel)
+                .await
+                .unwrap();
+            engine
+                .wait_ready(&second.targets(), Duration::from_secs(10), &cancel)
+                .await
+                .unwrap();
+            let d = api.object("Deployment", "demo", "api").unwrap();
+            assert_eq!(d["metadata"]["generation"], 2);
+            assert_eq!(d["status"]["observedGeneration"], 2);
+            let pods = api.objects_of("Pod");
+            let api_pods: Vec<&Value> = pods
+                .iter()
+                .filter(|p| p["metadata"]["labels"]["app"] == "api")
+                .collect();
+            assert_eq!(api_pods.len(), 2);
+            for p in &api_pods {
+                assert!(!v1_pods.contains(&p["metadata"]["name"].as_str().unwrap().to_string()));
+                assert_eq!(
+                    p["spec"]["containers"][0]["image"],
+                    "localhost:5001/pulsewatch/api:v2"
+                );
+            }
+            let replica_sets = api.objects_of("ReplicaSet");
+            assert_eq!(replica_sets.len(), 2);
+            assert!(replica_sets.iter().any(|r| r["spec"]["replicas"] == 0));
+            // A Job's pod template cannot change.
+            engine
+                .apply(&parse("v3", &pick(":v2")).unwrap(), &options, &cancel)
+                .await
+                .unwrap_err()
+        });
+        assert_eq!(e.id(), "apply-failed");
+        let details = e.details.join("\n");
+        assert!(details.contains("Job demo/migrations-1a2b"), "{details}");
+        assert!(
+            details.contains("field is immutable (422 Invalid)"),
+            "{details}"
+        );
+    }
 }
