@@ -1,19 +1,33 @@
 //! A stateful fake Kubernetes API server for integration tests of the real `pulsedev`
-//! binary and library: plain HTTP on 127.0.0.1 (kube-rs accepts `http://` servers), an
-//! in-memory object store with server-side apply, discovery that learns the kinds of
-//! applied CRDs, and "controllers" that make workloads, Jobs and cert-manager objects
-//! ready (or fail them on purpose) so waits, gates, prune, diagnosis and `status` run
-//! end to end.
+//! binary and library: plain HTTP on 127.0.0.1 (kube-rs accepts `http://` servers; no
+//! TLS needed), an in-memory object store with server-side apply, discovery that learns
+//! the kinds of applied CRDs, and "controllers" that make workloads, Jobs and
+//! cert-manager objects ready (or fail them on purpose), so apply, waits, webhook
+//! gates, prune, diagnosis and `status` run end to end.
 //!
 //! ```ignore
 //! let api = FakeApiServer::start(Options::new("demo").fail_jobs("migrations"));
-//! std::fs::write(&kubeconfig_path, api.kubeconfig("kind-demo")).unwrap();
+//! // The fake kind of fakes.rs writes `server: $FAKE_API` into the kubeconfig it makes:
+//! let pd = Pd::new().env("FAKE_API", api.url())...;
+//! // or write one where pulsedev keeps it:
+//! api.write_kubeconfig(&home.join("state/pulsedev/demo/kubeconfig"), "kind-demo");
 //! // ... run pulsedev ...
-//! assert!(api.unexpected().is_empty());
+//! assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
 //! ```
 //!
-//! What it is not: no watches, no field ownership beyond one Apply entry per manager,
-//! no admission beyond the options below, no resourceVersion preconditions.
+//! Served: `/version`, `/api`, `/apis`, `/apis/<g>`, `/api/v1`, `/apis/<g>/<v>` (also
+//! the aggregated apidiscovery v2 documents when asked for by Accept), GET / LIST
+//! (labelSelector, fieldSelector, across namespaces) / POST / PUT / PATCH (apply,
+//! merge, strategic merge) / DELETE (with garbage collection of owned objects, of a
+//! namespace's contents and of a CRD's objects) / deletecollection, `dryRun=All`,
+//! pod logs (`container`, `tailLines`), `status` subresource GET and PATCH.
+//! Seeded: namespaces default, kube-system, kube-public, kube-node-lease; StorageClass
+//! `standard`; node `<cluster>-control-plane`.
+//!
+//! Not modelled: watches (answered 404 and recorded as unexpected), field ownership
+//! beyond one managedFields entry per manager (an apply replaces the object's fields
+//! except status and server-set metadata), resourceVersion preconditions, RBAC,
+//! admission beyond the options, namespace termination (deletion is immediate).
 
 // The `up` tests use the parts these tests do not.
 #![allow(dead_code)]
@@ -3540,6 +3554,9 @@ spec:
                 .wait_ready(&report.targets(), Duration::from_secs(10), &cancel)
                 .await
                 .unwrap();
+            // The whole desired set applied: prune has nothing to do.
+            let pruned = engine.prune("pulsewatch", &report, &cancel).await.unwrap();
+            assert_eq!(pruned, pulsedev::kube::PruneReport::default());
         });
         assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
 
