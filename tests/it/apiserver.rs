@@ -3018,6 +3018,108 @@ pub fn fake_pem(label: &str, seed: &str) -> String {
     )
 }
 
+/// Namespace cert-manager and the CRDs of cert-manager's Certificate, ClusterIssuer and
+/// Issuer (schemas left open): what the cert-manager chart installs, for tests that
+/// do not render the real chart.
+pub const CERT_MANAGER_CRDS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: cert-manager}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: certificates.cert-manager.io}
+spec:
+  group: cert-manager.io
+  scope: Namespaced
+  names: {kind: Certificate, plural: certificates, singular: certificate, listKind: CertificateList, shortNames: [cert, certs]}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources: {status: {}}
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: clusterissuers.cert-manager.io}
+spec:
+  group: cert-manager.io
+  scope: Cluster
+  names: {kind: ClusterIssuer, plural: clusterissuers, singular: clusterissuer, listKind: ClusterIssuerList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources: {status: {}}
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: issuers.cert-manager.io}
+spec:
+  group: cert-manager.io
+  scope: Namespaced
+  names: {kind: Issuer, plural: issuers, singular: issuer, listKind: IssuerList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources: {status: {}}
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#;
+
+/// Stand-ins for the platform charts `up` fetches (nginx-ingress, cert-manager): the
+/// workloads `status` checks, with the names and labels those charts give them.
+pub const PLATFORM: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: platform}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: ingress-nginx-ingress-controller
+  namespace: platform
+  labels: {app.kubernetes.io/name: nginx-ingress}
+spec:
+  selector: {matchLabels: {app.kubernetes.io/name: nginx-ingress}}
+  template:
+    metadata: {labels: {app.kubernetes.io/name: nginx-ingress}}
+    spec:
+      containers: [{name: nginx-ingress, image: "nginx/nginx-ingress:5.2.1"}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cert-manager, namespace: cert-manager}
+spec:
+  selector: {matchLabels: {app: cert-manager}}
+  template:
+    metadata: {labels: {app: cert-manager}}
+    spec:
+      containers: [{name: cert-manager-controller, image: "quay.io/jetstack/cert-manager-controller:v1.21.1"}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cert-manager-cainjector, namespace: cert-manager}
+spec:
+  selector: {matchLabels: {app: cainjector}}
+  template:
+    metadata: {labels: {app: cainjector}}
+    spec:
+      containers: [{name: cert-manager-cainjector, image: "quay.io/jetstack/cert-manager-cainjector:v1.21.1"}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cert-manager-webhook, namespace: cert-manager}
+spec:
+  selector: {matchLabels: {app: webhook}}
+  template:
+    metadata: {labels: {app: webhook}}
+    spec:
+      containers: [{name: cert-manager-webhook, image: "quay.io/jetstack/cert-manager-webhook:v1.21.1"}]
+"#;
+
 // ---------------------------------------------------------------------------------------
 // Tests: the fake driven through pulsedev's library and binary
 // ---------------------------------------------------------------------------------------
@@ -3340,54 +3442,6 @@ metadata: {name: demo}
         assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
     }
 
-    const CERT_MANAGER_CRDS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: cert-manager}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: certificates.cert-manager.io}
-spec:
-  group: cert-manager.io
-  scope: Namespaced
-  names: {kind: Certificate, plural: certificates, singular: certificate, listKind: CertificateList, shortNames: [cert, certs]}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      subresources: {status: {}}
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: clusterissuers.cert-manager.io}
-spec:
-  group: cert-manager.io
-  scope: Cluster
-  names: {kind: ClusterIssuer, plural: clusterissuers, singular: clusterissuer, listKind: ClusterIssuerList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      subresources: {status: {}}
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: issuers.cert-manager.io}
-spec:
-  group: cert-manager.io
-  scope: Namespaced
-  names: {kind: Issuer, plural: issuers, singular: issuer, listKind: IssuerList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      subresources: {status: {}}
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-"#;
-
     #[test]
     fn the_cert_manager_gate_waits_out_webhook_refusals_then_certificates_issue() {
         let api = FakeApiServer::start(Options::new("test").webhook_refusals(3));
@@ -3467,57 +3521,6 @@ spec:
         assert_eq!(cert["status"]["conditions"][0]["type"], "Ready");
         assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
     }
-
-    /// Stand-ins for the platform charts `up` fetches (nginx-ingress, cert-manager):
-    /// the workloads `status` checks, by the names and labels the charts give them.
-    const PLATFORM: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: platform}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: ingress-nginx-ingress-controller
-  namespace: platform
-  labels: {app.kubernetes.io/name: nginx-ingress}
-spec:
-  selector: {matchLabels: {app.kubernetes.io/name: nginx-ingress}}
-  template:
-    metadata: {labels: {app.kubernetes.io/name: nginx-ingress}}
-    spec:
-      containers: [{name: nginx-ingress, image: "nginx/nginx-ingress:5.2.1"}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: cert-manager, namespace: cert-manager}
-spec:
-  selector: {matchLabels: {app: cert-manager}}
-  template:
-    metadata: {labels: {app: cert-manager}}
-    spec:
-      containers: [{name: cert-manager-controller, image: "quay.io/jetstack/cert-manager-controller:v1.21.1"}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: cert-manager-cainjector, namespace: cert-manager}
-spec:
-  selector: {matchLabels: {app: cainjector}}
-  template:
-    metadata: {labels: {app: cainjector}}
-    spec:
-      containers: [{name: cert-manager-cainjector, image: "quay.io/jetstack/cert-manager-cainjector:v1.21.1"}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: cert-manager-webhook, namespace: cert-manager}
-spec:
-  selector: {matchLabels: {app: webhook}}
-  template:
-    metadata: {labels: {app: webhook}}
-    spec:
-      containers: [{name: cert-manager-webhook, image: "quay.io/jetstack/cert-manager-webhook:v1.21.1"}]
-"#;
 
     #[test]
     fn status_through_the_binary_reports_the_applied_pulsewatch_stack_ready() {
