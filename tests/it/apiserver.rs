@@ -79,6 +79,21 @@ pub struct Options {
     /// Every request waits this long before it is handled (outside any lock, so
     /// concurrent requests overlap measurably).
     pub latency: Duration,
+    /// Answers to give instead of the real one (see [`Fault`]).
+    pub faults: Vec<Fault>,
+}
+
+/// A canned failure: the next `times` requests whose method is `method` (or any, when
+/// empty) and whose path contains `path_contains` are answered with a Status of `code`,
+/// `reason` and `message`.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub method: String,
+    pub path_contains: String,
+    pub code: u16,
+    pub reason: String,
+    pub message: String,
+    pub times: u32,
 }
 
 impl Options {
@@ -110,6 +125,7 @@ impl Options {
             .join("\n"),
             webhook_refusals: 0,
             latency: Duration::ZERO,
+            faults: Vec::new(),
         }
     }
 
@@ -141,6 +157,33 @@ impl Options {
         self
     }
 
+    pub fn node_not_ready(mut self) -> Options {
+        self.node_ready = false;
+        self
+    }
+
+    /// Answers the next `times` matching requests with `code` (see [`Fault`]); e.g.
+    /// `.fault("PATCH", "/deployments/api", 500, "InternalError", "etcdserver: request timed out", 1)`.
+    pub fn fault(
+        mut self,
+        method: &str,
+        path_contains: &str,
+        code: u16,
+        reason: &str,
+        message: &str,
+        times: u32,
+    ) -> Options {
+        self.faults.push(Fault {
+            method: method.into(),
+            path_contains: path_contains.into(),
+            code,
+            reason: reason.into(),
+            message: message.into(),
+            times,
+        });
+        self
+    }
+
     pub fn latency(mut self, d: Duration) -> Options {
         self.latency = d;
         self
@@ -158,6 +201,8 @@ pub struct ApplyRecord {
     pub kind: String,
     pub namespace: String,
     pub name: String,
+    /// Whether the stored object changed (a no-op apply keeps its resourceVersion).
+    pub changed: bool,
     pub started: Duration,
     pub finished: Duration,
 }
@@ -560,11 +605,12 @@ fn handle(shared: &Shared, req: Request) -> Response {
     let resp = st.route(&req);
     st.reconcile();
     let finished = shared.started.elapsed();
-    if let Some((kind, namespace, name)) = st.last_apply.take() {
+    if let Some((kind, namespace, name, changed)) = st.last_apply.take() {
         st.applies.push(ApplyRecord {
             kind,
             namespace,
             name,
+            changed,
             started,
             finished,
         });
@@ -954,7 +1000,7 @@ struct State {
     calls: Vec<Call>,
     unexpected: Vec<String>,
     applies: Vec<ApplyRecord>,
-    last_apply: Option<(String, String, String)>,
+    last_apply: Option<(String, String, String, bool)>,
 }
 
 fn now_rfc3339() -> String {
@@ -1381,6 +1427,14 @@ impl State {
     // ---- routing ----
 
     fn route(&mut self, req: &Request) -> Response {
+        if let Some(f) = self.opts.faults.iter_mut().find(|f| {
+            f.times > 0
+                && (f.method.is_empty() || f.method == req.method)
+                && req.path.contains(&f.path_contains)
+        }) {
+            f.times -= 1;
+            return fail(f.code, &f.reason.clone(), &f.message.clone(), json!({}));
+        }
         let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
         let aggregated = req
             .header("accept")
@@ -2066,8 +2120,15 @@ impl State {
             let dry = req.dry_run();
             let stored = self.store(r, obj, old.as_ref(), &manager, "Apply", dry);
             if !dry {
-                self.last_apply =
-                    Some((r.kind.clone(), ns.unwrap_or_default().into(), name.into()));
+                let changed = old.as_ref().is_none_or(|o| {
+                    o["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"]
+                });
+                self.last_apply = Some((
+                    r.kind.clone(),
+                    ns.unwrap_or_default().into(),
+                    name.into(),
+                    changed,
+                ));
             }
             return Response::json(if old.is_none() { 201 } else { 200 }, &stored);
         }
@@ -3268,6 +3329,9 @@ metadata: {name: demo}
             let before = api.objects();
             let again = engine.apply(&ms, &options, &cancel).await.unwrap();
             assert_eq!(before, api.objects());
+            let records = api.applies();
+            assert!(records[..8].iter().all(|a| a.changed), "{records:#?}");
+            assert!(records[8..].iter().all(|a| !a.changed), "{records:#?}");
             for a in &again.applied {
                 let stored = api
                     .object(&a.kind, a.namespace.as_deref().unwrap_or_default(), &a.name)
@@ -3783,5 +3847,84 @@ spec:
             details.contains("field is immutable (422 Invalid)"),
             "{details}"
         );
+    }
+
+    #[test]
+    fn the_cluster_step_reads_nodes_and_applies_the_registry_config_map() {
+        use pulsedev::cluster::api::{ClusterApi, KubeApi};
+        let api = FakeApiServer::start(Options::new("demo").node_not_ready());
+        let dir = tempfile::tempdir().unwrap();
+        let kube = KubeApi {
+            kubeconfig: dir.path().join("kubeconfig"),
+            context: "kind-demo".into(),
+        };
+        api.write_kubeconfig(&kube.kubeconfig, "kind-demo");
+        rt().block_on(async {
+            let nodes = kube.nodes().await.unwrap();
+            assert_eq!(
+                nodes.not_ready,
+                [(
+                    "demo-control-plane".to_string(),
+                    "KubeletNotReady".to_string()
+                )]
+            );
+            api.configure(|o| o.node_ready = true);
+            assert_eq!(kube.nodes().await.unwrap().ready, ["demo-control-plane"]);
+            let data = [(
+                "localRegistryHosting.v1".to_string(),
+                "host: \"localhost:5001\"\n".to_string(),
+            )];
+            kube.apply_config_map(
+                "kube-public",
+                "local-registry-hosting",
+                data.into_iter().collect(),
+            )
+            .await
+            .unwrap();
+        });
+        let cm = api
+            .object("ConfigMap", "kube-public", "local-registry-hosting")
+            .unwrap();
+        assert_eq!(
+            cm["data"]["localRegistryHosting.v1"],
+            "host: \"localhost:5001\"\n"
+        );
+        assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
+    }
+
+    #[test]
+    fn faults_answer_instead_of_the_store() {
+        let api = FakeApiServer::start(Options::new("test").fault(
+            "PATCH",
+            "/configmaps/a",
+            500,
+            "InternalError",
+            "etcdserver: request timed out",
+            1,
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let ms = parse(
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: default}\n",
+        )
+        .unwrap();
+        rt().block_on(async {
+            let (engine, _) = engine(&api, dir.path()).await;
+            let options = ApplyOptions::new("s", "default");
+            let e = engine
+                .apply(&ms, &options, &CancellationToken::new())
+                .await
+                .unwrap_err();
+            assert_eq!(
+                e.details,
+                ["ConfigMap default/a (cm.yaml document 1): etcdserver: request timed out (500 InternalError)"]
+            );
+            // Used up: the next apply goes through.
+            engine
+                .apply(&ms, &options, &CancellationToken::new())
+                .await
+                .unwrap();
+        });
+        assert!(api.object("ConfigMap", "default", "a").is_some());
     }
 }
