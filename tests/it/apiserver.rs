@@ -3927,4 +3927,126 @@ spec:
         });
         assert!(api.object("ConfigMap", "default", "a").is_some());
     }
+
+    /// One request over a fresh connection: (status code, body).
+    fn raw(api: &FakeApiServer, method: &str, target: &str, ct: &str, body: &str) -> (u16, String) {
+        let mut c = TcpStream::connect(api.url().trim_start_matches("http://")).unwrap();
+        write!(
+            c,
+            "{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        let code = out[9..12].parse().unwrap();
+        (code, out.split_once("\r\n\r\n").unwrap().1.to_string())
+    }
+
+    #[test]
+    fn yaml_apply_conflicts_not_found_selectors_and_unknown_routes_over_plain_http() {
+        let api = FakeApiServer::start(Options::new("test"));
+        let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  labels: {tier: web, stack: s}\ndata: {k: v}\n";
+        let apply = "/api/v1/namespaces/default/configmaps/a?fieldManager=pulsedev&force=true";
+        let (code, body) = raw(&api, "PATCH", apply, "application/apply-patch+yaml", yaml);
+        assert_eq!(code, 201, "{body}");
+        let stored: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(stored["metadata"]["namespace"], "default");
+        assert_eq!(stored["metadata"]["managedFields"][0]["operation"], "Apply");
+        assert!(stored["metadata"]["uid"].is_string());
+
+        let json_cm =
+            serde_json::to_string(&serde_saphyr::from_str::<Value>(yaml).unwrap()).unwrap();
+        let (code, body) = raw(
+            &api,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            &json_cm,
+        );
+        assert_eq!(code, 409);
+        let status: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["reason"], "AlreadyExists");
+        assert_eq!(status["message"], "configmaps \"a\" already exists");
+
+        let (code, body) = raw(
+            &api,
+            "GET",
+            "/apis/apps/v1/namespaces/default/deployments/nope",
+            "",
+            "",
+        );
+        assert_eq!(code, 404);
+        let status: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            status,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "deployments.apps \"nope\" not found", "reason": "NotFound", "code": 404,
+                "details": {"name": "nope", "group": "apps", "kind": "deployments"}})
+        );
+
+        for (selector, hits) in [
+            ("tier%3Dweb", 1),
+            ("tier", 1),
+            ("tier%3Dapi", 0),
+            ("tier%20in%20(api%2Cweb)%2Cstack", 1),
+            ("!tier", 0),
+            ("tier!%3Dweb", 0),
+        ] {
+            let (code, body) = raw(
+                &api,
+                "GET",
+                &format!("/api/v1/configmaps?labelSelector={selector}"),
+                "",
+                "",
+            );
+            assert_eq!(code, 200);
+            let list: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(list["kind"], "ConfigMapList");
+            let names: Vec<&Value> = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["metadata"]["name"] == "a")
+                .collect();
+            assert_eq!(names.len(), hits, "{selector}");
+        }
+
+        // A dry-run apply stores nothing.
+        let (code, _) = raw(
+            &api,
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/b?fieldManager=pulsedev&dryRun=All",
+            "application/apply-patch+yaml",
+            &yaml.replace("name: a", "name: b"),
+        );
+        assert_eq!(code, 201);
+        assert!(api.object("ConfigMap", "default", "b").is_none());
+
+        let (code, _) = raw(
+            &api,
+            "GET",
+            "/apis/apps/v1/namespaces/default/deployments?watch=true",
+            "",
+            "",
+        );
+        assert_eq!(code, 404);
+        let (code, _) = raw(&api, "GET", "/metrics", "", "");
+        assert_eq!(code, 404);
+        assert_eq!(
+            api.unexpected(),
+            [
+                "GET /apis/apps/v1/namespaces/default/deployments?watch=true",
+                "GET /metrics"
+            ]
+        );
+        assert!(
+            api.applied_in_order()
+                == [(
+                    "ConfigMap".to_string(),
+                    "default".to_string(),
+                    "a".to_string()
+                )]
+        );
+    }
 }
