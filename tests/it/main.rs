@@ -1,5 +1,6 @@
 //! The integration tests: one binary (as `just` does it), one module per command.
 
+mod apiserver;
 mod cli;
 mod cluster;
 mod doctor;
