@@ -44,13 +44,21 @@ pub struct StepReport {
     pub status: Status,
     /// Seconds the step ran (0 when it did not run).
     pub seconds: f64,
-    /// Seconds from the start of the run to the step's start, for overlap checks.
-    #[serde(skip)]
+    /// When the step started and ended, from the start of the run (`start`/`end` in
+    /// seconds in JSON): shows which steps overlapped.
+    #[serde(rename = "start", serialize_with = "secs")]
     pub started_at: Option<Duration>,
-    #[serde(skip)]
+    #[serde(rename = "end", serialize_with = "secs")]
     pub finished_at: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0),
+        None => s.serialize_none(),
+    }
 }
 
 /// Progress events, in the order they happen.
@@ -196,10 +204,11 @@ impl Plan {
                     })
                     .map(|(i, _)| *i)
                     .collect();
+                // Steps that become ready together start together.
+                let started = t0.elapsed();
                 for i in startable {
                     let step = pending.remove(&i).expect("startable steps are pending");
                     observer.started(&step.name);
-                    let started = t0.elapsed();
                     let token = cancel.child_token();
                     let name = step.name;
                     let fut = (step.work)(token);

@@ -104,7 +104,9 @@ impl Shared {
                 .lock()
                 .expect("not poisoned")
                 .extend(manifests);
-            engine.wait_ready(&targets, self.opts.timeout, cancel).await?;
+            engine
+                .wait_ready(&targets, self.opts.timeout, cancel)
+                .await?;
             Ok(n)
         })
     }
@@ -360,8 +362,11 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                     spec.image = image;
                 }
                 spec.network = Some(cluster::kind_network(&|k| std::env::var(k).ok()));
+                // Known before `ensure` runs, so a Ctrl-C in the middle of it still
+                // knows whether this run is the one that made the container.
+                let existed = images::registry::exists(docker, &s.config.name).await?;
+                let _ = s.registry_created.set(!existed);
                 let state = interruptible(&cancel, images::registry::ensure(docker, &spec)).await?;
-                let _ = s.registry_created.set(state.created);
                 let live = Shared::get(&s.live, "Docker")?;
                 let deps = live.deps(&s.ui, &cancel);
                 let reg = RegistryRef {
@@ -812,8 +817,9 @@ fn urls(shared: &Shared) -> Vec<String> {
         .collect()
 }
 
-/// Workloads whose resourceVersion differs from the previous `up`'s (kept in the
-/// cluster's state dir), i.e. what this run changed.
+/// Workloads whose generation differs from the previous `up`'s (kept in the cluster's
+/// state dir), i.e. whose spec this run changed. Not the resourceVersion: status
+/// updates bump it on every rollout step without a spec change.
 fn rolled_out(shared: &Shared) -> Result<Vec<String>> {
     let path = shared.session.paths.dir.join("applied.json");
     let before: BTreeMap<String, String> = state::read_optional(&path)?
@@ -829,7 +835,7 @@ fn rolled_out(shared: &Shared) -> Result<Vec<String>> {
             a.namespace.as_deref().unwrap_or("-"),
             a.name
         );
-        let rv = a.resource_version.clone().unwrap_or_default();
+        let rv = a.generation.map(|g| g.to_string()).unwrap_or_default();
         if matches!(
             a.kind.as_str(),
             "Deployment" | "StatefulSet" | "DaemonSet" | "Job"

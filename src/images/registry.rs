@@ -302,6 +302,20 @@ pub async fn connect_network(engine: &Engine, container: &str, network: &str) ->
     Ok(true)
 }
 
+/// Whether the registry container of `cluster` exists (running or not).
+pub async fn exists(engine: &Engine, cluster: &str) -> Result<bool> {
+    let name = container_name(cluster);
+    match engine.docker.inspect_container(&name, None).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(e) => Err(Error::internal(format!(
+            "failed to inspect container {name}: {e}"
+        ))),
+    }
+}
+
 /// Removes the registry container of `cluster` (for `down`); absent is fine.
 pub async fn remove(engine: &Engine, cluster: &str) -> Result<bool> {
     let name = container_name(cluster);

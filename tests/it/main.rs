@@ -10,3 +10,4 @@ mod images;
 mod render;
 mod status;
 mod support;
+mod up;

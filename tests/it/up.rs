@@ -1,0 +1,515 @@
+//! `pulsedev up` end to end on this machine: the real binary, a real Docker engine
+//! (fixture services built FROM scratch, a registry container standing in for
+//! `registry:3`, a busybox node container), the real Helm engine over the real charts,
+//! a recording fake `kind`, and the stateful fake API server.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::apiserver::{CERT_MANAGER_CRDS, FakeApiServer, Options};
+use crate::fakes::{self, FAKE_KIND};
+use crate::harness::{Pd, Run, docker_host, free_ports, repo_root};
+use crate::support;
+
+const SERVICES: [&str; 4] = ["api", "migrations", "web", "worker"];
+
+/// Everything one `up` test needs, removed again on drop.
+struct World {
+    pd: Pd,
+    api: FakeApiServer,
+    name: String,
+    network: String,
+    host: String,
+    kind_dir: PathBuf,
+}
+
+fn tgz(entries: &[(&str, String)]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (path, text) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, path, text.as_bytes()).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+fn chart(name: &str, version: &str, templates: &[(&str, String)]) -> Vec<u8> {
+    let mut entries = vec![(
+        format!("{name}/Chart.yaml"),
+        format!(
+            "apiVersion: v2\nname: {name}\nversion: {}\n",
+            version.trim_start_matches('v')
+        ),
+    )];
+    for (file, text) in templates {
+        entries.push((format!("{name}/templates/{file}"), text.clone()));
+    }
+    let refs: Vec<(&str, String)> = entries
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.clone()))
+        .collect();
+    tgz(&refs)
+}
+
+fn deployment(name: &str, app: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {{{{ .Release.Namespace }}}}\n  labels: {{app.kubernetes.io/name: {app}}}\nspec:\n  selector: {{matchLabels: {{app.kubernetes.io/name: {app}}}}}\n  template:\n    metadata: {{labels: {{app.kubernetes.io/name: {app}}}}}\n    spec:\n      containers: [{{name: {app}, image: \"{image}\"}}]\n"
+    )
+}
+
+/// The platform charts `up` would fetch, as small stand-ins in pulsedev's chart cache
+/// (the shim cannot `helm pull`; nothing is fetched offline).
+fn seed_platform_charts(cache: &Path) {
+    let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
+    let dir = cache.join("pulsedev/charts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ingress = &pins["ingress"];
+    std::fs::write(
+        dir.join(format!("{}-{}.tgz", ingress.chart, ingress.version)),
+        chart(
+            &ingress.chart,
+            &ingress.version,
+            &[(
+                "controller.yaml",
+                deployment(
+                    "nginx-ingress-controller",
+                    "nginx-ingress",
+                    "nginx/nginx-ingress:5.6.2",
+                ),
+            )],
+        ),
+    )
+    .unwrap();
+    let cm = &pins["cert-manager"];
+    // The CRDs without the Namespace document (manifests/dev makes the namespace).
+    let crds: String = CERT_MANAGER_CRDS
+        .split("\n---")
+        .filter(|d| d.contains("CustomResourceDefinition"))
+        .map(|d| format!("---{d}\n"))
+        .collect();
+    std::fs::write(
+        dir.join(format!("{}-{}.tgz", cm.chart, cm.version)),
+        chart(
+            &cm.chart,
+            &cm.version,
+            &[
+                ("crds.yaml", crds),
+                ("controller.yaml", deployment("cert-manager", "cert-manager", "quay.io/jetstack/cert-manager-controller:v1.21.1")),
+                ("webhook.yaml", deployment("cert-manager-webhook", "webhook", "quay.io/jetstack/cert-manager-webhook:v1.21.1")),
+                (
+                    "startupapicheck.yaml",
+                    "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: startupapicheck\n  annotations: {helm.sh/hook: post-install}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: \"x:1\"}]\n".to_string(),
+                ),
+            ],
+        ),
+    )
+    .unwrap();
+}
+
+/// A service context FROM scratch: busybox and one file whose content we change.
+fn write_service(dir: &Path, name: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    // A fresh nonce: images of earlier test runs must not make this one's skip.
+    std::fs::write(
+        dir.join("app.txt"),
+        format!("{name} {}\n", support::build::nonce()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY app.txt /app.txt\nUSER 10001:10001\nCMD [\"/bin/busybox\", \"sleep\", \"3600\"]\n",
+    )
+    .unwrap();
+}
+
+impl World {
+    /// None (after a notice) when no Docker engine answers outside CI.
+    fn new(opts: impl FnOnce(Options) -> Options) -> Option<World> {
+        let host = docker_host()?;
+        let name = fakes::unique("up");
+        let network = format!("{name}-net");
+        let rt = fakes::rt();
+        let registry_image = rt.block_on(async {
+            let d = fakes::docker(&host).await;
+            let _ = d
+                .create_network(bollard::models::NetworkCreateRequest {
+                    name: network.clone(),
+                    ..Default::default()
+                })
+                .await;
+            let node = format!("{name}-control-plane");
+            fakes::run_container(&d, &node, &[("io.x-k8s.kind.cluster", &name)]).await;
+            d.connect_network(
+                &network,
+                bollard::models::NetworkConnectRequest {
+                    container: node.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            let engine = support::docker::engine("up").await.unwrap();
+            let ctx = tempfile::tempdir().unwrap();
+            support::registry::stand_in_context(ctx.path());
+            support::build::build(&engine, "up-registry-stand-in", ctx.path())
+                .await
+                .reference()
+        });
+
+        let api = FakeApiServer::start(opts(Options::new(&name)));
+        let [http, https, registry] = free_ports();
+        let pd = Pd::new()
+            .tool("kind", FAKE_KIND)
+            .with_helm()
+            .env("DOCKER_HOST", &host)
+            .env("FAKE_API", api.url())
+            .env("PULSEDEV_REGISTRY_IMAGE", registry_image)
+            .env("KIND_EXPERIMENTAL_DOCKER_NETWORK", &network)
+            .args(&[
+                "--name",
+                &name,
+                "--http-port",
+                &http.to_string(),
+                "--https-port",
+                &https.to_string(),
+                "--registry-port",
+                &registry.to_string(),
+            ]);
+        let kind_dir = pd.home.path().join("kind");
+        std::fs::create_dir_all(&kind_dir).unwrap();
+        let pd = pd.env("FAKE_KIND_DIR", kind_dir.display().to_string());
+        seed_platform_charts(&pd.home.path().join("cache"));
+        std::os::unix::fs::symlink(
+            repo_root().join("manifests"),
+            pd.work.path().join("manifests"),
+        )
+        .unwrap();
+        let mut toml = String::new();
+        for s in SERVICES {
+            write_service(&pd.work.path().join("svc").join(s), s);
+            toml.push_str(&format!(
+                "[services.{s}]\ncontext = \"svc/{s}\"\nchart = \"manifests/charts/{s}\"\n"
+            ));
+        }
+        pd.write("pulsedev.toml", &toml);
+        Some(World {
+            pd,
+            api,
+            name,
+            network,
+            host,
+            kind_dir,
+        })
+    }
+
+    fn up(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["up", "--output", "json", "--timeout", "60"];
+        args.extend_from_slice(extra);
+        self.pd.run_with(&args)
+    }
+
+    fn change(&self, service: &str, text: &str) {
+        std::fs::write(
+            self.pd
+                .work
+                .path()
+                .join("svc")
+                .join(service)
+                .join("app.txt"),
+            text,
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let rt = fakes::rt();
+        rt.block_on(async {
+            let d = fakes::docker(&self.host).await;
+            fakes::remove_container(&d, &format!("{}-control-plane", self.name)).await;
+            fakes::remove_container(&d, &format!("pulsedev-{}-registry", self.name)).await;
+            let _ = d.remove_network(&self.network).await;
+        });
+    }
+}
+
+fn step<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {doc:#}"))
+}
+
+fn secs(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not seconds: {v}"))
+}
+
+/// Every secret value the fake API server holds, raw and base64.
+fn secret_values(api: &FakeApiServer) -> Vec<String> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    for s in api.objects_of("Secret") {
+        for field in ["data", "stringData"] {
+            if let Some(map) = s[field].as_object() {
+                for v in map.values() {
+                    let v = v.as_str().unwrap_or_default().to_string();
+                    if v.len() < 16 {
+                        continue;
+                    }
+                    if field == "data"
+                        && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(&v)
+                    {
+                        out.push(String::from_utf8_lossy(&raw).into_owned());
+                    }
+                    out.push(v);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn up_brings_the_stack_up_converges_and_rolls_out_only_what_changed() {
+    let Some(w) = World::new(|o| o) else { return };
+
+    // First run: everything is made.
+    let first = w.up(&[]);
+    let doc = first.json();
+    assert_eq!(first.code, 0, "{doc:#}\n{}", first.stderr);
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["cluster"]["name"], w.name.as_str());
+    assert_eq!(doc["cluster"]["context"], format!("kind-{}", w.name));
+    let urls: Vec<&str> = doc["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert!(
+        urls.iter()
+            .any(|u| u.starts_with("https://api.pulsewatch.localhost:")),
+        "{urls:?}"
+    );
+    assert!(
+        urls.iter()
+            .any(|u| u.starts_with("https://pulsewatch.localhost:")),
+        "{urls:?}"
+    );
+    for s in [
+        "preflight",
+        "tools",
+        "cluster",
+        "images",
+        "registry",
+        "deliver",
+        "namespaces",
+        "platform-charts",
+        "ingress-controller",
+        "cert-manager",
+        "data-stores",
+        "local-ca",
+        "migrations",
+        "services",
+        "prune",
+    ] {
+        assert_ne!(step(&doc, s)["status"], "failed", "{s}: {doc:#}");
+        assert_ne!(step(&doc, s)["status"], "not-run", "{s}: {doc:#}");
+    }
+    assert_eq!(step(&doc, "cluster")["status"], "done");
+    assert_eq!(step(&doc, "images")["status"], "done");
+    // The image builds run while the cluster is made: both start together.
+    assert_eq!(
+        step(&doc, "images")["start"],
+        step(&doc, "cluster")["start"]
+    );
+    // Dependencies: migrations after the data stores and the delivered images; the
+    // services after the migrations, the local CA and the ingress controller.
+    let end = |s: &str| secs(&step(&doc, s)["end"]);
+    let start = |s: &str| secs(&step(&doc, s)["start"]);
+    assert!(start("migrations") >= end("data-stores") && start("migrations") >= end("deliver"));
+    for before in ["migrations", "local-ca", "ingress-controller"] {
+        assert!(
+            start("services") >= end(before),
+            "services started before {before}"
+        );
+    }
+    // The platform and the data stores overlap.
+    assert!(
+        start("data-stores") < end("cert-manager") && start("cert-manager") < end("data-stores")
+    );
+    // What reached the API server: images from the local registry, by digest.
+    let api_dep = w
+        .api
+        .object("Deployment", "pulsewatch-dev", "api")
+        .expect("api deployed");
+    let image = api_dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        image.starts_with(&format!("localhost:{}/pulsewatch-api:", step_port(&doc))),
+        "{image}"
+    );
+    assert!(image.contains("@sha256:"), "{image}");
+    let migrations_jobs = w.api.objects_of("Job");
+    assert_eq!(migrations_jobs.len(), 1, "one migrations Job");
+    // kind was asked to create exactly this cluster, once.
+    let calls = fakes::kind_calls(&w.kind_dir);
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("create cluster"))
+            .count(),
+        1,
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with(&format!("create cluster --name {}", w.name))),
+        "{calls:?}"
+    );
+    assert!(w.api.unexpected().is_empty(), "{:?}", w.api.unexpected());
+
+    // Second run: nothing to build, deliver or roll out.
+    let applies_before = w.api.applies().len();
+    let second = w.up(&[]);
+    let doc2 = second.json();
+    assert_eq!(second.code, 0, "{doc2:#}\n{}", second.stderr);
+    assert_eq!(step(&doc2, "cluster")["status"], "skipped");
+    assert_eq!(step(&doc2, "images")["status"], "skipped");
+    assert_eq!(step(&doc2, "deliver")["status"], "skipped");
+    assert_eq!(doc2["rolled_out"], serde_json::json!([]));
+    let changed: Vec<String> = w.api.applies()[applies_before..]
+        .iter()
+        .filter(|a| a.changed)
+        .map(|a| format!("{} {}/{}", a.kind, a.namespace, a.name))
+        .collect();
+    assert!(changed.is_empty(), "a second up changed {changed:?}");
+
+    // One service changed: that image is rebuilt and that Deployment rolled out.
+    w.change("api", &format!("api {}\n", support::build::nonce()));
+    let third = w.up(&[]);
+    let doc3 = third.json();
+    assert_eq!(third.code, 0, "{doc3:#}\n{}", third.stderr);
+    assert_eq!(step(&doc3, "images")["detail"], "built api");
+    assert_eq!(
+        doc3["rolled_out"],
+        serde_json::json!(["Deployment/pulsewatch-dev/api"])
+    );
+    let new_image = w.api.object("Deployment", "pulsewatch-dev", "api").unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_image, image);
+
+    // No secret value ever reached any output.
+    let secrets = secret_values(&w.api);
+    assert!(
+        secrets.len() >= 3,
+        "the dev secrets exist: {}",
+        secrets.len()
+    );
+    for run in [&first, &second, &third] {
+        for s in &secrets {
+            assert!(
+                !run.stdout.contains(s.as_str()) && !run.stderr.contains(s.as_str()),
+                "a secret leaked"
+            );
+        }
+    }
+
+    // The human summary of a converged stack.
+    let human = w.pd.run_with(&["up", "--timeout", "60"]);
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    assert!(
+        human
+            .stdout
+            .starts_with(&format!("PulseWatch is up on cluster {}", w.name)),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human
+            .stdout
+            .contains("nothing was rolled out: everything was current")
+    );
+    assert!(human.stdout.contains("`pulsedev trust`"));
+}
+
+fn step_port(doc: &Value) -> u64 {
+    doc["cluster"]["registry_port"].as_u64().unwrap()
+}
+
+#[test]
+fn a_failing_migrations_job_stops_the_services_with_its_reason() {
+    let Some(w) = World::new(|o| o.fail_jobs("migrations")) else {
+        return;
+    };
+    let run = w.up(&[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["error"]["id"], "migrations-failed", "{doc:#}");
+    assert_eq!(step(&doc, "migrations")["status"], "failed");
+    assert_eq!(step(&doc, "services")["status"], "not-run");
+    assert!(
+        w.api
+            .object("Deployment", "pulsewatch-dev", "api")
+            .is_none(),
+        "the services were not deployed"
+    );
+    let text = doc["error"].to_string();
+    assert!(
+        text.contains("V2__check_results.sql"),
+        "the Job's log tail is shown: {text}"
+    );
+}
+
+#[test]
+fn ctrl_c_during_up_undoes_the_cluster_this_run_created() {
+    let Some(w) = World::new(|o| o.ready_after(Duration::from_secs(120))) else {
+        return;
+    };
+    let child =
+        w.pd.command_with(&["up", "--timeout", "300"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    // Wait until the run is waiting for readiness (the cluster exists by then).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while w.api.objects_of("Deployment").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("error[interrupted]"), "{stderr}");
+    let calls = fakes::kind_calls(&w.kind_dir);
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with(&format!("delete cluster --name {}", w.name))),
+        "the cluster this run made was deleted: {calls:?}"
+    );
+    // The registry container this run made is gone too.
+    let rt = fakes::rt();
+    let gone = rt.block_on(async {
+        let d = fakes::docker(&w.host).await;
+        fakes::container_state(&d, &format!("pulsedev-{}-registry", w.name)).await
+    });
+    assert_eq!(gone, None, "{stderr}");
+}
