@@ -307,6 +307,14 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_id() {
+        let readme = include_str!("../README.md");
+        for kind in ErrorKind::ALL {
+            assert!(readme.contains(kind.id()), "README.md does not list {}", kind.id());
+        }
+    }
+
+    #[test]
     fn exit_codes_follow_the_contract() {
         assert_eq!(ErrorKind::DockerUnreachable.exit_code(), 3);
         assert_eq!(ErrorKind::PortInUse.exit_code(), 3);
