@@ -558,11 +558,17 @@ async fn cmd_render(ctx: &Ctx, args: RenderArgs) -> Result<()> {
 /// `status`: read the picture from pulsedev's kubeconfig for `--name`, print it, exit 1
 /// unless everything is ready.
 async fn cmd_status(ctx: &Ctx) -> Result<()> {
-    let config = ctx.config()?;
+    let config = ctx.cluster_config()?;
     let paths = crate::cluster::Paths::new(&crate::state::Dirs::from_process()?, &config.name);
     let kubeconfig = paths.kubeconfig.clone();
     let context = kube::context_name(&config.name);
-    let spec = kube::StatusSpec::pulsewatch(config.ports.https);
+    // The cluster's own record knows the HTTPS port it was made with (CI picks one).
+    let https = crate::cluster::read_record(&paths)
+        .ok()
+        .flatten()
+        .and_then(|r| r.ports.map(|p| p.https))
+        .unwrap_or(config.ports.https);
+    let spec = kube::StatusSpec::pulsewatch(https);
     let spinner = ctx.ui.spinner("reading the cluster");
     let report = ctx
         .interruptible(kube::collect_status(
@@ -594,7 +600,7 @@ async fn cmd_status(ctx: &Ctx) -> Result<()> {
 /// `trust`: the CA certificate to a file; into or out of the OS store only when asked.
 async fn cmd_trust(ctx: &Ctx, args: TrustArgs) -> Result<()> {
     use crate::trust;
-    let config = ctx.config()?;
+    let config = ctx.cluster_config()?;
     if (args.install || args.uninstall) && ui::is_ci(&|k| std::env::var(k).ok()) {
         return Err(Error::new(
             ErrorKind::Usage,
