@@ -310,7 +310,11 @@ mod tests {
     fn the_readme_documents_every_id() {
         let readme = include_str!("../README.md");
         for kind in ErrorKind::ALL {
-            assert!(readme.contains(kind.id()), "README.md does not list {}", kind.id());
+            assert!(
+                readme.contains(kind.id()),
+                "README.md does not list {}",
+                kind.id()
+            );
         }
     }
 
