@@ -4,12 +4,17 @@ import express from "express";
 import { validateMonitor, parseId } from "./monitors.js";
 import { aggregateHealth } from "./health.js";
 import { requireToken } from "./auth.js";
+import { observeRequests } from "./observe.js";
 
 // auth: { required, secret } - when required, POST/PUT/DELETE need a valid bearer JWT.
-export function createApp({ store, healthChecks, corsOrigin = "", auth = { required: false }, log = () => {} }) {
+// metrics (src/metrics.js) and tracing (src/tracing.js) are optional: without them the
+// requests are neither counted nor traced.
+export function createApp({ store, healthChecks, corsOrigin = "", auth = { required: false }, log = () => {}, metrics, tracing }) {
   const writes = requireToken(auth);
   const app = express();
   app.disable("x-powered-by");
+  // First, so that every request is timed, including the ones rejected by body parsing.
+  app.use(observeRequests({ metrics, tracing }));
   app.use(express.json({ limit: "16kb" }));
 
   app.use((req, res, next) => {
@@ -79,7 +84,8 @@ export function createApp({ store, healthChecks, corsOrigin = "", auth = { requi
   app.use((err, req, res, next) => {
     if (err.type === "entity.parse.failed") return res.status(400).json({ errors: ["body is not valid JSON"] });
     if (err.type === "entity.too.large") return res.status(413).json({ errors: ["body is too large"] });
-    log("error", `${req.method} ${req.path} failed: ${err.message}`);
+    const traceId = tracing?.traceId(res.locals.span);
+    log("error", `${req.method} ${req.path} failed: ${err.message}`, traceId ? { trace_id: traceId } : undefined);
     res.status(500).json({ errors: ["internal error"] });
   });
 

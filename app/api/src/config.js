@@ -61,6 +61,8 @@ export function authConfig(env) {
 export function loadConfig(env = process.env) {
   return {
     port: int(env, "PORT", 3001),
+    // 0: no metrics listener. Otherwise GET /metrics on this port (Prometheus format).
+    metricsPort: int(env, "METRICS_PORT", 0),
     auth: authConfig(env),
     logLevel: env.LOG_LEVEL || "info",
     corsOrigin: env.CORS_ORIGIN || "",

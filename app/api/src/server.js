@@ -4,13 +4,15 @@ import { Redis } from "ioredis";
 import { loadConfig } from "./config.js";
 import { monitorStore } from "./store.js";
 import { createApp } from "./app.js";
+import { createMetrics, metricsServer } from "./metrics.js";
+import { createTracing } from "./tracing.js";
 
 const LEVELS = ["trace", "debug", "info", "warn", "error"];
 
 function logger(level) {
   const min = LEVELS.indexOf(level);
-  return (lvl, msg) => {
-    if (LEVELS.indexOf(lvl) >= min) console.log(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg }));
+  return (lvl, msg, fields) => {
+    if (LEVELS.indexOf(lvl) >= min) console.log(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields }));
   };
 }
 
@@ -21,7 +23,13 @@ pool.on("error", (err) => log("warn", `idle Postgres client failed: ${err.messag
 const redis = new Redis(config.redis);
 redis.on("error", (err) => log("debug", `redis: ${err.message}`));
 
+const metrics = createMetrics();
+const tracing = createTracing({ serviceName: "pulsewatch-api" });
+if (tracing.enabled) log("info", `sending traces to ${tracing.url}`);
+
 const app = createApp({
+  metrics,
+  tracing,
   store: monitorStore(pool),
   corsOrigin: config.corsOrigin,
   auth: config.auth,
@@ -37,11 +45,16 @@ const app = createApp({
 });
 
 const server = app.listen(config.port, () => log("info", `pulsewatch-api listening on ${config.port}`));
+const metricsListener =
+  config.metricsPort > 0
+    ? metricsServer(metrics.registry, { log }).listen(config.metricsPort, () => log("info", `metrics on ${config.metricsPort}/metrics`))
+    : null;
 
 function shutdown(signal) {
   log("info", `${signal}: shutting down`);
+  metricsListener?.close();
   server.close(() => {
-    Promise.allSettled([pool.end(), redis.quit()]).then(() => process.exit(0));
+    Promise.allSettled([pool.end(), redis.quit(), tracing.shutdown()]).then(() => process.exit(0));
   });
   setTimeout(() => process.exit(1), 10000).unref();
 }

@@ -7,13 +7,18 @@ import { aggregateHealth } from "./health.js";
 import { runCycle, pgStore } from "./runner.js";
 import { checkMonitor } from "./checker.js";
 import { loopState, startLoop } from "./loop.js";
+import { createMetrics, metricsServer } from "./metrics.js";
+import { createTracing } from "./tracing.js";
 
 const LEVELS = ["trace", "debug", "info", "warn", "error"];
 const config = loadConfig();
 const min = LEVELS.indexOf(config.logLevel);
-const log = (lvl, msg) => {
-  if (LEVELS.indexOf(lvl) >= min) console.log(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg }));
+const log = (lvl, msg, fields) => {
+  if (LEVELS.indexOf(lvl) >= min) console.log(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields }));
 };
+const metrics = createMetrics();
+const tracing = createTracing({ serviceName: "pulsewatch-worker" });
+if (tracing.enabled) log("info", `sending traces to ${tracing.url}`);
 
 const pool = new pg.Pool(config.database);
 pool.on("error", (err) => log("warn", `idle Postgres client failed: ${err.message}`));
@@ -37,6 +42,8 @@ const stop = startLoop({
       lockTtlMs: Math.max(intervalMs, 60000),
       check: (m) => checkMonitor(m, { defaultTimeoutMs: config.timeoutMs }),
       log,
+      metrics,
+      tracer: tracing.tracer,
     }),
 });
 
@@ -64,12 +71,17 @@ const server = http.createServer(async (req, res) => {
   send(404, { errors: ["not found"] });
 });
 server.listen(config.healthPort, () => log("info", `pulsewatch-worker health on ${config.healthPort}`));
+const metricsListener =
+  config.metricsPort > 0
+    ? metricsServer(metrics.registry, { log }).listen(config.metricsPort, () => log("info", `metrics on ${config.metricsPort}/metrics`))
+    : null;
 
 function shutdown(signal) {
   log("info", `${signal}: shutting down`);
   stop();
   server.close();
-  Promise.allSettled([pool.end(), redis.quit()]).then(() => process.exit(0));
+  metricsListener?.close();
+  Promise.allSettled([pool.end(), redis.quit(), tracing.shutdown()]).then(() => process.exit(0));
   setTimeout(() => process.exit(1), 10000).unref();
 }
 process.on("SIGTERM", () => shutdown("SIGTERM"));
