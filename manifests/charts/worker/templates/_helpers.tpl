@@ -148,3 +148,96 @@ is mounted only for charts that pass (dict "ctx" . "jwt" true).
 {{- define "pw.configChecksum" -}}
 {{- include (print $.Template.BasePath "/configmap.yaml") . | sha256sum -}}
 {{- end -}}
+
+{{/*
+Metrics and tracing settings (ConfigMap data) of a chart with `metrics` and `otel`
+sections (api, worker). Empty when both are off, so the default render does not change.
+*/}}
+{{- define "pw.observabilityConfig" -}}
+{{- $v := index .Values .Chart.Name -}}
+{{- if $v.metrics.enabled }}
+{{- if eq (int $v.metrics.port) (int $v.port) }}
+{{- fail (printf "%s.metrics.port must differ from %s.port: /metrics has a listener of its own" .Chart.Name .Chart.Name) }}
+{{- end }}
+METRICS_PORT: {{ $v.metrics.port | toString | quote }}
+{{- end }}
+{{- with $v.otel.endpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
+OTEL_EXPORTER_OTLP_PROTOCOL: "http/json"
+OTEL_SERVICE_NAME: {{ printf "pulsewatch-%s" $.Chart.Name | quote }}
+OTEL_RESOURCE_ATTRIBUTES: {{ printf "service.namespace=pulsewatch,k8s.namespace.name=%s" $.Release.Namespace | quote }}
+OTEL_TRACES_SAMPLER: "parentbased_traceidratio"
+OTEL_TRACES_SAMPLER_ARG: {{ $v.otel.samplerRatio | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* TCP port of an OTLP endpoint URL: the explicit port, else 443 for https, 80 for http. */}}
+{{- define "pw.otlpPort" -}}
+{{- $u := urlParse . -}}
+{{- $hp := splitList ":" $u.host -}}
+{{- if eq (len $hp) 2 -}}
+{{- last $hp -}}
+{{- else if eq $u.scheme "https" -}}
+443
+{{- else -}}
+80
+{{- end -}}
+{{- end -}}
+
+{{/* Egress to the OTLP collector when <chart>.otel.endpoint is set (NetworkPolicy rules). */}}
+{{- define "pw.otlpEgress" -}}
+{{- $v := index .Values .Chart.Name -}}
+{{- with $v.otel.endpoint }}
+- to:
+    {{- toYaml $.Values.global.networkPolicy.otlpCollectorPeers | nindent 4 }}
+  ports:
+    - protocol: TCP
+      port: {{ include "pw.otlpPort" . }}
+{{- end }}
+{{- end -}}
+
+{{/* Ingress from the metrics scrapers when <chart>.metrics.enabled (NetworkPolicy rules). */}}
+{{- define "pw.metricsIngress" -}}
+{{- $v := index .Values .Chart.Name -}}
+{{- if $v.metrics.enabled }}
+- from:
+    {{- toYaml .Values.global.networkPolicy.metricsScraperPeers | nindent 4 }}
+  ports:
+    - protocol: TCP
+      port: {{ $v.metrics.port }}
+{{- end }}
+{{- end -}}
+
+{{/*
+ServiceMonitor (Prometheus Operator CRD) for the chart's Service port `metrics`. Rendered
+only when <chart>.metrics.serviceMonitor.enabled (the schema then requires metrics.enabled).
+*/}}
+{{- define "pw.serviceMonitor" -}}
+{{- $v := index .Values .Chart.Name -}}
+{{- $sm := $v.metrics.serviceMonitor -}}
+{{- if $sm.enabled }}
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata:
+  name: {{ include "pw.fullname" . }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "pw.labels" . | nindent 4 }}
+    {{- with $sm.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  selector:
+    matchLabels:
+      {{- include "pw.selectorLabels" . | nindent 6 }}
+  namespaceSelector:
+    matchNames:
+      - {{ .Release.Namespace }}
+  endpoints:
+    - port: metrics
+      path: /metrics
+      scheme: http
+      interval: {{ $sm.interval | default "30s" }}
+      scrapeTimeout: {{ $sm.scrapeTimeout | default "10s" }}
+{{- end }}
+{{- end -}}
