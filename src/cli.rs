@@ -489,6 +489,10 @@ async fn cmd_reset(ctx: &Ctx, args: ResetArgs) -> Result<()> {
             );
         }
     }
+    ctx.ui.warn(&format!(
+        "reset deletes the cluster {} and its data (Postgres included), then makes it again",
+        config.name
+    ));
     cmd_up(ctx, &args.up, true).await
 }
 

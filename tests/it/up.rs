@@ -445,6 +445,42 @@ fn up_brings_the_stack_up_converges_and_rolls_out_only_what_changed() {
             .contains("nothing was rolled out: everything was current")
     );
     assert!(human.stdout.contains("`pulsedev trust`"));
+
+    // reset: the cluster is deleted and made again, then everything converges.
+    let reset =
+        w.pd.run_with(&["reset", "--yes", "--output", "json", "--timeout", "60"]);
+    assert_eq!(reset.code, 0, "{}\n{}", reset.stdout, reset.stderr);
+    assert!(
+        reset.stderr.contains("reset deletes the cluster"),
+        "{}",
+        reset.stderr
+    );
+    assert_eq!(reset.json()["cluster"]["created"], true);
+    let calls = fakes::kind_calls(&w.kind_dir);
+    let last_delete = calls
+        .iter()
+        .rposition(|c| c.starts_with("delete cluster"))
+        .expect("reset deleted");
+    let last_create = calls
+        .iter()
+        .rposition(|c| c.starts_with("create cluster"))
+        .unwrap();
+    assert!(last_delete < last_create, "{calls:?}");
+
+    // down removes what pulsedev made; a second down finds nothing.
+    let down = w.pd.run_with(&["down", "--output", "json"]);
+    assert_eq!(down.code, 0, "{}", down.stderr);
+    let d = down.json();
+    assert_eq!(d["down"]["cluster_deleted"], true, "{d:#}");
+    assert_eq!(d["down"]["registry_removed"], true, "{d:#}");
+    assert!(!fakes::state_dir(w.pd.home.path(), &w.name).exists());
+    let again = w.pd.run_with(&["down"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("nothing to remove"),
+        "{}",
+        again.stdout
+    );
 }
 
 fn step_port(doc: &Value) -> u64 {
@@ -512,4 +548,68 @@ fn ctrl_c_during_up_undoes_the_cluster_this_run_created() {
         fakes::container_state(&d, &format!("pulsedev-{}-registry", w.name)).await
     });
     assert_eq!(gone, None, "{stderr}");
+}
+
+/// The same flow on a real kind cluster, with the real app, through the real ingress
+/// and the local CA (the e2e workflow runs it on a hosted runner).
+#[test]
+#[ignore = "needs docker, kind and network"]
+fn up_on_a_real_kind_cluster() {
+    let name = std::env::var("PULSEDEV_E2E_NAME").unwrap_or_else(|_| "e2e-rust".into());
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(crate::harness::BIN)
+            .args(["--name", &name])
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
+    let (code, stdout, stderr) = run(&["up", "--ci", "--output", "json"]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("ca.crt");
+    let (code, _, stderr) = run(&["trust", "--ci", "--out", ca.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let pem = std::fs::read(&ca).unwrap();
+    let rt = fakes::rt();
+    for url in doc["urls"].as_array().unwrap() {
+        let url = url.as_str().unwrap();
+        let parsed = reqwest::Url::parse(url).unwrap();
+        let host = parsed.host_str().unwrap().to_string();
+        let port = parsed.port().unwrap_or(443);
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .resolve(&host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .build()
+            .unwrap();
+        let path = if host.starts_with("api.") {
+            "/health"
+        } else {
+            "/"
+        };
+        let status = rt.block_on(async {
+            let mut last = None;
+            for _ in 0..20 {
+                match client.get(format!("{url}{path}")).send().await {
+                    Ok(r) if r.status().is_success() => return r.status(),
+                    Ok(r) => last = Some(r.status().to_string()),
+                    Err(e) => last = Some(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            panic!("{url}{path} never answered 2xx: {last:?}");
+        });
+        assert!(status.is_success());
+    }
+    let (code, stdout, stderr) = run(&["up", "--ci", "--output", "json"]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let again: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(step(&again, "images")["status"], "skipped");
+    assert_eq!(again["rolled_out"], serde_json::json!([]));
+    let (code, _, stderr) = run(&["down", "--ci"]);
+    assert_eq!(code, Some(0), "{stderr}");
 }
