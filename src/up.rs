@@ -174,7 +174,7 @@ pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
     if let Some(e) = &error
         && e.kind == ErrorKind::Interrupted
     {
-        undo(ctx, &shared).await;
+        undo(&shared).await;
     }
     let result: Result<()> = match error.take() {
         Some(e) => Err(e),
@@ -187,7 +187,7 @@ pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
 
 /// After Ctrl-C: undo what this run created (the cluster, if this run made it; the
 /// registry container, if this run made it). What earlier runs made stays.
-async fn undo(ctx: &Ctx, shared: &Shared) {
+async fn undo(shared: &Shared) {
     let ui = &shared.ui;
     let calm = CancellationToken::new();
     if let Some(live) = shared.live.get() {
@@ -207,7 +207,6 @@ async fn undo(ctx: &Ctx, shared: &Shared) {
             )),
         }
     }
-    let _ = ctx;
 }
 
 async fn preflight(
