@@ -18,15 +18,59 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHARTS = ["migrations", "api", "worker", "web"]
 ENVS = ["dev", "staging", "prod"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way an env is rendered: its values file plus extra `-f` files."""
+    name: str
+    env: str
+    extra_values: tuple[str, ...]
+    observability: bool
+
+
+# Every env with and without observability. Dev: off by default, on with the overlay that
+# `pulsedev up --with observability` passes. Staging/prod: on in their values; the test
+# overlay turns it off (a cluster without the Prometheus Operator must still work).
+DEV_OBSERVABILITY = "manifests/envs/dev/observability.yaml"
+OBSERVABILITY_OFF = "tests/manifests/observability-off.yaml"
+VARIANTS = [
+    Variant("dev", "dev", (), False),
+    Variant("dev-observability", "dev", (DEV_OBSERVABILITY,), True),
+    Variant("staging", "staging", (), True),
+    Variant("staging-observability-off", "staging", (OBSERVABILITY_OFF,), False),
+    Variant("prod", "prod", (), True),
+    Variant("prod-observability-off", "prod", (OBSERVABILITY_OFF,), False),
+]
+VARIANT = {v.name: v for v in VARIANTS}
+
+# The optional monitoring stack's own files, applied in dev when observability is on.
+OBSERVABILITY_DIR = "manifests/platform/observability"
 HELM = REPO / "scripts" / "helm-shim" / "helm"
 KUBE_VERSION = "1.36.1"  # kindest/node:v1.36.1, kind v0.32.0's default node image
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet"}
 
-# Kinds served by CRDs that the platform installs (cert-manager, External Secrets Operator).
-# kubernetes-validate has no schemas for them, so they are checked against this list and the
-# required fields below instead. Anything else without a schema is an error.
+# CRD kinds that the pinned platform charts install (manifests/platform/pins.toml), per pin;
+# External Secrets Operator runs in the staging/prod clusters (not pinned here).
+INSTALLED_CRDS: dict[str, set[tuple[str, str]]] = {
+    "cert-manager": {("cert-manager.io/v1", k) for k in ("Certificate", "CertificateRequest", "Issuer", "ClusterIssuer")}
+    | {("acme.cert-manager.io/v1", k) for k in ("Order", "Challenge")},
+    # kube-prometheus-stack's crds subchart: the Prometheus Operator's CRDs.
+    "kube-prometheus-stack": {("monitoring.coreos.com/v1", k) for k in (
+        "Alertmanager", "PodMonitor", "Probe", "Prometheus", "PrometheusRule", "ServiceMonitor", "ThanosRuler")}
+    | {("monitoring.coreos.com/v1alpha1", k) for k in ("AlertmanagerConfig", "PrometheusAgent", "ScrapeConfig")},
+    "external-secrets (staging/prod clusters)": {("external-secrets.io/v1", k) for k in (
+        "ExternalSecret", "SecretStore", "ClusterSecretStore", "ClusterExternalSecret")},
+}
+
+# Kinds served by CRDs that the platform installs (cert-manager, External Secrets Operator,
+# the Prometheus Operator of kube-prometheus-stack). kubernetes-validate has no schemas for
+# them, so they are checked against this list, the required fields below and, where given,
+# a schema of the fields we use (CRD_SCHEMAS). Anything else without a schema is an error.
 CRD_KINDS: dict[tuple[str, str], dict[str, Any]] = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): {"namespaced": True, "required": [("spec", "selector"), ("spec", "endpoints")]},
+    ("monitoring.coreos.com/v1", "PrometheusRule"): {"namespaced": True, "required": [("spec", "groups")]},
     ("cert-manager.io/v1", "Certificate"): {"namespaced": True, "required": [("spec", "secretName"), ("spec", "issuerRef", "name"), ("spec", "issuerRef", "kind")]},
     ("cert-manager.io/v1", "ClusterIssuer"): {"namespaced": False, "required": [("spec",)]},
     ("cert-manager.io/v1", "Issuer"): {"namespaced": True, "required": [("spec",)]},
@@ -58,17 +102,27 @@ def template_args(chart: str, env: str, *extra: str) -> list[str]:
             "-f", f"manifests/envs/{env}/values.yaml", *extra]
 
 
+def variant_args(chart: str, v: Variant, *extra: str) -> list[str]:
+    args: list[str] = []
+    for f in v.extra_values:
+        args += ["-f", f]
+    return template_args(chart, v.env, *args, *extra)
+
+
 def render_all(outdir: Path) -> list[str]:
-    """Render every chart x env into outdir/<env>/<chart>.yaml; returns failures."""
+    """Render every chart x variant into outdir/<variant>/<chart>.yaml; returns failures."""
     failures = []
-    for env in ENVS:
-        (outdir / env).mkdir(parents=True, exist_ok=True)
-        for chart in CHARTS:
-            proc = helm(*template_args(chart, env), check=False)
-            if proc.returncode != 0:
-                failures.append(f"{chart} x {env}: `helm {' '.join(template_args(chart, env))}` failed:\n{proc.stderr.strip()}")
-                continue
-            (outdir / env / f"{chart}.yaml").write_text(proc.stdout)
+    jobs = [(v, chart) for v in VARIANTS for chart in CHARTS]
+    for v in VARIANTS:
+        (outdir / v.name).mkdir(parents=True, exist_ok=True)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        procs = list(pool.map(lambda job: helm(*variant_args(job[1], job[0]), check=False), jobs))
+    for (v, chart), proc in zip(jobs, procs):
+        if proc.returncode != 0:
+            failures.append(f"{chart} x {v.name}: `helm {' '.join(variant_args(chart, v))}` failed:\n{proc.stderr.strip()}")
+            continue
+        (outdir / v.name / f"{chart}.yaml").write_text(proc.stdout)
     return failures
 
 
@@ -105,19 +159,40 @@ def load_objects(path: Path, label: str | None = None) -> list[Obj]:
     return [Obj(shown, d) for d in docs if d]
 
 
-def plain_manifest_files(env: str) -> list[Path]:
-    """Plain (non-chart) YAML applied in an env, besides the charts."""
-    if env == "dev":
-        return sorted((REPO / "manifests" / "dev").glob("*.yaml")) + sorted((REPO / "manifests" / "platform" / "local-ca").glob("*.yaml"))
-    return [REPO / "manifests" / "envs" / env / "namespace.yaml", REPO / "manifests" / "envs" / env / "external-secrets.yaml"]
+def observability_files() -> list[Path]:
+    """Our plain files of the monitoring stack (pins.toml `before` and `extra`)."""
+    return sorted((REPO / OBSERVABILITY_DIR).glob("*.yaml"), key=lambda p: p.name)
 
 
-def env_objects(rendered: Path, env: str, include_plain: bool = True) -> list[Obj]:
+def observability_manifest_files() -> list[Path]:
+    """The monitoring stack's files that are Kubernetes objects (not chart values)."""
+    import tomllib
+    pins = tomllib.loads((REPO / "manifests/platform/pins.toml").read_text())
+    files: list[str] = []
+    for pin in pins.values():
+        if pin.get("optional") == "observability":
+            files += pin.get("before", []) + pin.get("extra", [])
+    return [REPO / f for f in files]
+
+
+def plain_manifest_files(name: str) -> list[Path]:
+    """Plain (non-chart) YAML applied in an env or variant, besides the charts."""
+    v = VARIANT.get(name) or Variant(name, name, (), False)
+    if v.env == "dev":
+        files = sorted((REPO / "manifests" / "dev").glob("*.yaml")) + sorted((REPO / "manifests" / "platform" / "local-ca").glob("*.yaml"))
+        if v.observability:
+            files += observability_manifest_files()
+        return files
+    return [REPO / "manifests" / "envs" / v.env / "namespace.yaml", REPO / "manifests" / "envs" / v.env / "external-secrets.yaml"]
+
+
+def env_objects(rendered: Path, name: str, include_plain: bool = True) -> list[Obj]:
+    """Objects of a variant (or env name: the variant of the same name)."""
     objs: list[Obj] = []
     for chart in CHARTS:
-        objs += load_objects(rendered / env / f"{chart}.yaml", f"rendered {chart} x {env}")
+        objs += load_objects(rendered / name / f"{chart}.yaml", f"rendered {chart} x {name}")
     if include_plain:
-        for p in plain_manifest_files(env):
+        for p in plain_manifest_files(name):
             objs += load_objects(p)
     return objs
 

@@ -40,7 +40,12 @@ def rendered() -> Path:
 
 
 def all_objects() -> dict[str, list[lib.Obj]]:
-    return {env: lib.env_objects(rendered(), env) for env in lib.ENVS}
+    """Objects per render variant (every env with and without observability)."""
+    return {v.name: lib.env_objects(rendered(), v.name) for v in lib.VARIANTS}
+
+
+def env_of(variant: str) -> str:
+    return lib.VARIANT[variant].env
 
 
 def workloads(objs: list[lib.Obj]) -> list[lib.Obj]:
@@ -169,13 +174,20 @@ class NetworkPolicies(unittest.TestCase):
             self.assertTrue(deny, f"{env}: no default-deny NetworkPolicy")
 
     def test_worker_and_migrations_accept_no_traffic(self):
+        # Only the metrics scrape, and only when metrics are on (then from the scrapers, on
+        # the metrics port alone).
         for env, objs in all_objects().items():
             for p in objs:
-                if p.kind != "NetworkPolicy" or p.doc["spec"].get("podSelector") in ({}, None):
+                if p.kind != "NetworkPolicy" or p.doc["spec"].get("podSelector") in ({}, None) or p.namespace == "monitoring":
                     continue
                 name = p.doc["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
-                if name in ("worker", "migrations"):
+                if name == "migrations" or (name == "worker" and not lib.VARIANT[env].observability):
                     self.assertFalse(p.doc["spec"].get("ingress"), f"{env}: {p} allows ingress")
+                elif name == "worker":
+                    [rule] = p.doc["spec"]["ingress"]
+                    self.assertEqual(rule["ports"], [{"protocol": "TCP", "port": 9464}], f"{env}: {p}")
+                    for peer in rule["from"]:
+                        self.assertEqual(peer["podSelector"], {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}, f"{env}: {p}")
 
     def test_selector_matching(self):
         self.assertTrue(lib.selector_matches({"matchLabels": {"a": "1"}}, {"a": "1", "b": "2"}))
@@ -188,7 +200,7 @@ class Availability(unittest.TestCase):
     def test_deployments_have_pdb_and_hpa_outside_dev(self):
         problems = []
         for env, objs in all_objects().items():
-            if env == "dev":
+            if env_of(env) == "dev":
                 continue
             pdbs = [o for o in objs if o.kind == "PodDisruptionBudget"]
             hpas = [o for o in objs if o.kind == "HorizontalPodAutoscaler"]
@@ -231,7 +243,7 @@ class Images(unittest.TestCase):
                 problems.append(f"{env}: {w}: image {image} has no tag")
             if tag is not None and tag.lower() == "latest":
                 problems.append(f"{env}: {w}: image {image} uses latest")
-            if env != "dev" and not (digest and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)):
+            if env_of(env) != "dev" and not (digest and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)):
                 problems.append(f"{env}: {w}: image {image} is not pinned by digest")
         self.assertEqual(problems, [], "\n".join(problems))
 
@@ -323,13 +335,13 @@ class Secrets(unittest.TestCase):
     def test_writes_need_a_token_outside_dev(self):
         for env, objs in all_objects().items():
             [cm] = [o for o in objs if o.kind == "ConfigMap" and o.name == "api"]
-            self.assertEqual(cm.doc["data"]["AUTH_REQUIRED"], "false" if env == "dev" else "true", env)
+            self.assertEqual(cm.doc["data"]["AUTH_REQUIRED"], "false" if env_of(env) == "dev" else "true", env)
 
 
 class Ingress(unittest.TestCase):
     def test_only_web_and_api_have_ingress(self):
         for env, objs in all_objects().items():
-            names = sorted(o.name for o in objs if o.kind == "Ingress")
+            names = sorted(o.name for o in objs if o.kind == "Ingress" and o.namespace != "monitoring")
             self.assertEqual(names, ["api", "web"], env)
 
     def test_dev_tls_comes_from_the_local_ca(self):
@@ -380,7 +392,7 @@ class Migrations(unittest.TestCase):
             self.assertGreater(job.doc["spec"]["backoffLimit"], 0)
             self.assertIn("ttlSecondsAfterFinished", job.doc["spec"])
             hook = (job.doc["metadata"].get("annotations") or {}).get("helm.sh/hook")
-            if env == "dev":
+            if env_of(env) == "dev":
                 self.assertIsNone(hook)
             else:
                 self.assertEqual(hook, "pre-install,pre-upgrade")
@@ -462,7 +474,8 @@ class HelmShim(unittest.TestCase):
 class Platform(unittest.TestCase):
     def test_pins(self):
         pins = tomllib.loads((REPO / "manifests/platform/pins.toml").read_text())
-        self.assertEqual(set(pins), {"ingress", "cert-manager"})
+        # what every `up` installs; the optional entries are tested in test_observability.py
+        self.assertEqual({k for k, p in pins.items() if "optional" not in p}, {"ingress", "cert-manager"})
         for name, pin in pins.items():
             for key in ("repo_url", "chart", "version", "namespace", "release", "values", "sha256"):
                 self.assertIn(key, pin, f"{name}.{key}")

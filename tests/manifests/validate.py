@@ -26,20 +26,22 @@ REPO = lib.REPO
 
 def step_render(work: Path) -> list[str]:
     problems = lib.render_all(work / "rendered")
-    for env in lib.ENVS:
+    for v in lib.VARIANTS:
+        extra = [a for f in v.extra_values for a in ("-f", f)]
         for chart in lib.CHARTS:
-            proc = lib.helm("lint", f"manifests/charts/{chart}", "-n", lib.env_namespace(env),
-                            "-f", f"manifests/envs/{env}/values.yaml", "--strict", check=False)
+            proc = lib.helm("lint", f"manifests/charts/{chart}", "-n", lib.env_namespace(v.env),
+                            "-f", f"manifests/envs/{v.env}/values.yaml", *extra, "--strict", check=False)
             if proc.returncode != 0:
-                problems.append(f"helm lint {chart} x {env} failed:\n{proc.stdout.strip()}\n{proc.stderr.strip()}")
+                problems.append(f"helm lint {chart} x {v.name} failed:\n{proc.stdout.strip()}\n{proc.stderr.strip()}")
     # Chart defaults alone must lint too (helm lint CHART with no -f).
     for chart in lib.CHARTS:
         proc = lib.helm("lint", f"manifests/charts/{chart}", "--strict", check=False)
         if proc.returncode != 0:
             problems.append(f"helm lint {chart} (chart defaults) failed:\n{proc.stdout.strip()}\n{proc.stderr.strip()}")
     if not problems:
-        n = len(lib.ENVS) * len(lib.CHARTS)
-        print(f"rendered and linted {n} chart x env combinations (plus chart defaults) into {work / 'rendered'}")
+        n = len(lib.VARIANTS) * len(lib.CHARTS)
+        names = ", ".join(v.name for v in lib.VARIANTS)
+        print(f"rendered and linted {n} chart x variant combinations ({names}; plus chart defaults) into {work / 'rendered'}")
     return problems
 
 
@@ -58,7 +60,15 @@ def check_crd_object(obj: lib.Obj) -> list[str]:
     if rule is None:
         return [f"{obj}: no schema for apiVersion {api} kind {obj.kind} in Kubernetes {lib.KUBE_VERSION}, "
                 f"and it is not one of the CRD kinds we install (tests/manifests/manifests_lib.py CRD_KINDS)"]
+    if not any((api, obj.kind) in kinds for kinds in lib.INSTALLED_CRDS.values()):
+        return [f"{obj}: {api} {obj.kind} is not among the CRDs the pinned charts install (INSTALLED_CRDS)"]
     problems = []
+    schema = crd_schemas().get((api, obj.kind))
+    if schema is not None:
+        import jsonschema
+        for err in sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj.doc), key=lambda e: list(e.path)):
+            where = ".".join(str(p) for p in err.path) or "<root>"
+            problems.append(f"{obj}: {where}: {err.message}")
     if not obj.name:
         problems.append(f"{obj}: metadata.name is missing")
     if rule["namespaced"] and not obj.namespace:
@@ -71,11 +81,23 @@ def check_crd_object(obj: lib.Obj) -> list[str]:
     return problems
 
 
+_crd_schemas: dict | None = None
+
+
+def crd_schemas() -> dict:
+    """Schemas of the CRD fields we use (tests/manifests/crd-schemas.json), strict where we write."""
+    global _crd_schemas
+    if _crd_schemas is None:
+        raw = json.loads((Path(__file__).resolve().parent / "crd-schemas.json").read_text())
+        _crd_schemas = {tuple(k.rsplit(" ", 1)): v for k, v in raw.items()}
+    return _crd_schemas
+
+
 def step_kube(work: Path) -> list[str]:
     rendered = work / "rendered"
     objects: list[lib.Obj] = []
-    for env in lib.ENVS:
-        objects += lib.env_objects(rendered, env)
+    for v in lib.VARIANTS:
+        objects += lib.env_objects(rendered, v.name)
     problems: list[str] = []
     crd_count = 0
     for obj in objects:
@@ -140,25 +162,27 @@ def step_checkov(work: Path) -> list[str]:
     problems: list[str] = []
     summary = []
     jobs: dict[str, list[str]] = {}
-    for env in lib.ENVS:
-        scan = work / "checkov" / env
+    for v in lib.VARIANTS:
+        scan = work / "checkov" / v.name
         scan.mkdir(parents=True, exist_ok=True)
         for chart in lib.CHARTS:
-            (scan / f"{chart}.yaml").write_text((rendered / env / f"{chart}.yaml").read_text())
-        for p in lib.plain_manifest_files(env):
+            (scan / f"{chart}.yaml").write_text((rendered / v.name / f"{chart}.yaml").read_text())
+        for p in lib.plain_manifest_files(v.name):
             (scan / f"plain-{p.name}").write_text(p.read_text())
-        jobs[env] = ["-d", str(scan), "--framework", "kubernetes"]
+        jobs[v.name] = ["-d", str(scan), "--framework", "kubernetes"]
     jobs["dockerfile"] = ["--framework", "dockerfile"]
     for d in sorted((REPO / "app").glob("*/Dockerfile")):
         jobs["dockerfile"] += ["-f", str(d)]
-    # Each checkov run spends most of its time starting up: run them side by side.
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+    # Each checkov run spends most of its time starting up: run them side by side (at most
+    # four at once: they are memory-hungry and the machines have two cores).
+    with ThreadPoolExecutor(max_workers=min(len(jobs), 4)) as pool:
         futures = {name: pool.submit(run_checkov, args) for name, args in jobs.items()}
         results = {name: f.result() for name, f in futures.items()}
 
-    for env in lib.ENVS:
+    for v in lib.VARIANTS:
+        env = v.name
         result = results[env]
-        if env == "dev":
+        if v.env == "dev":
             waivers = load_waivers()
             used = set()
             for f in result["failed"]:
@@ -167,12 +191,12 @@ def step_checkov(work: Path) -> list[str]:
                 if match:
                     used.update(match)
                 else:
-                    problems.append(f"checkov dev: {f['check']} {f['name']}: {f['resource']} ({f['file']}) "
+                    problems.append(f"checkov {env}: {f['check']} {f['name']}: {f['resource']} ({f['file']}) "
                                     f"- fix it, or waive it with a reason in scripts/checkov-dev-waivers.yaml")
             for i, w in enumerate(waivers):
                 if i not in used:
-                    problems.append(f"checkov dev: waiver {w['check']} {w['resources']} matched nothing: remove it from scripts/checkov-dev-waivers.yaml")
-            summary.append(f"dev {result['passed']} passed, {len(result['failed'])} waived")
+                    problems.append(f"checkov {env}: waiver {w['check']} {w['resources']} matched nothing: remove it from scripts/checkov-dev-waivers.yaml")
+            summary.append(f"{env} {result['passed']} passed, {len(result['failed'])} waived")
         else:
             for f in result["failed"]:
                 problems.append(f"checkov {env}: {f['check']} {f['name']}: {f['resource']} ({f['file']})")
