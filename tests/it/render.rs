@@ -145,3 +145,46 @@ fn a_broken_chart_is_render_failed_with_helms_message() {
             .contains("hint: check the chart and values with `helm lint")
     );
 }
+
+/// The sizes the issue fixes for each service, and probes on the port the container
+/// declares (a chart reading another chart's values broke both once).
+#[test]
+fn each_service_gets_its_own_resources_and_probe_port() {
+    let run = Pd::new()
+        .with_helm()
+        .cwd(repo_root())
+        .args(&["render", "--env", "dev"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let objects = pulsedev::kube::parse("render", &run.stdout).unwrap();
+    let expect = [
+        ("api", ["100m", "128Mi", "500m", "512Mi"], 3001),
+        ("worker", ["50m", "96Mi", "300m", "256Mi"], 3002),
+        ("web", ["50m", "64Mi", "300m", "256Mi"], 8080),
+    ];
+    for (name, [rc, rm, lc, lm], port) in expect {
+        let d = objects
+            .iter()
+            .find(|m| m.kind() == "Deployment" && m.name() == name)
+            .unwrap_or_else(|| panic!("no Deployment {name}"));
+        let c = &d.object.data["spec"]["template"]["spec"]["containers"][0];
+        let r = &c["resources"];
+        assert_eq!(
+            [
+                &r["requests"]["cpu"],
+                &r["requests"]["memory"],
+                &r["limits"]["cpu"],
+                &r["limits"]["memory"]
+            ],
+            [rc, rm, lc, lm],
+            "{name}"
+        );
+        assert_eq!(c["ports"][0]["containerPort"], port, "{name}");
+        let probe_port = &c["readinessProbe"]["httpGet"]["port"];
+        let named = c["ports"][0]["name"].clone();
+        assert!(
+            *probe_port == port || *probe_port == named,
+            "{name}: probe on {probe_port}"
+        );
+    }
+}
