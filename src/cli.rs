@@ -111,6 +111,10 @@ pub struct UpArgs {
     /// Publish no HTTP/HTTPS host ports (CI jobs that only use the API)
     #[arg(long)]
     pub no_host_ports: bool,
+    /// Add-ons to install too: `observability` (Prometheus, Grafana, Loki, Tempo, an
+    /// OpenTelemetry Collector); also `observability = true` in pulsedev.toml
+    #[arg(long = "with", value_name = "ADD-ON", value_parser = ["observability"])]
+    pub with: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +141,9 @@ pub struct RenderArgs {
     /// Only this service's chart
     #[arg(long, value_name = "SERVICE")]
     pub service: Option<String>,
+    /// Add-ons to render too: `observability` (also `observability = true` in pulsedev.toml)
+    #[arg(long = "with", value_name = "ADD-ON", value_parser = ["observability"])]
+    pub with: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -467,7 +474,8 @@ fn up_options(ctx: &Ctx, config: &Config, args: &UpArgs, reset: bool) -> crate::
 }
 
 async fn cmd_up(ctx: &Ctx, args: &UpArgs, reset: bool) -> Result<()> {
-    let config = ctx.cluster_config()?;
+    let mut config = ctx.cluster_config()?;
+    config.observability |= args.with.iter().any(|w| w == "observability");
     let opts = up_options(ctx, &config, args, reset);
     crate::up::run(ctx, config, opts).await
 }
@@ -529,7 +537,8 @@ async fn cmd_doctor(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
 }
 
 async fn cmd_render(ctx: &Ctx, args: RenderArgs) -> Result<()> {
-    let config = ctx.config_for_env(args.env)?;
+    let mut config = ctx.config_for_env(args.env)?;
+    config.observability |= args.with.iter().any(|w| w == "observability");
     let helm = crate::helm::Helm::locate(std::env::var_os("PATH").as_deref(), &config.root)?;
     let images = std::collections::BTreeMap::new();
     let dirs = crate::state::Dirs::from_process()?;

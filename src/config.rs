@@ -94,6 +94,8 @@ pub struct Config {
     pub ports: Ports,
     pub images: Images,
     pub services: BTreeMap<String, Service>,
+    /// Install the monitoring stack (metrics, logs, traces) with the dev stack.
+    pub observability: bool,
     /// The file the settings came from, if any.
     pub file: Option<PathBuf>,
     /// Directory relative paths are resolved against (the file's directory, else cwd).
@@ -151,6 +153,7 @@ impl Config {
                 parallel: 0,
             },
             services,
+            observability: false,
             file: None,
             root: root.to_path_buf(),
         }
@@ -392,6 +395,20 @@ impl Checker<'_> {
         }
     }
 
+    fn boolean(&mut self, item: &Item, key: &str) -> Option<bool> {
+        match item.as_value() {
+            Some(Value::Boolean(b)) => Some(*b.value()),
+            _ => {
+                self.at(
+                    item.span(),
+                    key,
+                    format!("expected true or false, found {}", kind_of(item)),
+                );
+                None
+            }
+        }
+    }
+
     fn table<'i>(&mut self, item: &'i Item, key: &str) -> Option<&'i dyn TableLike> {
         match item.as_table_like() {
             Some(t) => Some(t),
@@ -452,7 +469,15 @@ pub fn did_you_mean<'a>(input: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
-const TOP_KEYS: &[&str] = &["version", "name", "env", "ports", "images", "services"];
+const TOP_KEYS: &[&str] = &[
+    "version",
+    "name",
+    "env",
+    "observability",
+    "ports",
+    "images",
+    "services",
+];
 const PORT_KEYS: &[&str] = &["http", "https", "registry"];
 const IMAGE_KEYS: &[&str] = &["load", "parallel"];
 const SERVICE_KEYS: &[&str] = &["context", "dockerfile", "chart", "build_args", "target"];
@@ -510,6 +535,11 @@ pub fn parse(text: &str, file: &Path, root: &Path) -> Result<Config> {
                 format!("expected one of dev, staging, prod, found {env:?}"),
             ),
         }
+    }
+    if let Some(item) = top.get("observability")
+        && let Some(on) = c.boolean(item, "observability")
+    {
+        config.observability = on;
     }
     if let Some(item) = top.get("ports")
         && let Some(t) = c.table(item, "ports")
@@ -643,6 +673,7 @@ mod tests {
 version = 1
 name = "ci-42"
 env = "staging"
+observability = true
 [ports]
 http = 8080
 https = 8443
@@ -660,6 +691,7 @@ build_args = { NODE_ENV = "production" }
         );
         assert_eq!(c.name, "ci-42");
         assert_eq!(c.env, Env::Staging);
+        assert!(c.observability);
         assert_eq!(
             c.ports,
             Ports {
@@ -710,7 +742,7 @@ build_args = { NODE_ENV = "production" }
         assert_eq!(
             p,
             vec![
-                "pulsedev.toml:1:1: colour: unknown key (expected one of: version, name, env, ports, images, services)"
+                "pulsedev.toml:1:1: colour: unknown key (expected one of: version, name, env, observability, ports, images, services)"
             ]
         );
     }
@@ -736,6 +768,16 @@ build_args = { NODE_ENV = "production" }
             p[3],
             "pulsedev.toml:4:20: services.api.build_args.A: expected a string, found an integer"
         );
+    }
+
+    #[test]
+    fn observability_is_a_boolean() {
+        let p = problems("observability = \"yes\"\n");
+        assert_eq!(
+            p,
+            vec!["pulsedev.toml:1:17: observability: expected true or false, found a string"]
+        );
+        assert!(!parse_ok("").observability);
     }
 
     #[test]

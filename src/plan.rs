@@ -52,6 +52,8 @@ pub struct StepReport {
     pub finished_at: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The steps this one waited for.
+    pub needs: Vec<String>,
 }
 
 fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -248,6 +250,7 @@ impl Plan {
                 started_at: Some(started),
                 finished_at: Some(finished),
                 detail,
+                needs: deps[&name].clone(),
             };
             observer.finished(&report);
             reports.insert(name, report);
@@ -260,7 +263,8 @@ impl Plan {
             .into_iter()
             .map(|name| {
                 reports.remove(&name).unwrap_or_else(|| {
-                    let blocked_by = deps[&name].join(", ");
+                    let needs = deps[&name].clone();
+                    let blocked_by = needs.join(", ");
                     StepReport {
                         name,
                         status: Status::NotRun,
@@ -269,6 +273,7 @@ impl Plan {
                         finished_at: None,
                         detail: Some(format!("waits for {blocked_by}"))
                             .filter(|_| !blocked_by.is_empty()),
+                        needs,
                     }
                 })
             })

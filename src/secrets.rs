@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 pub const DB_SECRET: &str = "pulsewatch-db";
 pub const APP_SECRET: &str = "pulsewatch-app";
 pub const DB_USER: &str = "pulsewatch";
+pub const GRAFANA_SECRET: &str = "grafana-admin";
 
 pub struct DevSecrets {
     db_password: String,
@@ -25,6 +26,26 @@ impl std::fmt::Debug for DevSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DevSecrets { <redacted> }")
     }
+}
+
+/// Grafana's admin login (manifests/platform/observability: `existingSecret`),
+/// created once like the dev secrets.
+pub fn grafana_admin(namespace: &str) -> Result<Vec<Value>> {
+    Ok(vec![json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": GRAFANA_SECRET,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/part-of": "pulsewatch",
+                "app.kubernetes.io/managed-by": "pulsedev",
+                "pulsedev.dev/dev-secret": "true"
+            }
+        },
+        "type": "Opaque",
+        "stringData": { "admin-user": "admin", "admin-password": random_token(24)? }
+    })])
 }
 
 /// `n` bytes from the OS random source, URL-safe base64 without padding.

@@ -62,8 +62,41 @@ pub struct PlatformChart {
     pub namespace: String,
     pub release: String,
     pub values: String,
+    /// Files applied after cert-manager's webhook answers (the local CA chain).
     #[serde(default)]
     pub local_ca: Vec<String>,
+    /// Installed only when this add-on is asked for (`observability`).
+    #[serde(default)]
+    pub optional: Option<String>,
+    /// Files applied before the chart (its namespace, network policies).
+    #[serde(default)]
+    pub before: Vec<String>,
+    /// Files applied after the chart (objects of its CRDs).
+    #[serde(default)]
+    pub extra: Vec<String>,
+    /// `Kind/name` workloads in `namespace` to wait for that the chart does not render
+    /// (an operator makes them).
+    #[serde(default)]
+    pub wait: Vec<String>,
+}
+
+impl PlatformChart {
+    /// Whether `config` asks for this chart: always, unless it is an optional add-on
+    /// that is switched off.
+    pub fn enabled(&self, config: &Config) -> bool {
+        match self.optional.as_deref() {
+            None => true,
+            Some("observability") => config.observability,
+            Some(_) => false,
+        }
+    }
+}
+
+/// The dev overlay that switches the charts' metrics and OTLP export on.
+pub fn observability_values(root: &Path, env: Env) -> PathBuf {
+    root.join("manifests/envs")
+        .join(env.as_str())
+        .join("observability.yaml")
 }
 
 pub fn namespace(env: Env) -> String {
@@ -192,15 +225,16 @@ pub async fn render_service(
         }
     }
     let ns = namespace(env);
+    let mut files: Vec<PathBuf> = vec![values];
+    if config.observability {
+        files.push(observability_values(root, env));
+    }
+    files.retain(|f| f.is_file());
     let t = Template {
         release: name,
         chart,
         namespace: &ns,
-        values: if values.is_file() {
-            vec![values]
-        } else {
-            vec![]
-        },
+        values: files,
         set_string,
         version: None,
     };
@@ -252,7 +286,7 @@ pub async fn render(config: &Config, helm: &Helm, req: &Request<'_>) -> Result<R
                 out.pieces.push(read_piece(root, &f)?);
             }
             if req.env == Env::Dev {
-                render_platform(root, helm, req.cache, &mut out).await?;
+                render_platform(config, helm, req.cache, &mut out).await?;
             }
         }
     }
@@ -265,13 +299,17 @@ pub async fn render(config: &Config, helm: &Helm, req: &Request<'_>) -> Result<R
 }
 
 async fn render_platform(
-    root: &Path,
+    config: &Config,
     helm: &Helm,
     cache: Option<&Path>,
     out: &mut Rendered,
 ) -> Result<()> {
+    let root = &config.root;
     let pins = load_pins(root)?;
-    for (key, c) in &pins {
+    for (key, c) in pins.iter().filter(|(_, c)| c.enabled(config)) {
+        for f in &c.before {
+            out.pieces.push(read_piece(root, &root.join(f))?);
+        }
         let piece = match cache {
             Some(cache) => render_platform_chart(root, helm, cache, c).await?,
             None => None,
@@ -284,7 +322,7 @@ async fn render_platform(
                 c.chart, c.version, c.repo_url
             )),
         }
-        for f in &c.local_ca {
+        for f in c.local_ca.iter().chain(&c.extra) {
             out.pieces.push(read_piece(root, &root.join(f))?);
         }
     }
@@ -335,5 +373,19 @@ mod tests {
         for f in &pins["cert-manager"].local_ca {
             assert!(root.join(f).is_file(), "{f}");
         }
+        // Every file a pin names exists; optional add-ons follow the config.
+        for (key, c) in &pins {
+            for f in c.before.iter().chain(&c.extra).chain([&c.values]) {
+                assert!(root.join(f).is_file(), "{key}: {f}");
+            }
+        }
+        let mut config = Config::defaults(root);
+        let kps = &pins["kube-prometheus-stack"];
+        assert_eq!(kps.optional.as_deref(), Some("observability"));
+        assert!(!kps.enabled(&config));
+        assert!(ingress.enabled(&config));
+        config.observability = true;
+        assert!(kps.enabled(&config));
+        assert!(observability_values(root, Env::Dev).is_file());
     }
 }

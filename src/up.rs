@@ -35,6 +35,10 @@ pub const STACK: &str = "pulsewatch";
 /// The service whose chart is the migrations Job: it runs before the others.
 pub const MIGRATIONS: &str = "migrations";
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The API group of the monitoring CRDs (ServiceMonitor, PrometheusRule).
+const MONITORING_GROUP: &str = "monitoring.coreos.com/";
+/// The chart that brings the monitoring CRDs: applied before the other add-ons.
+const OPERATOR_CHART: &str = "kube-prometheus-stack";
 
 /// What `up` (and `reset`) are told on the command line.
 #[derive(Debug, Clone)]
@@ -66,6 +70,9 @@ struct Shared {
     /// Everything applied in this run, for prune and the summary.
     applied: Mutex<ApplyReport>,
     manifests: Mutex<Vec<Manifest>>,
+    /// Objects of the monitoring CRDs the services render (ServiceMonitors): applied
+    /// once the observability branch made those CRDs, so the services never wait for it.
+    deferred: Mutex<Vec<Manifest>>,
 }
 
 impl Shared {
@@ -163,6 +170,7 @@ pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
         images: OnceLock::new(),
         applied: Mutex::new(ApplyReport::default()),
         manifests: Mutex::new(Vec::new()),
+        deferred: Mutex::new(Vec::new()),
     });
 
     let plan = build_plan(&shared)?;
@@ -242,6 +250,7 @@ async fn preflight(
         started_at: None,
         finished_at: None,
         detail: None,
+        needs: Vec::new(),
     })
 }
 
@@ -499,7 +508,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
             let helm = Shared::get(&s.helm, "helm")?;
             let pins = stack::load_pins(&s.config.root)?;
             let mut fetched = Vec::new();
-            for c in pins.values() {
+            for c in pins.values().filter(|c| c.enabled(&s.config)) {
                 if interruptible(&cancel, fetch_chart(helm, &s.dirs, c)).await? {
                     fetched.push(format!("{} {}", c.chart, c.version));
                 }
@@ -652,11 +661,52 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
         },
     );
 
+    if shared.config.observability && shared.config.env == Env::Dev {
+        step(
+            &mut plan,
+            shared,
+            "observability",
+            &["namespaces", "platform-charts"],
+            |s, cancel| async move { install_observability(&s, &cancel).await },
+        );
+        step(
+            &mut plan,
+            shared,
+            "monitoring-objects",
+            &["observability", "cert-manager", "services"],
+            |s, cancel| async move {
+                let pins = stack::load_pins(&s.config.root)?;
+                let mut pieces = Vec::new();
+                for c in pins.values().filter(|c| c.enabled(&s.config)) {
+                    for f in &c.extra {
+                        pieces.push(stack::file_piece(&s.config.root, &s.config.root.join(f))?);
+                    }
+                }
+                let mut manifests = parse_pieces(&pieces)?;
+                manifests.extend(std::mem::take(
+                    &mut *s.deferred.lock().expect("not poisoned"),
+                ));
+                let cm_ns = pins
+                    .get("cert-manager")
+                    .map_or("cert-manager".to_string(), |c| c.namespace.clone());
+                let n = s
+                    .apply_and_wait(manifests, vec![WebhookGate::cert_manager(&cm_ns)], &cancel)
+                    .await?;
+                Ok(Outcome::Done(Some(format!(
+                    "{n} objects (dashboards, rules, service monitors, Grafana's certificate)"
+                ))))
+            },
+        );
+    }
+
+    // Prune last: objects not re-applied yet must not look like leftovers.
+    let before_prune: Vec<String> = plan.names().iter().map(|n| n.to_string()).collect();
+    let before_prune: Vec<&str> = before_prune.iter().map(String::as_str).collect();
     step(
         &mut plan,
         shared,
         "prune",
-        &["services"],
+        &before_prune,
         |s, cancel| async move {
             let engine = Shared::get(&s.kube, "the cluster client")?;
             let applied = s.applied.lock().expect("not poisoned").clone();
@@ -678,6 +728,81 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
     Ok(plan)
 }
 
+/// The observability branch: the monitoring namespace and its policies, Grafana's admin
+/// Secret (created once), the operator chart (its CRDs first), then the other add-ons
+/// side by side, then the workloads the operator makes.
+async fn install_observability(s: &Shared, cancel: &CancellationToken) -> Result<Outcome> {
+    let helm = Shared::get(&s.helm, "helm")?;
+    let engine = Shared::get(&s.kube, "the cluster client")?;
+    let root = &s.config.root;
+    let pins = stack::load_pins(root)?;
+    let optional: Vec<&PlatformChart> = pins
+        .values()
+        .filter(|c| c.optional.is_some() && c.enabled(&s.config))
+        .collect();
+    let mut pieces = Vec::new();
+    for c in &optional {
+        for f in &c.before {
+            pieces.push(stack::file_piece(root, &root.join(f))?);
+        }
+    }
+    s.apply_and_wait(parse_pieces(&pieces)?, vec![], cancel)
+        .await?;
+    let ns = optional
+        .first()
+        .map_or("monitoring".to_string(), |c| c.namespace.clone());
+    let grafana = crate::secrets::grafana_admin(&ns)?;
+    kube::secrets::create_if_absent(engine.client(), &grafana).await?;
+
+    let render = |c: &'_ PlatformChart| {
+        let c = c.clone();
+        async move {
+            let piece = stack::render_platform_chart(root, helm, &s.dirs.cache, &c)
+                .await?
+                .ok_or_else(|| {
+                    Error::internal(format!("{} is not in the cache after fetching", c.chart))
+                })?;
+            let mut manifests = kube::parse(&piece.source, &piece.yaml)?;
+            manifests.retain(|m| !m.is_helm_hook());
+            s.apply_and_wait(manifests, vec![], cancel).await
+        }
+    };
+    let (first, rest): (Vec<&PlatformChart>, Vec<&PlatformChart>) =
+        optional.iter().partition(|c| c.chart == OPERATOR_CHART);
+    let mut n = 0;
+    for c in first {
+        n += render(c).await?;
+    }
+    for r in futures::future::join_all(rest.iter().map(|c| render(c))).await {
+        n += r?;
+    }
+    // Workloads an operator makes from the charts' custom resources.
+    let mut targets = Vec::new();
+    for c in &optional {
+        for w in &c.wait {
+            let (kind, name) = w.split_once('/').ok_or_else(|| {
+                Error::new(
+                    ErrorKind::ConfigInvalid,
+                    format!("pins.toml: wait entry {w:?} is not Kind/name"),
+                )
+            })?;
+            let kind = kube::TargetKind::from_kind("apps/v1", kind).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::ConfigInvalid,
+                    format!("pins.toml: cannot wait for a {kind}"),
+                )
+            })?;
+            targets.push(kube::Target::new(kind, &c.namespace, name));
+        }
+    }
+    engine.wait_ready(&targets, s.opts.timeout, cancel).await?;
+    let names: Vec<&str> = optional.iter().map(|c| c.chart.as_str()).collect();
+    Ok(Outcome::Done(Some(format!(
+        "{}: {n} objects ready",
+        names.join(", ")
+    ))))
+}
+
 /// Renders, applies and waits for the charts of `names`, with their delivered images.
 async fn deploy_services(
     s: &Shared,
@@ -694,8 +819,11 @@ async fn deploy_services(
             pieces.push(p);
         }
     }
-    s.apply_and_wait(parse_pieces(&pieces)?, vec![], cancel)
-        .await
+    let (now, later): (Vec<Manifest>, Vec<Manifest>) = parse_pieces(&pieces)?
+        .into_iter()
+        .partition(|m| !m.api_version().starts_with(MONITORING_GROUP));
+    s.deferred.lock().expect("not poisoned").extend(later);
+    s.apply_and_wait(now, vec![], cancel).await
 }
 
 /// Puts a platform chart into the cache with `helm pull` unless it is there; checks

@@ -32,6 +32,7 @@ pub enum Category {
     Platform,
     DataStore,
     Service,
+    Observability,
     Ingress,
 }
 
@@ -42,6 +43,7 @@ impl Category {
             Category::Platform => "platform",
             Category::DataStore => "data-store",
             Category::Service => "service",
+            Category::Observability => "observability",
             Category::Ingress => "ingress",
         }
     }
@@ -64,6 +66,9 @@ pub struct Check {
     /// `Some(name)`, or `None` to use `selector`.
     pub name: Option<String>,
     pub selector: Option<String>,
+    /// Installed only on request (observability): nothing found means no rows, not
+    /// a `missing` one.
+    pub optional: bool,
 }
 
 impl Check {
@@ -74,6 +79,7 @@ impl Check {
             namespace: namespace.into(),
             name: Some(name.into()),
             selector: None,
+            optional: false,
         }
     }
 
@@ -84,6 +90,15 @@ impl Check {
             namespace: namespace.into(),
             name: None,
             selector: Some(selector.into()),
+            optional: false,
+        }
+    }
+
+    /// Every workload of `kind` in `namespace`, shown only when there are some.
+    pub fn optional_all(category: Category, kind: CheckKind, namespace: &str) -> Check {
+        Check {
+            optional: true,
+            ..Check::selected(category, kind, namespace, "")
         }
     }
 }
@@ -125,8 +140,11 @@ impl StatusSpec {
                 Check::named(Service, Deployment, app, "api"),
                 Check::named(Service, Deployment, app, "worker"),
                 Check::named(Service, Deployment, app, "web"),
+                // `up --with observability` (manifests/platform/observability).
+                Check::optional_all(Observability, Deployment, "monitoring"),
+                Check::optional_all(Observability, StatefulSet, "monitoring"),
             ],
-            ingress_namespaces: vec![app.into()],
+            ingress_namespaces: vec![app.into(), "monitoring".into()],
             https_port,
         }
     }
@@ -533,6 +551,7 @@ impl Engine {
                 .unwrap_or_default()
         });
         match found {
+            Ok(v) if v.is_empty() && c.optional => vec![],
             Ok(v) if v.is_empty() => vec![Row {
                 category: c.category,
                 name: shown(&missing_name),
@@ -730,6 +749,12 @@ mod tests {
             .then(get("/apis/apps/v1/namespaces/pulsewatch-dev/deployments/api", ready("pulsewatch-dev", "api", "localhost:5001/pulsewatch/api:dev")))
             .then(Exchange::get("/apis/apps/v1/namespaces/pulsewatch-dev/deployments/worker").reply(404, not_found("deployments.apps", "worker")))
             .then(get("/apis/apps/v1/namespaces/pulsewatch-dev/deployments/web", ready("pulsewatch-dev", "web", "localhost:5001/pulsewatch/web:dev")))
+            // Observability is not installed: its optional checks find nothing and
+            // show no rows.
+            .then(get("/apis/apps/v1/namespaces/monitoring/deployments",
+                json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {}, "items": []})))
+            .then(get("/apis/apps/v1/namespaces/monitoring/statefulsets",
+                json!({"apiVersion": "apps/v1", "kind": "StatefulSetList", "metadata": {}, "items": []})))
             .then(get(
                 "/apis/networking.k8s.io/v1/namespaces/pulsewatch-dev/ingresses",
                 json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressList", "metadata": {},
@@ -743,6 +768,8 @@ mod tests {
                     "data": {"tls.crt": "LS0t", "tls.key": "LS0t", "ca.crt": "LS0t"}}),
             ))
             .then(Exchange::get("/api/v1/namespaces/pulsewatch-dev/secrets/pulsewatch-api-tls").reply(404, not_found("secrets", "pulsewatch-api-tls")))
+            .then(get("/apis/networking.k8s.io/v1/namespaces/monitoring/ingresses",
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressList", "metadata": {}, "items": []})))
     }
 
     #[tokio::test(start_paused = true)]

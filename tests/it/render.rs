@@ -188,3 +188,71 @@ fn each_service_gets_its_own_resources_and_probe_port() {
         );
     }
 }
+
+#[test]
+fn render_with_observability_adds_the_monitoring_pieces_only_when_asked() {
+    let plain = Pd::new()
+        .with_helm()
+        .cwd(repo_root())
+        .args(&["render", "--env", "dev"])
+        .run();
+    let with = Pd::new()
+        .with_helm()
+        .cwd(repo_root())
+        .args(&["render", "--env", "dev", "--with", "observability"])
+        .run();
+    assert_eq!(with.code, 0, "{}", with.stderr);
+    for absent in [
+        "kind: ServiceMonitor",
+        "namespace: monitoring",
+        "kube-prometheus-stack",
+    ] {
+        assert!(
+            !plain.stdout.contains(absent),
+            "{absent} without the add-on"
+        );
+        assert!(!plain.stderr.contains("kube-prometheus-stack"));
+    }
+    let k = kinds(&with.stdout);
+    assert!(
+        k.iter().any(|x| x == "ServiceMonitor"),
+        "the api and worker charts scrape"
+    );
+    assert!(k.iter().any(|x| x == "PrometheusRule"));
+    assert!(with.stdout.contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    assert!(
+        with.stdout.contains("name: monitoring\n"),
+        "the namespace file comes first"
+    );
+    for chart in [
+        "kube-prometheus-stack",
+        "loki",
+        "alloy",
+        "tempo",
+        "opentelemetry-collector",
+    ] {
+        assert!(
+            with.stderr.contains(&format!("({chart} ")),
+            "{chart} named as not cached: {}",
+            with.stderr
+        );
+    }
+    // `observability = true` in pulsedev.toml does the same as the flag.
+    let pd = Pd::new().with_helm();
+    std::os::unix::fs::symlink(
+        repo_root().join("manifests"),
+        pd.work.path().join("manifests"),
+    )
+    .unwrap();
+    pd.write(
+        "pulsedev.toml",
+        "observability = true\n[services.api]\ncontext = \".\"\nchart = \"manifests/charts/api\"\n",
+    );
+    let run = pd.args(&["render", "--service", "api"]).run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("kind: ServiceMonitor"),
+        "{}",
+        run.stdout
+    );
+}

@@ -62,6 +62,63 @@ fn deployment(name: &str, app: &str, image: &str) -> String {
     )
 }
 
+fn statefulset(name: &str, app: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: {name}\n  namespace: {{{{ .Release.Namespace }}}}\nspec:\n  serviceName: {name}\n  selector: {{matchLabels: {{app.kubernetes.io/name: {app}}}}}\n  template:\n    metadata: {{labels: {{app.kubernetes.io/name: {app}}}}}\n    spec:\n      containers: [{{name: {app}, image: \"{image}\"}}]\n"
+    )
+}
+
+fn crd(group: &str, kind: &str, plural: &str) -> String {
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: {plural}.{group}}}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{kind: {kind}, plural: {plural}, singular: {}, listKind: {kind}List}}\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n",
+        kind.to_lowercase()
+    )
+}
+
+/// Stand-ins for the observability add-on charts: the operator chart brings the
+/// monitoring CRDs, Grafana (with its Ingress) and, standing in for the operator, the
+/// Prometheus and Alertmanager StatefulSets; the others one workload each.
+fn seed_observability_charts(cache: &Path) {
+    let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
+    let dir = cache.join("pulsedev/charts");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (key, c) in pins.iter().filter(|(_, c)| c.optional.is_some()) {
+        let mut templates = Vec::new();
+        if c.chart == "kube-prometheus-stack" {
+            templates.push((
+                "crds.yaml".to_string(),
+                format!(
+                    "{}---\n{}",
+                    crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+                    crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules")
+                ),
+            ));
+            templates.push(("grafana-ingress.yaml".to_string(), "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: grafana\n  namespace: {{ .Release.Namespace }}\nspec:\n  ingressClassName: nginx\n  rules:\n    - host: grafana.pulsewatch.localhost\n      http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: grafana, port: {number: 80}}}}]}\n".to_string()));
+        }
+        for w in &c.wait {
+            let (kind, name) = w.split_once('/').unwrap();
+            let text = match kind {
+                "Deployment" => deployment(name, name, "stand-in:1"),
+                _ => statefulset(name, name, "stand-in:1"),
+            };
+            templates.push((format!("{name}.yaml"), text));
+        }
+        assert!(!templates.is_empty(), "{key}");
+        std::fs::write(
+            dir.join(format!("{}-{}.tgz", c.chart, c.version)),
+            chart(
+                &c.chart,
+                &c.version,
+                &templates
+                    .iter()
+                    .map(|(f, t)| (f.as_str(), t.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+        )
+        .unwrap();
+    }
+}
+
 /// The platform charts `up` would fetch, as small stand-ins in pulsedev's chart cache
 /// (the shim cannot `helm pull`; nothing is fetched offline).
 fn seed_platform_charts(cache: &Path) {
@@ -101,6 +158,14 @@ fn seed_platform_charts(cache: &Path) {
                 ("crds.yaml", crds),
                 ("controller.yaml", deployment("cert-manager", "cert-manager", "quay.io/jetstack/cert-manager-controller:v1.21.1")),
                 ("webhook.yaml", deployment("cert-manager-webhook", "webhook", "quay.io/jetstack/cert-manager-webhook:v1.21.1")),
+                (
+                    "cainjector.yaml",
+                    deployment(
+                        "cert-manager-cainjector",
+                        "cainjector",
+                        "quay.io/jetstack/cert-manager-cainjector:v1.21.1",
+                    ),
+                ),
                 (
                     "startupapicheck.yaml",
                     "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: startupapicheck\n  annotations: {helm.sh/hook: post-install}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: \"x:1\"}]\n".to_string(),
@@ -185,6 +250,7 @@ impl World {
         std::fs::create_dir_all(&kind_dir).unwrap();
         let pd = pd.env("FAKE_KIND_DIR", kind_dir.display().to_string());
         seed_platform_charts(&pd.home.path().join("cache"));
+        seed_observability_charts(&pd.home.path().join("cache"));
         std::os::unix::fs::symlink(
             repo_root().join("manifests"),
             pd.work.path().join("manifests"),
@@ -612,4 +678,97 @@ fn up_on_a_real_kind_cluster() {
     assert_eq!(again["rolled_out"], serde_json::json!([]));
     let (code, _, stderr) = run(&["down", "--ci"]);
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn up_with_observability_runs_beside_the_data_stores_without_delaying_the_services() {
+    let Some(w) = World::new(|o| o) else { return };
+    let run = w.up(&["--with", "observability"]);
+    let doc = run.json();
+    assert_eq!(run.code, 0, "{doc:#}\n{}", run.stderr);
+    assert_eq!(step(&doc, "observability")["status"], "done", "{doc:#}");
+    assert_eq!(
+        step(&doc, "monitoring-objects")["status"],
+        "done",
+        "{doc:#}"
+    );
+    // In parallel with the data stores...
+    let s = |n: &str| secs(&step(&doc, n)["start"]);
+    let e = |n: &str| secs(&step(&doc, n)["end"]);
+    assert!(
+        s("observability") < e("data-stores") && s("data-stores") < e("observability"),
+        "{doc:#}"
+    );
+    // ...and nothing the services wait for waits for it.
+    let needs = |n: &str| -> Vec<String> {
+        step(&doc, n)["needs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = vec!["services".to_string()];
+    while let Some(n) = todo.pop() {
+        for d in needs(&n) {
+            if seen.insert(d.clone()) {
+                todo.push(d);
+            }
+        }
+    }
+    assert!(
+        !seen.contains("observability"),
+        "services depend on observability: {seen:?}"
+    );
+    // Grafana's URL on the same local TLS; the scrape and the dashboards applied.
+    let urls = doc["urls"].to_string();
+    assert!(
+        urls.contains("https://grafana.pulsewatch.localhost:"),
+        "{urls}"
+    );
+    assert!(
+        w.api
+            .object("ServiceMonitor", "pulsewatch-dev", "api")
+            .is_some()
+    );
+    assert!(
+        w.api
+            .object("Secret", "monitoring", "grafana-admin")
+            .is_some()
+    );
+    let config = w.api.object("ConfigMap", "pulsewatch-dev", "api").unwrap();
+    assert!(
+        config.to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "the api exports traces: {config}"
+    );
+    for secret in secret_values(&w.api) {
+        assert!(
+            !run.stdout.contains(&secret) && !run.stderr.contains(&secret),
+            "a secret leaked"
+        );
+    }
+    // status lists the observability components.
+    let status = w.pd.run_with(&["status", "--output", "json"]);
+    assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
+    assert!(
+        status.stdout.contains("\"observability\""),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("monitoring/otel-collector"),
+        "{}",
+        status.stdout
+    );
+    // Without the flag the next up removes the add-on again (prune).
+    let off = w.up(&[]);
+    assert_eq!(off.code, 0, "{}", off.stderr);
+    assert!(
+        w.api
+            .object("Deployment", "monitoring", "otel-collector")
+            .is_none(),
+        "{}",
+        off.stdout
+    );
 }
