@@ -369,7 +369,8 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                 {
                     spec.image = image;
                 }
-                spec.network = Some(cluster::kind_network(&|k| std::env::var(k).ok()));
+                // `cluster::wire_registry` below joins it to the kind network.
+                spec.network = None;
                 // Known before `ensure` runs, so a Ctrl-C in the middle of it still
                 // knows whether this run is the one that made the container.
                 let existed = images::registry::exists(docker, &s.config.name).await?;

@@ -45,7 +45,7 @@ pub fn context_name(name: &str) -> String {
 
 /// The registry container `images` runs for a cluster.
 pub fn registry_container(name: &str) -> String {
-    format!("pulsedev-{name}-registry")
+    crate::images::registry::container_name(name)
 }
 
 /// The files pulsedev keeps for one cluster.

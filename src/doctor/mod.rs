@@ -23,10 +23,10 @@ use crate::ui::{Style, paint};
 use ports::PortState;
 use system::{MIN_FREE_DISK, MIN_MEMORY, gib};
 
-/// Label kind puts on its node containers; ports they publish belong to the cluster.
-pub const KIND_CLUSTER_LABEL: &str = "io.x-k8s.kind.cluster";
-/// Label pulsedev puts on the containers it runs itself (the registry).
-pub const PULSEDEV_CLUSTER_LABEL: &str = "dev.pulsedev.cluster";
+// Ports published by kind's node containers, or by the registry container pulsedev
+// runs, belong to the cluster: not a conflict.
+use crate::cluster::nodes::KIND_CLUSTER_LABEL;
+use crate::images::registry::CLUSTER_LABEL as PULSEDEV_CLUSTER_LABEL;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
