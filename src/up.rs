@@ -54,6 +54,8 @@ pub struct UpOptions {
 /// steps that depend on it (the plan guarantees the order).
 struct Shared {
     config: Config,
+    /// manifests/platform/pins.toml, read once.
+    pins: BTreeMap<String, PlatformChart>,
     dirs: Dirs,
     ui: Ui,
     progress: Arc<StepProgress>,
@@ -153,7 +155,9 @@ pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
 
     let session = cluster::begin(&dirs, &config.name, "pulsedev up")?;
     let progress = Arc::new(StepProgress::new(&ui));
+    let pins = stack::load_pins(&config.root)?;
     let shared = Arc::new(Shared {
+        pins,
         config,
         dirs,
         ui: ui.clone(),
@@ -507,7 +511,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
         &["tools"],
         |s, cancel| async move {
             let helm = Shared::get(&s.helm, "helm")?;
-            let pins = stack::load_pins(&s.config.root)?;
+            let pins = &s.pins;
             let mut fetched = Vec::new();
             for c in pins.values().filter(|c| c.enabled(&s.config)) {
                 if interruptible(&cancel, fetch_chart(helm, &s.dirs, c)).await? {
@@ -534,7 +538,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                 &["namespaces", "platform-charts"],
                 move |s, cancel| async move {
                     let helm = Shared::get(&s.helm, "helm")?;
-                    let pins = stack::load_pins(&s.config.root)?;
+                    let pins = &s.pins;
                     let c = pins.get(key).ok_or_else(|| {
                         Error::new(
                             ErrorKind::ConfigInvalid,
@@ -592,7 +596,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
             "local-ca",
             &["cert-manager"],
             |s, cancel| async move {
-                let pins = stack::load_pins(&s.config.root)?;
+                let pins = &s.pins;
                 let mut pieces = Vec::new();
                 for c in pins.values() {
                     for f in &c.local_ca {
@@ -676,7 +680,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
             "monitoring-objects",
             &["observability", "cert-manager", "services"],
             |s, cancel| async move {
-                let pins = stack::load_pins(&s.config.root)?;
+                let pins = &s.pins;
                 let mut pieces = Vec::new();
                 for c in pins.values().filter(|c| c.enabled(&s.config)) {
                     for f in &c.extra {
@@ -736,7 +740,7 @@ async fn install_observability(s: &Shared, cancel: &CancellationToken) -> Result
     let helm = Shared::get(&s.helm, "helm")?;
     let engine = Shared::get(&s.kube, "the cluster client")?;
     let root = &s.config.root;
-    let pins = stack::load_pins(root)?;
+    let pins = &s.pins;
     let optional: Vec<&PlatformChart> = pins
         .values()
         .filter(|c| c.optional.is_some() && c.enabled(&s.config))
