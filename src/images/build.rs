@@ -418,9 +418,7 @@ impl BuildLog {
             ),
         )
         .with_details(details)
-        .with_hint(format!(
-            "fix the Dockerfile or the code it builds, then run `pulsedev build {service}` again"
-        ))
+        .with_hint(hint_for(service, self.step.as_deref(), why))
     }
 }
 
@@ -471,9 +469,64 @@ pub fn failure_summary(outcomes: &[Outcome]) -> Option<Error> {
     )
 }
 
+/// What to do about a failed build: a base image that could not be pulled is a network
+/// or registry problem, not a Dockerfile one.
+fn hint_for(service: &str, step: Option<&str>, why: &str) -> String {
+    let pulling = step.is_some_and(|s| s.contains(" : FROM "));
+    let network = [
+        "no such host",
+        "dial tcp",
+        "i/o timeout",
+        "TLS handshake timeout",
+        "connection refused",
+        "toomanyrequests",
+        "pull access denied",
+        "manifest unknown",
+        "unauthorized",
+    ]
+    .iter()
+    .any(|m| why.contains(m));
+    if pulling || network {
+        let image = step
+            .and_then(|s| s.split(" : FROM ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|i| format!(" `{i}`"))
+            .unwrap_or_default();
+        format!(
+            "the base image{image} could not be pulled: check the network and registry access \
+             (`docker pull` it; HTTPS_PROXY for the Docker daemon), then run `pulsedev build {service}` again"
+        )
+    } else {
+        format!(
+            "fix the Dockerfile or the code it builds, then run `pulsedev build {service}` again"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hints_tell_a_pull_failure_from_a_broken_build() {
+        let pull = hint_for(
+            "api",
+            Some("Step 1/16 : FROM docker.io/library/node:22-alpine@sha256:ab AS deps"),
+            "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host",
+        );
+        assert!(
+            pull.starts_with(
+                "the base image `docker.io/library/node:22-alpine@sha256:ab` could not be pulled"
+            ),
+            "{pull}"
+        );
+        let broken = hint_for(
+            "api",
+            Some("Step 3/5 : RUN make"),
+            "The command '/bin/sh -c make' returned a non-zero code: 2",
+        );
+        assert!(broken.starts_with("fix the Dockerfile"), "{broken}");
+    }
 
     #[test]
     fn build_log_keeps_the_step_and_a_bounded_tail() {
