@@ -325,7 +325,7 @@ async fn check_tool(tool: &Tool, m: &Machine) -> Check {
         tools::Fallback::Download { version } => Check {
             status: Status::Warn,
             hint: Some(format!(
-                "nothing to do: `pulsedev up` downloads the pinned {} v{} (SHA-256 verified) into its cache; or install it yourself: {}",
+                "`pulsedev up` will download the pinned {} v{} (SHA-256 verified) into its cache; to use your own, install it: {}",
                 tool.name,
                 version.trim_start_matches('v'),
                 tool.install_url

@@ -294,7 +294,7 @@ fn missing_tools_are_tool_missing_with_where_to_get_them() {
         assert!(hint.contains(url), "{c:#}");
         assert!(
             hint.contains(&format!(
-                "downloads the pinned {tool} {version} (SHA-256 verified)"
+                "will download the pinned {tool} {version} (SHA-256 verified)"
             )),
             "{c:#}"
         );
