@@ -30,6 +30,8 @@ pub enum ErrorKind {
     ImagePushFailed,
     /// `helm template` failed: a chart or values problem.
     RenderFailed,
+    /// A pinned platform chart could not be fetched (`helm pull`).
+    ChartFetchFailed,
     ApplyFailed,
     WebhookNotReady,
     RolloutTimeout,
@@ -48,7 +50,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 26] = [
+    pub const ALL: [ErrorKind; 27] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -64,6 +66,7 @@ impl ErrorKind {
         ErrorKind::ImageBuildFailed,
         ErrorKind::ImagePushFailed,
         ErrorKind::RenderFailed,
+        ErrorKind::ChartFetchFailed,
         ErrorKind::ApplyFailed,
         ErrorKind::WebhookNotReady,
         ErrorKind::RolloutTimeout,
@@ -99,6 +102,7 @@ impl ErrorKind {
             ErrorKind::ImageBuildFailed => "image-build-failed",
             ErrorKind::ImagePushFailed => "image-push-failed",
             ErrorKind::RenderFailed => "render-failed",
+            ErrorKind::ChartFetchFailed => "chart-fetch-failed",
             ErrorKind::ApplyFailed => "apply-failed",
             ErrorKind::WebhookNotReady => "webhook-not-ready",
             ErrorKind::RolloutTimeout => "rollout-timeout",
@@ -135,6 +139,7 @@ impl ErrorKind {
             | ErrorKind::ImageBuildFailed
             | ErrorKind::ImagePushFailed
             | ErrorKind::RenderFailed
+            | ErrorKind::ChartFetchFailed
             | ErrorKind::ApplyFailed
             | ErrorKind::WebhookNotReady
             | ErrorKind::RolloutTimeout

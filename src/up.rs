@@ -858,7 +858,7 @@ async fn fetch_chart(helm: &Helm, dirs: &Dirs, c: &PlatformChart) -> Result<bool
         .map_err(|e| Error::internal(format!("failed to run {}: {e}", helm.bin.display())))?;
     if !out.status.success() || !archive.is_file() {
         return Err(Error::new(
-            ErrorKind::ApplyFailed,
+            ErrorKind::ChartFetchFailed,
             format!(
                 "failed to fetch the {} chart {} from {}: {}",
                 c.chart,

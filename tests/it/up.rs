@@ -772,3 +772,31 @@ fn up_with_observability_runs_beside_the_data_stores_without_delaying_the_servic
         off.stdout
     );
 }
+
+#[test]
+fn a_platform_chart_that_cannot_be_fetched_fails_with_its_id() {
+    let Some(w) = World::new(|o| o) else { return };
+    let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
+    let cm = &pins["cert-manager"];
+    std::fs::remove_file(
+        w.pd.home
+            .path()
+            .join("cache/pulsedev/charts")
+            .join(format!("{}-{}.tgz", cm.chart, cm.version)),
+    )
+    .unwrap();
+    // The Helm engine of the tests has no `pull`, like a helm without network.
+    let run = w.up(&[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["error"]["id"], "chart-fetch-failed", "{doc:#}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cert-manager chart v1.21.1")
+    );
+    assert!(doc["error"]["hint"].as_str().unwrap().contains("network"));
+    assert_eq!(step(&doc, "platform-charts")["status"], "failed");
+    assert_eq!(step(&doc, "cert-manager")["status"], "not-run");
+}
