@@ -828,6 +828,28 @@ async fn deploy_services(
         .into_iter()
         .partition(|m| !m.api_version().starts_with(MONITORING_GROUP));
     s.deferred.lock().expect("not poisoned").extend(later);
+    // A Job that failed in an earlier run stays Failed under the same name: delete it
+    // so this run runs it again (a fix may be outside its image, e.g. Postgres ready now).
+    let engine = Shared::get(&s.kube, "the cluster client")?;
+    let ns = s.namespace();
+    for job in now.iter().filter(|m| m.kind() == "Job") {
+        let job_ns = job.namespace().unwrap_or(&ns);
+        if kube::jobs::delete_if_failed(
+            engine.client(),
+            job_ns,
+            job.name(),
+            s.opts.timeout,
+            Duration::from_secs(1),
+            cancel,
+        )
+        .await?
+        {
+            s.ui.info(&format!(
+                "deleted the failed Job {job_ns}/{} to run it again",
+                job.name()
+            ));
+        }
+    }
     s.apply_and_wait(now, vec![], cancel).await
 }
 

@@ -28,6 +28,7 @@ mod apply;
 pub mod client;
 mod diagnose;
 mod discovery;
+pub mod jobs;
 pub mod manifest;
 mod prune;
 pub mod secrets;

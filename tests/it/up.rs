@@ -576,6 +576,22 @@ fn a_failing_migrations_job_stops_the_services_with_its_reason() {
         text.contains("V2__check_results.sql"),
         "the Job's log tail is shown: {text}"
     );
+
+    // Fixed outside the image (say, the database was not ready): the next `up` runs the
+    // Job again instead of finding it Failed.
+    w.api.configure(|o| o.failing_jobs.clear());
+    let again = w.up(&[]);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    assert!(
+        again.stderr.contains("deleted the failed Job"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        w.api
+            .object("Deployment", "pulsewatch-dev", "api")
+            .is_some()
+    );
 }
 
 #[test]
