@@ -237,22 +237,46 @@ impl Ctx {
             || std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
     }
 
-    /// The configuration, with CI mode's unique default name when no name was given.
+    /// The configuration, with CI mode's unique default name when no name was given,
+    /// for a command that makes the cluster (`up`, `reset`).
     pub fn cluster_config(&self) -> Result<Config> {
+        self.cluster_config_to(true)
+    }
+
+    /// As `cluster_config`, for a command that finds an existing cluster (`status`,
+    /// `down`, `trust`, `kubeconfig`): without a job id to derive the same name from,
+    /// CI mode needs `--name`.
+    pub fn existing_cluster_config(&self) -> Result<Config> {
+        self.cluster_config_to(false)
+    }
+
+    fn cluster_config_to(&self, making: bool) -> Result<Config> {
         let mut config = self.config()?;
         let named = self.global.name.is_some()
             || std::env::var("PULSEDEV_NAME").is_ok_and(|v| !v.is_empty())
             || config.name != crate::config::DEFAULT_NAME;
-        if self.ci() && !named {
-            let random = (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos()))
-                ^ std::process::id().rotate_left(16);
-            config.name = crate::cluster::ci::default_name(
-                &|k| std::env::var(k).ok(),
-                std::process::id(),
-                random,
-            );
+        if !self.ci() || named {
+            return Ok(config);
+        }
+        let env = |k: &str| std::env::var(k).ok();
+        let stable = crate::cluster::ci::stable_name(&env);
+        if !stable && !making {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                "in CI mode without a job id pulsedev cannot tell which cluster this job made",
+            )
+            .with_hint("pass `--name NAME` (or PULSEDEV_NAME) with the name `up` reported"));
+        }
+        let random = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()))
+            ^ std::process::id().rotate_left(16);
+        config.name = crate::cluster::ci::default_name(&env, std::process::id(), random);
+        if !stable {
+            self.ui.warn(&format!(
+                "no CI job id found: this cluster is named {}; pass `--name {}` to later pulsedev commands (down, status)",
+                config.name, config.name
+            ));
         }
         Ok(config)
     }
@@ -377,7 +401,7 @@ fn wants_json(args: &[OsString]) -> bool {
 
 async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
     match command {
-        Command::Up(args) => cmd_up(ctx, &args, false).await,
+        Command::Up(args) => cmd_up(ctx, &args, false, None).await,
         Command::Reset(args) => cmd_reset(ctx, args).await,
         Command::Doctor(args) => cmd_doctor(ctx, args).await,
         Command::Render(args) => cmd_render(ctx, args).await,
@@ -473,8 +497,11 @@ fn up_options(ctx: &Ctx, config: &Config, args: &UpArgs, reset: bool) -> crate::
     }
 }
 
-async fn cmd_up(ctx: &Ctx, args: &UpArgs, reset: bool) -> Result<()> {
-    let mut config = ctx.cluster_config()?;
+async fn cmd_up(ctx: &Ctx, args: &UpArgs, reset: bool, config: Option<Config>) -> Result<()> {
+    let mut config = match config {
+        Some(c) => c,
+        None => ctx.cluster_config()?,
+    };
     config.observability |= args.with.iter().any(|w| w == "observability");
     let opts = up_options(ctx, &config, args, reset);
     crate::up::run(ctx, config, opts).await
@@ -482,7 +509,8 @@ async fn cmd_up(ctx: &Ctx, args: &UpArgs, reset: bool) -> Result<()> {
 
 /// `reset`: asks first on a terminal (the cluster's Postgres data goes with it).
 async fn cmd_reset(ctx: &Ctx, args: ResetArgs) -> Result<()> {
-    let config = ctx.cluster_config()?;
+    // Reset acts on a cluster that exists: in CI its name must be derivable.
+    let config = ctx.existing_cluster_config()?;
     if !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         eprint!(
             "This deletes the cluster {} with its data (Postgres included) and makes it again. Continue? [y/N] ",
@@ -501,7 +529,7 @@ async fn cmd_reset(ctx: &Ctx, args: ResetArgs) -> Result<()> {
         "reset deletes the cluster {} and its data (Postgres included), then makes it again",
         config.name
     ));
-    cmd_up(ctx, &args.up, true).await
+    cmd_up(ctx, &args.up, true, Some(config)).await
 }
 
 async fn cmd_doctor(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
@@ -571,7 +599,7 @@ async fn cmd_render(ctx: &Ctx, args: RenderArgs) -> Result<()> {
 /// `status`: read the picture from pulsedev's kubeconfig for `--name`, print it, exit 1
 /// unless everything is ready.
 async fn cmd_status(ctx: &Ctx) -> Result<()> {
-    let config = ctx.cluster_config()?;
+    let config = ctx.existing_cluster_config()?;
     let paths = crate::cluster::Paths::new(&crate::state::Dirs::from_process()?, &config.name);
     let kubeconfig = paths.kubeconfig.clone();
     let context = kube::context_name(&config.name);
@@ -613,7 +641,7 @@ async fn cmd_status(ctx: &Ctx) -> Result<()> {
 /// `trust`: the CA certificate to a file; into or out of the OS store only when asked.
 async fn cmd_trust(ctx: &Ctx, args: TrustArgs) -> Result<()> {
     use crate::trust;
-    let config = ctx.cluster_config()?;
+    let config = ctx.existing_cluster_config()?;
     if (args.install || args.uninstall) && ui::is_ci(&|k| std::env::var(k).ok()) {
         return Err(Error::new(
             ErrorKind::Usage,

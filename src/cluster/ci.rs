@@ -8,8 +8,32 @@ use sha2::{Digest, Sha256};
 use crate::config::check_name;
 use crate::error::{Error, Result};
 
-/// `ci-<run id>-<attempt>[-<job hash>]` on GitHub Actions (stable for every step of a
-/// job, so a later `pulsedev down` finds the cluster), else `ci-<pid>-<random>`.
+/// The id a CI system gives the running job, when it is one pulsedev knows (besides
+/// GitHub Actions, which `default_name` reads in more detail).
+pub fn job_id(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    [
+        "CI_JOB_ID",              // GitLab
+        "BUILDKITE_JOB_ID",       // Buildkite
+        "CIRCLE_WORKFLOW_JOB_ID", // CircleCI
+        "SYSTEM_JOBID",           // Azure Pipelines
+        "BUILD_TAG",              // Jenkins
+    ]
+    .iter()
+    .find_map(|k| {
+        env(k)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| format!("{k}={v}"))
+    })
+}
+
+/// Whether `default_name` gives the same name to every pulsedev command of a job.
+pub fn stable_name(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    env("GITHUB_RUN_ID").is_some_and(|v| !v.trim().is_empty()) || job_id(env).is_some()
+}
+
+/// `ci-<run id>-<attempt>[-<job hash>]` on GitHub Actions, `ci-<12 hex of the job id>`
+/// on GitLab, Buildkite, CircleCI, Azure and Jenkins (stable for every step of a job, so
+/// a later `pulsedev down` finds the cluster), else `ci-<pid>-<random>`.
 /// At most 50 characters, valid per `config::check_name`.
 pub fn default_name(env: &dyn Fn(&str) -> Option<String>, pid: u32, random: u32) -> String {
     let clean = |s: String| -> String {
@@ -38,7 +62,11 @@ pub fn default_name(env: &dyn Fn(&str) -> Option<String>, pid: u32, random: u32)
             }
             name
         }
-        None => format!("ci-{pid}-{:06x}", random & 0xff_ffff),
+        None => match job_id(env) {
+            // Other CI systems: their job id, hashed short, is stable across the job.
+            Some(id) => format!("ci-{}", &hex::encode(Sha256::digest(id.as_bytes()))[..12]),
+            None => format!("ci-{pid}-{:06x}", random & 0xff_ffff),
+        },
     };
     let mut name: String = name.chars().take(50).collect();
     while name.ends_with('-') {
@@ -76,6 +104,19 @@ pub fn free_ports(n: usize, avoid: &[u16]) -> Result<Vec<u16>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_ci_systems_get_a_stable_name() {
+        let gitlab = |k: &str| (k == "CI_JOB_ID").then(|| "4242".to_string());
+        let a = default_name(&gitlab, 1, 1);
+        let b = default_name(&gitlab, 2, 2);
+        assert_eq!(a, b);
+        assert!(a.starts_with("ci-") && a.len() == 15, "{a}");
+        assert!(stable_name(&gitlab));
+        let unknown = |_: &str| None;
+        assert!(!stable_name(&unknown));
+        assert_ne!(default_name(&unknown, 1, 1), default_name(&unknown, 1, 2));
+    }
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {

@@ -111,7 +111,7 @@ pub async fn create(ctx: &Ctx, args: &ClusterCreateArgs) -> Result<()> {
 
 /// `pulsedev down`.
 pub async fn down(ctx: &Ctx) -> Result<()> {
-    let config = ctx.cluster_config()?;
+    let config = ctx.existing_cluster_config()?;
     let dirs = Dirs::from_process()?;
     let live = live(ctx, dirs).await?;
     let deps = live.deps(&ctx.ui, &ctx.cancel);
@@ -142,7 +142,7 @@ pub async fn down(ctx: &Ctx) -> Result<()> {
 
 /// `pulsedev kubeconfig [--merge [--use]]`.
 pub async fn kubeconfig(ctx: &Ctx, args: &KubeconfigArgs) -> Result<()> {
-    let config = ctx.cluster_config()?;
+    let config = ctx.existing_cluster_config()?;
     let dirs = Dirs::from_process()?;
     let target = super::guard(&dirs, &config.name)?;
     if !args.merge {

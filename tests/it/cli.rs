@@ -138,3 +138,34 @@ fn completions_are_printed_for_a_shell() {
         &run.stdout[..200.min(run.stdout.len())]
     );
 }
+
+#[test]
+fn ci_mode_finds_its_cluster_by_job_id_or_asks_for_a_name() {
+    // No job id: a later command cannot know the name `up` chose.
+    let run = Pd::new().env("CI", "true").args(&["status"]).run();
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("pass `--name NAME`"), "{}", run.stderr);
+    let run = Pd::new().args(&["down", "--ci", "--output", "json"]).run();
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(run.json()["error"]["id"], "usage");
+    // A CI job id gives every command of the job the same name.
+    let names: Vec<String> = (0..2)
+        .map(|_| {
+            let run = Pd::new()
+                .env("CI", "true")
+                .env("CI_JOB_ID", "4242")
+                .args(&["status", "--output", "json"])
+                .run();
+            assert_eq!(run.code, 1, "{run:?}");
+            run.json()["cluster"]["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(names[0], names[1]);
+    assert!(names[0].starts_with("ci-"), "{names:?}");
+    // An explicit name always wins.
+    let run = Pd::new()
+        .env("CI", "true")
+        .args(&["--name", "mine", "status", "--output", "json"])
+        .run();
+    assert_eq!(run.json()["cluster"]["name"], "mine");
+}
