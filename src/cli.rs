@@ -393,10 +393,16 @@ fn wants_json(args: &[OsString]) -> bool {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    args.iter().any(|a| a == "--output=json")
-        || args
-            .windows(2)
-            .any(|w| w[0] == "--output" && w[1] == "json")
+    // The last --output wins, as it does for clap.
+    let mut json = false;
+    for (i, a) in args.iter().enumerate() {
+        if let Some(v) = a.strip_prefix("--output=") {
+            json = v == "json";
+        } else if a == "--output" {
+            json = args.get(i + 1).is_some_and(|v| v == "json");
+        }
+    }
+    json
 }
 
 async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
@@ -730,5 +736,8 @@ mod tests {
         assert!(wants_json(&a(&["pulsedev", "--output", "json", "bogus"])));
         assert!(wants_json(&a(&["pulsedev", "bogus", "--output=json"])));
         assert!(!wants_json(&a(&["pulsedev", "--output", "human"])));
+        assert!(!wants_json(&a(&[
+            "pulsedev", "--output", "json", "--output", "human", "x"
+        ])));
     }
 }

@@ -269,6 +269,13 @@ pub async fn render_platform_chart(
     }))
 }
 
+/// The services in the order `up` deploys them: the migrations Job first.
+pub fn apply_order(config: &Config) -> Vec<&String> {
+    let mut names: Vec<&String> = config.services.keys().collect();
+    names.sort_by_key(|n| n.as_str() != "migrations");
+    names
+}
+
 /// Renders the stack for an env, in apply order: shared manifests first, platform,
 /// then each service chart. Deterministic for the same inputs.
 pub async fn render(config: &Config, helm: &Helm, req: &Request<'_>) -> Result<Rendered> {
@@ -290,7 +297,7 @@ pub async fn render(config: &Config, helm: &Helm, req: &Request<'_>) -> Result<R
             }
         }
     }
-    for name in config.services.keys() {
+    for name in apply_order(config) {
         if let Some(p) = render_service(config, helm, req.env, name, req.images.get(name)).await? {
             out.pieces.push(p);
         }

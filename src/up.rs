@@ -93,15 +93,19 @@ impl Shared {
 
     /// Applies `manifests` and waits for what they contain to be ready. Boxed: the
     /// engine's futures borrow in ways that defeat `Send` inference inside the steps.
+    /// Objects that name no namespace go to `namespace` (what `helm template -n` meant),
+    /// or to the app's namespace when it is `None`.
     fn apply_and_wait<'a>(
         &'a self,
         manifests: Vec<Manifest>,
         gates: Vec<WebhookGate>,
+        namespace: Option<&'a str>,
         cancel: &'a CancellationToken,
     ) -> futures::future::BoxFuture<'a, Result<usize>> {
         Box::pin(async move {
             let engine = Shared::get(&self.kube, "the cluster client")?;
-            let mut options = ApplyOptions::new(STACK, &self.namespace());
+            let app = self.namespace();
+            let mut options = ApplyOptions::new(STACK, namespace.unwrap_or(&app));
             for g in gates {
                 options = options.with_gate(g);
             }
@@ -118,6 +122,21 @@ impl Shared {
                 .await?;
             Ok(n)
         })
+    }
+
+    /// Renders a pinned platform chart from the cache and applies it into its own
+    /// namespace, without its Helm hooks (tests, install-time checks), then waits.
+    async fn install_chart(&self, c: &PlatformChart, cancel: &CancellationToken) -> Result<usize> {
+        let helm = Shared::get(&self.helm, "helm")?;
+        let piece = stack::render_platform_chart(&self.config.root, helm, &self.dirs.cache, c)
+            .await?
+            .ok_or_else(|| {
+                Error::internal(format!("{} is not in the cache after fetching", c.chart))
+            })?;
+        let mut manifests = kube::parse(&piece.source, &piece.yaml)?;
+        manifests.retain(|m| !m.is_helm_hook());
+        self.apply_and_wait(manifests, vec![], Some(&c.namespace), cancel)
+            .await
     }
 }
 
@@ -146,6 +165,21 @@ pub struct Summary {
 /// Runs `up`. On success the summary; on failure the error, after the summary of
 /// what ran has been printed.
 pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
+    if config.env != Env::Dev {
+        return Err(Error::new(
+            ErrorKind::ConfigInvalid,
+            format!(
+                "`up` makes the dev environment; env is {} (from --env, PULSEDEV_ENV or pulsedev.toml)",
+                config.env.as_str()
+            ),
+        )
+        .with_hint(format!(
+            "unset PULSEDEV_ENV or set env = \"dev\"; staging and prod deploy with helm (see `pulsedev render --env {}`)",
+            config.env.as_str()
+        )));
+    }
+    // The stack's layout first: outside the repository this fails before anything runs.
+    let pins = stack::load_pins(&config.root)?;
     let dirs = Dirs::from_process()?;
     let ui = ctx.ui.clone();
     let started = tokio::time::Instant::now();
@@ -155,7 +189,6 @@ pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
 
     let session = cluster::begin(&dirs, &config.name, "pulsedev up")?;
     let progress = Arc::new(StepProgress::new(&ui));
-    let pins = stack::load_pins(&config.root)?;
     let shared = Arc::new(Shared {
         pins,
         config,
@@ -476,7 +509,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                 pieces.push(stack::file_piece(&s.config.root, f)?);
             }
             let manifests = parse_pieces(&pieces)?;
-            let n = s.apply_and_wait(manifests, vec![], &cancel).await?;
+            let n = s.apply_and_wait(manifests, vec![], None, &cancel).await?;
             // Dev credentials: created once per cluster, never printed, never updated.
             let mut created = Vec::new();
             if s.config.env == Env::Dev {
@@ -537,27 +570,13 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                 label,
                 &["namespaces", "platform-charts"],
                 move |s, cancel| async move {
-                    let helm = Shared::get(&s.helm, "helm")?;
-                    let pins = &s.pins;
-                    let c = pins.get(key).ok_or_else(|| {
+                    let c = s.pins.get(key).ok_or_else(|| {
                         Error::new(
                             ErrorKind::ConfigInvalid,
                             format!("manifests/platform/pins.toml has no [{key}]"),
                         )
                     })?;
-                    let piece =
-                        stack::render_platform_chart(&s.config.root, helm, &s.dirs.cache, c)
-                            .await?
-                            .ok_or_else(|| {
-                                Error::internal(format!(
-                                    "{} is not in the cache after fetching",
-                                    c.chart
-                                ))
-                            })?;
-                    let mut manifests = kube::parse(&piece.source, &piece.yaml)?;
-                    // Helm hooks (tests, startup checks) are not part of the steady state.
-                    manifests.retain(|m| !m.is_helm_hook());
-                    let n = s.apply_and_wait(manifests, vec![], &cancel).await?;
+                    let n = s.install_chart(c, &cancel).await?;
                     Ok(Outcome::Done(Some(format!(
                         "{} {}: {n} objects ready",
                         c.chart, c.version
@@ -582,7 +601,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                     }
                 }
                 let n = s
-                    .apply_and_wait(parse_pieces(&pieces)?, vec![], &cancel)
+                    .apply_and_wait(parse_pieces(&pieces)?, vec![], None, &cancel)
                     .await?;
                 Ok(Outcome::Done(Some(format!(
                     "{n} objects ready (Postgres, Redis, network policies)"
@@ -608,7 +627,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                     .map_or("cert-manager".to_string(), |c| c.namespace.clone());
                 let gate = WebhookGate::cert_manager(&cm_ns);
                 let n = s
-                    .apply_and_wait(parse_pieces(&pieces)?, vec![gate], &cancel)
+                    .apply_and_wait(parse_pieces(&pieces)?, vec![gate], None, &cancel)
                     .await?;
                 Ok(Outcome::Done(Some(format!(
                     "{n} issuer and certificate objects applied"
@@ -695,7 +714,12 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                     .get("cert-manager")
                     .map_or("cert-manager".to_string(), |c| c.namespace.clone());
                 let n = s
-                    .apply_and_wait(manifests, vec![WebhookGate::cert_manager(&cm_ns)], &cancel)
+                    .apply_and_wait(
+                        manifests,
+                        vec![WebhookGate::cert_manager(&cm_ns)],
+                        None,
+                        &cancel,
+                    )
                     .await?;
                 Ok(Outcome::Done(Some(format!(
                     "{n} objects (dashboards, rules, service monitors, Grafana's certificate)"
@@ -737,7 +761,6 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
 /// Secret (created once), the operator chart (its CRDs first), then the other add-ons
 /// side by side, then the workloads the operator makes.
 async fn install_observability(s: &Shared, cancel: &CancellationToken) -> Result<Outcome> {
-    let helm = Shared::get(&s.helm, "helm")?;
     let engine = Shared::get(&s.kube, "the cluster client")?;
     let root = &s.config.root;
     let pins = &s.pins;
@@ -751,34 +774,21 @@ async fn install_observability(s: &Shared, cancel: &CancellationToken) -> Result
             pieces.push(stack::file_piece(root, &root.join(f))?);
         }
     }
-    s.apply_and_wait(parse_pieces(&pieces)?, vec![], cancel)
-        .await?;
     let ns = optional
         .first()
         .map_or("monitoring".to_string(), |c| c.namespace.clone());
+    s.apply_and_wait(parse_pieces(&pieces)?, vec![], Some(&ns), cancel)
+        .await?;
     let grafana = crate::secrets::grafana_admin(&ns)?;
     kube::secrets::create_if_absent(engine.client(), &grafana).await?;
 
-    let render = |c: &'_ PlatformChart| {
-        let c = c.clone();
-        async move {
-            let piece = stack::render_platform_chart(root, helm, &s.dirs.cache, &c)
-                .await?
-                .ok_or_else(|| {
-                    Error::internal(format!("{} is not in the cache after fetching", c.chart))
-                })?;
-            let mut manifests = kube::parse(&piece.source, &piece.yaml)?;
-            manifests.retain(|m| !m.is_helm_hook());
-            s.apply_and_wait(manifests, vec![], cancel).await
-        }
-    };
     let (first, rest): (Vec<&PlatformChart>, Vec<&PlatformChart>) =
         optional.iter().partition(|c| c.chart == OPERATOR_CHART);
     let mut n = 0;
     for c in first {
-        n += render(c).await?;
+        n += s.install_chart(c, cancel).await?;
     }
-    for r in futures::future::join_all(rest.iter().map(|c| render(c))).await {
+    for r in futures::future::join_all(rest.iter().map(|c| s.install_chart(c, cancel))).await {
         n += r?;
     }
     // Workloads an operator makes from the charts' custom resources.
@@ -850,7 +860,7 @@ async fn deploy_services(
             ));
         }
     }
-    s.apply_and_wait(now, vec![], cancel).await
+    s.apply_and_wait(now, vec![], None, cancel).await
 }
 
 /// Puts a platform chart into the cache with `helm pull` unless it is there; checks
@@ -945,11 +955,14 @@ fn build_event(lines: &crate::ui::TaskLines, e: images::Event) {
 
 /// Hosts of the Ingress objects applied, as https URLs on the configured port.
 fn urls(shared: &Shared) -> Vec<String> {
-    let port = shared
+    // No host ports published (`--no-host-ports`): nothing is reachable from here.
+    let Some(port) = shared
         .cluster
         .get()
         .and_then(|c| c.ports.as_ref().map(|p| p.https))
-        .unwrap_or(shared.config.ports.https);
+    else {
+        return Vec::new();
+    };
     let suffix = if port == 443 {
         String::new()
     } else {

@@ -595,7 +595,9 @@ fn write_record(
 }
 
 fn remove_state_files(paths: &Paths) -> Result<()> {
-    for p in [&paths.record, &paths.rendered, &paths.kubeconfig] {
+    // applied.json (what `up` rolled out last) describes the old cluster's objects.
+    let applied = paths.dir.join("applied.json");
+    for p in [&paths.record, &paths.rendered, &paths.kubeconfig, &applied] {
         state::remove_file(p)?;
     }
     Ok(())

@@ -56,15 +56,17 @@ fn chart(name: &str, version: &str, templates: &[(&str, String)]) -> Vec<u8> {
     tgz(&refs)
 }
 
+/// Like most charts' templates, without a namespace: `helm template -n` and the apply
+/// engine's default namespace decide where it goes.
 fn deployment(name: &str, app: &str, image: &str) -> String {
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {{{{ .Release.Namespace }}}}\n  labels: {{app.kubernetes.io/name: {app}}}\nspec:\n  selector: {{matchLabels: {{app.kubernetes.io/name: {app}}}}}\n  template:\n    metadata: {{labels: {{app.kubernetes.io/name: {app}}}}}\n    spec:\n      containers: [{{name: {app}, image: \"{image}\"}}]\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  labels: {{app.kubernetes.io/name: {app}}}\nspec:\n  selector: {{matchLabels: {{app.kubernetes.io/name: {app}}}}}\n  template:\n    metadata: {{labels: {{app.kubernetes.io/name: {app}}}}}\n    spec:\n      containers: [{{name: {app}, image: \"{image}\"}}]\n"
     )
 }
 
 fn statefulset(name: &str, app: &str, image: &str) -> String {
     format!(
-        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: {name}\n  namespace: {{{{ .Release.Namespace }}}}\nspec:\n  serviceName: {name}\n  selector: {{matchLabels: {{app.kubernetes.io/name: {app}}}}}\n  template:\n    metadata: {{labels: {{app.kubernetes.io/name: {app}}}}}\n    spec:\n      containers: [{{name: {app}, image: \"{image}\"}}]\n"
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: {name}\nspec:\n  serviceName: {name}\n  selector: {{matchLabels: {{app.kubernetes.io/name: {app}}}}}\n  template:\n    metadata: {{labels: {{app.kubernetes.io/name: {app}}}}}\n    spec:\n      containers: [{{name: {app}, image: \"{image}\"}}]\n"
     )
 }
 
