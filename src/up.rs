@@ -216,12 +216,18 @@ pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
     run.steps.insert(0, preflight);
 
     let mut error = run.error.take();
-    if let Some(e) = &error
-        && e.kind == ErrorKind::Interrupted
-    {
+    // Ctrl-C wins over a failure that came first: the user asked to stop, so what this
+    // run made is undone and the exit code is 130; the failure stays in the details.
+    if ctx.cancel.is_cancelled() {
         undo(&shared).await;
+        let mut e = Error::interrupted();
+        if let Some(other) = error.take().filter(|o| o.kind != ErrorKind::Interrupted) {
+            e.details
+                .push(format!("before that: {}: {}", other.id(), other.message));
+        }
+        error = Some(e);
     }
-    let result: Result<()> = match error.take() {
+    let result: Result<()> = match error {
         Some(e) => Err(e),
         None => Ok(()),
     };

@@ -818,3 +818,45 @@ fn a_platform_chart_that_cannot_be_fetched_fails_with_its_id() {
     assert_eq!(step(&doc, "platform-charts")["status"], "failed");
     assert_eq!(step(&doc, "cert-manager")["status"], "not-run");
 }
+
+#[test]
+fn ctrl_c_after_a_failure_still_exits_130_and_keeps_the_failure() {
+    let Some(w) = World::new(|o| o) else { return };
+    let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
+    let cm = &pins["cert-manager"];
+    std::fs::remove_file(
+        w.pd.home
+            .path()
+            .join("cache/pulsedev/charts")
+            .join(format!("{}-{}.tgz", cm.chart, cm.version)),
+    )
+    .unwrap();
+    // kind hangs, so the run is still busy when platform-charts has already failed.
+    let child =
+        w.pd.command_with(&["up", "--timeout", "60"])
+            .env("FAKE_KIND_MODE", "hang")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !w.kind_dir.join("hang.pid").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("error[interrupted]"), "{stderr}");
+    assert!(
+        stderr.contains("before that: chart-fetch-failed"),
+        "{stderr}"
+    );
+    let calls = fakes::kind_calls(&w.kind_dir);
+    assert!(
+        calls.iter().any(|c| c.starts_with("delete cluster")),
+        "{calls:?}"
+    );
+}
