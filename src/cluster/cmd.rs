@@ -113,9 +113,23 @@ pub async fn create(ctx: &Ctx, args: &ClusterCreateArgs) -> Result<()> {
 pub async fn down(ctx: &Ctx) -> Result<()> {
     let config = ctx.existing_cluster_config()?;
     let dirs = Dirs::from_process()?;
-    let live = live(ctx, dirs).await?;
-    let deps = live.deps(&ctx.ui, &ctx.cancel);
-    let report = super::down(&deps, &config.name).await?;
+    let report = if super::Paths::new(&dirs, &config.name).dir.exists() {
+        let live = live(ctx, dirs).await?;
+        let deps = live.deps(&ctx.ui, &ctx.cancel);
+        super::down(&deps, &config.name).await?
+    } else {
+        // pulsedev keeps nothing for this name, so it made no cluster: no kind call (it
+        // may not even be installed). Only a registry container may be left.
+        let registry_removed = match crate::images::connect_engine(DOCKER_TIMEOUT).await {
+            Ok(engine) => crate::images::registry::remove(&engine, &config.name).await?,
+            Err(_) => false,
+        };
+        super::DownReport {
+            name: config.name.clone(),
+            registry_removed,
+            ..super::DownReport::default()
+        }
+    };
     if ctx.ui.json() {
         ctx.ui.out_json(&json!({"ok": true, "down": report}));
     } else {

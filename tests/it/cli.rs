@@ -169,3 +169,15 @@ fn ci_mode_finds_its_cluster_by_job_id_or_asks_for_a_name() {
         .run();
     assert_eq!(run.json()["cluster"]["name"], "mine");
 }
+
+#[test]
+fn down_with_nothing_to_remove_needs_neither_kind_nor_docker() {
+    let pd = Pd::new();
+    let sock = pd.home.path().join("nobody.sock");
+    let run = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(&["down"])
+        .run();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout, "nothing to remove for pulsedev\n");
+}
