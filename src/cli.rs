@@ -233,8 +233,7 @@ impl Ctx {
 
     /// CI mode: `--ci`, or CI set to anything but empty, 0 or false.
     pub fn ci(&self) -> bool {
-        self.global.ci
-            || std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+        self.global.ci || ui::is_ci(&|k| std::env::var(k).ok())
     }
 
     /// The configuration, with CI mode's unique default name when no name was given,
@@ -307,7 +306,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
         dumb_term: env("TERM").as_deref() == Some("dumb"),
         stdout_tty: std::io::stdout().is_terminal(),
         stderr_tty: std::io::stderr().is_terminal(),
-        ci: ui::is_ci(&env),
+        // `--ci` or a CI system: the same test `Ctx::ci` makes.
+        ci: cli.global.ci || ui::is_ci(&env),
     });
     let ui = Ui::new(mode);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -602,6 +602,16 @@ async fn cmd_render(ctx: &Ctx, args: RenderArgs) -> Result<()> {
     Ok(())
 }
 
+/// The HTTPS host port of the cluster: its own record knows the one it was made with
+/// (CI mode picks one); the configured one otherwise.
+fn https_port(paths: &crate::cluster::Paths, config: &Config) -> u16 {
+    crate::cluster::read_record(paths)
+        .ok()
+        .flatten()
+        .and_then(|r| r.ports.map(|p| p.https))
+        .unwrap_or(config.ports.https)
+}
+
 /// `status`: read the picture from pulsedev's kubeconfig for `--name`, print it, exit 1
 /// unless everything is ready.
 async fn cmd_status(ctx: &Ctx) -> Result<()> {
@@ -609,13 +619,7 @@ async fn cmd_status(ctx: &Ctx) -> Result<()> {
     let paths = crate::cluster::Paths::new(&crate::state::Dirs::from_process()?, &config.name);
     let kubeconfig = paths.kubeconfig.clone();
     let context = kube::context_name(&config.name);
-    // The cluster's own record knows the HTTPS port it was made with (CI picks one).
-    let https = crate::cluster::read_record(&paths)
-        .ok()
-        .flatten()
-        .and_then(|r| r.ports.map(|p| p.https))
-        .unwrap_or(config.ports.https);
-    let spec = kube::StatusSpec::pulsewatch(https);
+    let spec = kube::StatusSpec::pulsewatch(https_port(&paths, &config));
     let spinner = ctx.ui.spinner("reading the cluster");
     let report = ctx
         .interruptible(kube::collect_status(
@@ -648,7 +652,7 @@ async fn cmd_status(ctx: &Ctx) -> Result<()> {
 async fn cmd_trust(ctx: &Ctx, args: TrustArgs) -> Result<()> {
     use crate::trust;
     let config = ctx.existing_cluster_config()?;
-    if (args.install || args.uninstall) && ui::is_ci(&|k| std::env::var(k).ok()) {
+    if (args.install || args.uninstall) && ctx.ci() {
         return Err(Error::new(
             ErrorKind::Usage,
             "refusing to change the OS trust store in CI",
@@ -703,7 +707,7 @@ async fn cmd_trust(ctx: &Ctx, args: TrustArgs) -> Result<()> {
             said.push(format!(
                 "use it with `curl --cacert {} https://api.pulsewatch.localhost{}/health`, or trust it system-wide with `sudo pulsedev trust --install`",
                 cert.display(),
-                if config.ports.https == 443 { String::new() } else { format!(":{}", config.ports.https) }
+                match https_port(&paths, &config) { 443 => String::new(), p => format!(":{p}") }
             ));
         }
     }
