@@ -619,7 +619,18 @@ async fn cmd_status(ctx: &Ctx) -> Result<()> {
     let paths = crate::cluster::Paths::new(&crate::state::Dirs::from_process()?, &config.name);
     let kubeconfig = paths.kubeconfig.clone();
     let context = kube::context_name(&config.name);
-    let spec = kube::StatusSpec::pulsewatch(https_port(&paths, &config));
+    // The configured services (the migrations Job is not a Deployment to watch).
+    let services: Vec<String> = config
+        .services
+        .keys()
+        .filter(|s| *s != crate::up::MIGRATIONS)
+        .cloned()
+        .collect();
+    let spec = kube::StatusSpec::for_stack(
+        &crate::stack::namespace(config.env),
+        &services,
+        https_port(&paths, &config),
+    );
     let spinner = ctx.ui.spinner("reading the cluster");
     let report = ctx
         .interruptible(kube::collect_status(

@@ -116,34 +116,46 @@ pub struct StatusSpec {
 impl StatusSpec {
     /// The PulseWatch dev stack as the charts under manifests/ deploy it.
     pub fn pulsewatch(https_port: u16) -> StatusSpec {
+        let services = ["api", "worker", "web"].map(String::from);
+        StatusSpec::for_stack("pulsewatch-dev", &services, https_port)
+    }
+
+    /// The stack with these service Deployments in `app` (the configured services).
+    pub fn for_stack(app: &str, services: &[String], https_port: u16) -> StatusSpec {
         use Category::*;
         use CheckKind::*;
-        let app = "pulsewatch-dev";
+        let mut checks = vec![
+            Check::selected(
+                Platform,
+                Deployment,
+                "platform",
+                "app.kubernetes.io/name=nginx-ingress",
+            ),
+            Check::named(Platform, Deployment, "cert-manager", "cert-manager"),
+            Check::named(
+                Platform,
+                Deployment,
+                "cert-manager",
+                "cert-manager-cainjector",
+            ),
+            Check::named(Platform, Deployment, "cert-manager", "cert-manager-webhook"),
+            Check::named(DataStore, StatefulSet, app, "postgres"),
+            Check::named(DataStore, Deployment, app, "redis"),
+        ];
+        checks.extend(
+            services
+                .iter()
+                .map(|s| Check::named(Service, Deployment, app, s)),
+        );
+        // `up --with observability` (manifests/platform/observability).
+        checks.push(Check::optional_all(Observability, Deployment, "monitoring"));
+        checks.push(Check::optional_all(
+            Observability,
+            StatefulSet,
+            "monitoring",
+        ));
         StatusSpec {
-            checks: vec![
-                Check::selected(
-                    Platform,
-                    Deployment,
-                    "platform",
-                    "app.kubernetes.io/name=nginx-ingress",
-                ),
-                Check::named(Platform, Deployment, "cert-manager", "cert-manager"),
-                Check::named(
-                    Platform,
-                    Deployment,
-                    "cert-manager",
-                    "cert-manager-cainjector",
-                ),
-                Check::named(Platform, Deployment, "cert-manager", "cert-manager-webhook"),
-                Check::named(DataStore, StatefulSet, app, "postgres"),
-                Check::named(DataStore, Deployment, app, "redis"),
-                Check::named(Service, Deployment, app, "api"),
-                Check::named(Service, Deployment, app, "worker"),
-                Check::named(Service, Deployment, app, "web"),
-                // `up --with observability` (manifests/platform/observability).
-                Check::optional_all(Observability, Deployment, "monitoring"),
-                Check::optional_all(Observability, StatefulSet, "monitoring"),
-            ],
+            checks,
             ingress_namespaces: vec![app.into(), "monitoring".into()],
             https_port,
         }
