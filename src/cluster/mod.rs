@@ -402,6 +402,21 @@ async fn ensure_inner(deps: &Deps<'_>, opts: &Options, s: &Session) -> Result<Cl
                 guard_record(&rec, paths)?;
                 let started = start_stopped(deps, opts).await?;
                 wait_ready(deps, opts, paths).await?;
+                // The registry port is not part of the cluster's definition: a newly
+                // asked one takes effect (the registry wiring follows it) and is recorded.
+                let registry_port = match opts.ports {
+                    PortPlan::Fixed { registry, .. } => registry,
+                    PortPlan::NoHostPorts { registry: Some(p) } => p,
+                    _ => rec.registry_port,
+                };
+                if registry_port != rec.registry_port {
+                    let updated = ClusterRecord {
+                        registry_port,
+                        ..rec.clone()
+                    };
+                    let text = serde_json::to_string_pretty(&updated).expect("record serializes");
+                    state::write_private(&paths.record, format!("{text}\n").as_bytes())?;
+                }
                 return Ok(ClusterInfo {
                     name: name.to_string(),
                     context: context_name(name),
@@ -411,7 +426,7 @@ async fn ensure_inner(deps: &Deps<'_>, opts: &Options, s: &Session) -> Result<Cl
                     resumed,
                     started_nodes: started,
                     ports: rec.ports,
-                    registry_port: rec.registry_port,
+                    registry_port,
                     config_hash: rec.config_hash,
                 });
             }

@@ -514,6 +514,28 @@ fn up_brings_the_stack_up_converges_and_rolls_out_only_what_changed() {
     );
     assert!(human.stdout.contains("`pulsedev trust`"));
 
+    // A new registry port takes effect on the same cluster (it is not part of its
+    // definition): the registry moves, the images follow.
+    let [port, _, _] = free_ports();
+    let moved = w.pd.run_with(&[
+        "--registry-port",
+        &port.to_string(),
+        "up",
+        "--output",
+        "json",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(moved.code, 0, "{}\n{}", moved.stdout, moved.stderr);
+    let m = moved.json();
+    assert_eq!(m["cluster"]["registry_port"], port);
+    assert_eq!(step(&m, "cluster")["status"], "skipped");
+    let image = w.api.object("Deployment", "pulsewatch-dev", "api").unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(image.starts_with(&format!("localhost:{port}/")), "{image}");
+
     // reset: the cluster is deleted and made again, then everything converges.
     let reset =
         w.pd.run_with(&["reset", "--yes", "--output", "json", "--timeout", "60"]);
