@@ -47,9 +47,12 @@ impl Dirs {
         })
     }
 
-    /// From the real process environment.
+    /// From the real process environment. Under `sudo` (e.g. `sudo pulsedev trust
+    /// --install`) the invoking user's home is used, so the root process finds the
+    /// user's clusters rather than root's empty state.
     pub fn from_process() -> Result<Dirs> {
-        Dirs::resolve(&|k| std::env::var(k).ok(), dirs::home_dir().as_deref())
+        let home = sudo_user_home().or_else(dirs::home_dir);
+        Dirs::resolve(&|k| std::env::var(k).ok(), home.as_deref())
     }
 
     /// The state directory of one cluster.
@@ -61,6 +64,28 @@ impl Dirs {
     pub fn tools(&self) -> PathBuf {
         self.cache.join("tools")
     }
+}
+
+/// The home directory of the user who ran `sudo`, when this process is root because
+/// of it.
+fn sudo_user_home() -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let user = std::env::var("SUDO_USER")
+        .ok()
+        .filter(|u| !u.is_empty() && u != "root")?;
+    let c = std::ffi::CString::new(user).ok()?;
+    // SAFETY: `c` is a valid C string; getpwnam returns null or a pointer to a static
+    // passwd record, read at once before any other getpw* call.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: non-null pw_dir of a passwd record is a NUL-terminated string.
+    let dir = unsafe { std::ffi::CStr::from_ptr((*pw).pw_dir) };
+    Some(PathBuf::from(dir.to_string_lossy().into_owned()))
 }
 
 /// Creates `dir` and its missing parents with mode 0700.

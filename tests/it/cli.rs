@@ -181,3 +181,35 @@ fn down_with_nothing_to_remove_needs_neither_kind_nor_docker() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.stdout, "nothing to remove for pulsedev\n");
 }
+
+/// `sudo pulsedev trust --install` must find the invoking user's cluster, not root's.
+#[test]
+fn under_sudo_the_invoking_users_state_is_used() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root (as in CI) to stand in for sudo");
+        return;
+    }
+    let run = Pd::new()
+        .without("XDG_STATE_HOME")
+        .env("SUDO_USER", "daemon")
+        .args(&["status", "--output", "json"])
+        .run();
+    assert_eq!(run.code, 1, "{run:?}");
+    let kubeconfig = run.json()["cluster"]["kubeconfig"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let home = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("daemon:")
+                .map(|r| r.split(':').nth(4).unwrap().to_string())
+        })
+        .unwrap();
+    assert!(
+        kubeconfig.starts_with(&format!("{home}/.local/state/pulsedev/")),
+        "{kubeconfig}"
+    );
+}

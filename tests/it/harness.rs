@@ -84,6 +84,11 @@ impl Pd {
         self
     }
 
+    pub fn without(mut self, k: &str) -> Pd {
+        self.env.remove(k);
+        self
+    }
+
     pub fn args(mut self, args: &[&str]) -> Pd {
         self.args.extend(args.iter().map(|a| a.to_string()));
         self
