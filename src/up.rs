@@ -553,7 +553,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
             let pins = &s.pins;
             let mut fetched = Vec::new();
             for c in pins.values().filter(|c| c.enabled(&s.config)) {
-                if interruptible(&cancel, fetch_chart(helm, &s.dirs, c)).await? {
+                if interruptible(&cancel, fetch_chart(helm, &s.dirs, c, &s.ui)).await? {
                     fetched.push(format!("{} {}", c.chart, c.version));
                 }
             }
@@ -871,10 +871,10 @@ async fn deploy_services(
 
 /// Puts a platform chart into the cache with `helm pull` unless it is there; checks
 /// its SHA-256 against the pin when the pin has one. Returns whether it fetched.
-async fn fetch_chart(helm: &Helm, dirs: &Dirs, c: &PlatformChart) -> Result<bool> {
+async fn fetch_chart(helm: &Helm, dirs: &Dirs, c: &PlatformChart, ui: &Ui) -> Result<bool> {
     let archive = stack::chart_archive(&dirs.cache, c);
     if archive.is_file() {
-        verify_chart(&archive, c)?;
+        verify_chart(&archive, c, ui)?;
         return Ok(false);
     }
     let dest = archive.parent().expect("archives live in a directory");
@@ -907,24 +907,44 @@ async fn fetch_chart(helm: &Helm, dirs: &Dirs, c: &PlatformChart) -> Result<bool
         )
         .with_hint("check the network (HTTPS_PROXY is honoured), then run `pulsedev up` again"));
     }
-    verify_chart(&archive, c)?;
+    verify_chart(&archive, c, ui)?;
     Ok(true)
 }
 
-fn verify_chart(archive: &std::path::Path, c: &PlatformChart) -> Result<()> {
-    if c.sha256.is_empty() {
-        return Ok(());
-    }
+/// Checks a cached chart archive against the pinned SHA-256. A pin without one is
+/// trusted on first use: the digest of the first download is kept beside the archive
+/// (`<archive>.sha256`) and every later use must match it.
+fn verify_chart(archive: &std::path::Path, c: &PlatformChart, ui: &Ui) -> Result<()> {
     let bytes = std::fs::read(archive)
         .map_err(|e| Error::internal(format!("failed to read {}: {e}", archive.display())))?;
     let got = hex::encode(Sha256::digest(&bytes));
-    if got != c.sha256.to_ascii_lowercase() {
+    let recorded = archive.with_extension("tgz.sha256");
+    let (want, source) = if !c.sha256.is_empty() {
+        (
+            c.sha256.to_ascii_lowercase(),
+            "pinned in manifests/platform/pins.toml",
+        )
+    } else if let Some(first) = state::read_optional(&recorded)? {
+        (first.trim().to_string(), "recorded at its first download")
+    } else {
+        ui.warn(&format!(
+            "the {} chart {} has no pinned SHA-256; recorded {got} from this first download \
+             (pin it in manifests/platform/pins.toml)",
+            c.chart, c.version
+        ));
+        state::write_private(&recorded, format!("{got}\n").as_bytes())?;
+        return Ok(());
+    };
+    if got != want {
         let _ = std::fs::remove_file(archive);
         return Err(Error::new(
             ErrorKind::ToolChecksumMismatch,
-            format!("the {} chart {} has SHA-256 {got}, not the pinned {}", c.chart, c.version, c.sha256),
+            format!(
+                "the {} chart {} has SHA-256 {got}, not {want} ({source})",
+                c.chart, c.version
+            ),
         )
-        .with_hint("the download was removed; run again, and if it repeats check manifests/platform/pins.toml"));
+        .with_hint("the archive was removed; run again, and if it repeats check manifests/platform/pins.toml"));
     }
     Ok(())
 }

@@ -882,3 +882,38 @@ fn ctrl_c_after_a_failure_still_exits_130_and_keeps_the_failure() {
         "{calls:?}"
     );
 }
+
+#[test]
+fn unpinned_platform_charts_are_trusted_on_first_use_then_verified() {
+    let Some(w) = World::new(|o| o) else { return };
+    let first = w.up(&[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(
+        first.stderr.contains("has no pinned SHA-256; recorded"),
+        "{}",
+        first.stderr
+    );
+    let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
+    let cm = &pins["cert-manager"];
+    let archive =
+        w.pd.home
+            .path()
+            .join("cache/pulsedev/charts")
+            .join(format!("{}-{}.tgz", cm.chart, cm.version));
+    assert!(archive.with_extension("tgz.sha256").is_file());
+    // The cached archive changes behind pulsedev's back: refused, and removed.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    std::fs::write(&archive, bytes).unwrap();
+    let second = w.up(&[]);
+    assert_eq!(second.code, 3, "{}\n{}", second.stdout, second.stderr);
+    let doc = second.json();
+    assert_eq!(doc["error"]["id"], "tool-checksum-mismatch");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("recorded at its first download")
+    );
+    assert!(!archive.exists());
+}
