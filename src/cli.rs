@@ -435,6 +435,11 @@ async fn cmd_build(ctx: &Ctx, args: BuildArgs) -> Result<()> {
     use crate::images::{self, Event};
     let config = ctx.config()?;
     let services = images::select(&config, &args.services)?;
+    Config {
+        services: services.clone(),
+        ..config.clone()
+    }
+    .check_services(true, false)?;
     let engine = ctx
         .interruptible(images::connect_engine(Duration::from_secs(5)))
         .await??;

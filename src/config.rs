@@ -265,6 +265,47 @@ impl Config {
         }
     }
 
+    /// Checks that what the services point at exists: the build context and its
+    /// Dockerfile (`build`), the chart (`chart`). Every problem at once, as
+    /// `config-invalid`, before any work starts.
+    pub fn check_services(&self, build: bool, chart: bool) -> Result<()> {
+        let origin = self
+            .file
+            .as_ref()
+            .map_or("the built-in defaults".to_string(), |f| {
+                f.display().to_string()
+            });
+        let mut problems = Vec::new();
+        for (name, svc) in &self.services {
+            if build && !svc.context.is_dir() {
+                problems.push(format!(
+                    "services.{name}.context: {} is not a directory",
+                    svc.context.display()
+                ));
+            } else if build && !svc.context.join(&svc.dockerfile).is_file() {
+                problems.push(format!(
+                    "services.{name}.dockerfile: {} is not a file",
+                    svc.context.join(&svc.dockerfile).display()
+                ));
+            }
+            if chart
+                && let Some(c) = &svc.chart
+                && !c.join("Chart.yaml").is_file()
+            {
+                problems.push(format!(
+                    "services.{name}.chart: {} holds no Chart.yaml",
+                    c.display()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(invalid(problems).with_hint(format!(
+            "paths are relative to the directory of {origin}; run pulsedev from the PulseWatch repository, or fix the paths in pulsedev.toml"
+        )))
+    }
+
     /// Concurrent builds to run.
     pub fn build_parallelism(&self) -> usize {
         match self.images.parallel {
@@ -857,6 +898,20 @@ build_args = { NODE_ENV = "production" }
         assert_eq!(err.details.len(), 2, "{:#?}", err.details);
         assert!(err.details[0].contains("PULSEDEV_ENV"));
         assert!(err.details[1].contains("PULSEDEV_HTTP_PORT"));
+    }
+
+    #[test]
+    fn service_paths_are_checked_all_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::defaults(dir.path());
+        let e = c.check_services(true, true).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ConfigInvalid);
+        // 4 services: a missing context and a missing chart each.
+        assert_eq!(e.details.len(), 8, "{:#?}", e.details);
+        assert!(e.details[0].starts_with("services.api.context: "));
+        assert!(c.check_services(false, false).is_ok());
+        let repo = Config::defaults(Path::new(env!("CARGO_MANIFEST_DIR")));
+        repo.check_services(true, true).unwrap();
     }
 
     #[test]

@@ -179,6 +179,7 @@ pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
         )));
     }
     // The stack's layout first: outside the repository this fails before anything runs.
+    config.check_services(true, true)?;
     let pins = stack::load_pins(&config.root)?;
     let dirs = Dirs::from_process()?;
     let ui = ctx.ui.clone();

@@ -213,3 +213,41 @@ fn under_sudo_the_invoking_users_state_is_used() {
         "{kubeconfig}"
     );
 }
+
+#[test]
+fn up_outside_the_repository_is_a_config_error_before_anything_runs() {
+    let pd = Pd::new().args(&["up"]);
+    let run = pd.run();
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(
+        run.stderr.contains("services.api.context: "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("run pulsedev from the PulseWatch repository"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !pd.home.path().join("state/pulsedev").exists(),
+        "nothing was left behind"
+    );
+}
+
+#[test]
+fn up_refuses_an_env_other_than_dev() {
+    let run = Pd::new()
+        .cwd(crate::harness::repo_root())
+        .env("PULSEDEV_ENV", "prod")
+        .args(&["up"])
+        .run();
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("`up` makes the dev environment; env is prod"),
+        "{}",
+        run.stderr
+    );
+}
