@@ -403,11 +403,20 @@ class Migrations(unittest.TestCase):
                         self.assertEqual(ann.get("helm.sh/hook"), "pre-install,pre-upgrade", str(o))
                         self.assertLess(int(ann["helm.sh/hook-weight"]), int(job.doc["metadata"]["annotations"]["helm.sh/hook-weight"]))
 
-    def test_job_name_follows_the_image(self):
-        out = lib.helm(*lib.template_args("migrations", "dev", "--set-string", "migrations.image.tag=2026.11.26-ab12CD")).stdout
-        self.assertIn("name: migrations-2026-11-26-ab12cd\n", out)
-        out = lib.helm(*lib.template_args("migrations", "dev", "--set-string", "migrations.image.digest=sha256:" + "0123456789abcdef" * 4)).stdout
-        self.assertIn("name: migrations-0123456789ab\n", out)
+    def test_job_name_follows_the_image_and_the_pod_template(self):
+        def name(*sets):
+            out = lib.helm(*lib.template_args("migrations", "dev", *sets)).stdout
+            [job] = [line for line in out.splitlines() if line.startswith("  name: migrations-")]
+            return job.removeprefix("  name: ")
+
+        tag = name("--set-string", "migrations.image.tag=2026.11.26-ab12CD")
+        self.assertRegex(tag, r"^migrations-2026-11-26-ab12cd-[0-9a-f]{8}$")
+        digest = name("--set-string", "migrations.image.digest=sha256:" + "0123456789abcdef" * 4)
+        self.assertRegex(digest, r"^migrations-0123456789ab-[0-9a-f]{8}$")
+        # Same image, another pod template (a Job's template is immutable): a new name.
+        other = name("--set-string", "migrations.image.tag=2026.11.26-ab12CD", "--set", "migrations.resources.limits.cpu=1")
+        self.assertNotEqual(other, tag)
+        self.assertEqual(name("--set-string", "migrations.image.tag=2026.11.26-ab12CD"), tag)
 
 
 class Values(unittest.TestCase):
