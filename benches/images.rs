@@ -7,7 +7,8 @@
 //!   3. streaming a 1 GiB image through the archive path (target: pulsedev's peak
 //!      RSS under 64 MiB).
 //!
-//! Run: `DOCKER_HOST=unix:///tmp/pd-docker.sock cargo bench --bench images`
+//! Run: `scripts/bench-images` (or `cargo bench --bench images`) with a Docker engine that
+//! DOCKER_HOST or the current docker context names.
 //! (all three), or `… -- 1 3` for some. Fixtures are generated in a temp dir and the
 //! images removed at the end. Peak RSS is the child's `ru_maxrss` from wait4(2).
 //! `docker`, `/bin/busybox` and `/usr/bin/docker-registry` must be installed.
