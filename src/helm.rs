@@ -26,6 +26,9 @@ pub struct Template<'a> {
     pub set_string: Vec<(String, String)>,
     /// `--version` for a chart from a repository archive.
     pub version: Option<&'a str>,
+    /// `--include-crds`: the CRDs a chart keeps in its `crds/` folder (helm install
+    /// applies them; `helm template` leaves them out unless asked).
+    pub include_crds: bool,
 }
 
 impl Helm {
@@ -54,6 +57,9 @@ impl Helm {
         if let Some(v) = t.version {
             a.push("--version".into());
             a.push(v.to_string());
+        }
+        if t.include_crds {
+            a.push("--include-crds".into());
         }
         for f in &t.values {
             a.push("-f".into());
@@ -122,6 +128,7 @@ mod tests {
             values: vec![PathBuf::from("/r/manifests/envs/dev/values.yaml")],
             set_string: vec![("api.image.tag".into(), "3f2a9c1b7d0e".into())],
             version: None,
+            include_crds: false,
         };
         assert_eq!(
             Helm::args(&t).join(" "),

@@ -237,6 +237,7 @@ pub async fn render_service(
         values: files,
         set_string,
         version: None,
+        include_crds: false,
     };
     Ok(Some(Piece {
         source: rel(root, chart),
@@ -262,6 +263,8 @@ pub async fn render_platform_chart(
         values: vec![root.join(&c.values)],
         set_string: vec![],
         version: None,
+        // Platform charts bring CRDs (e.g. the Prometheus operator's) that `up` applies.
+        include_crds: true,
     };
     Ok(Some(Piece {
         source: format!("{}-{}", c.chart, c.version),

@@ -124,6 +124,8 @@ pub async fn ensure(engine: &Engine, spec: &RegistrySpec) -> Result<RegistryStat
                         &name,
                         Some(bollard::query_parameters::RemoveContainerOptions {
                             force: true,
+                            // Its anonymous /var/lib/registry volume goes with it.
+                            v: true,
                             ..Default::default()
                         }),
                     )
@@ -325,6 +327,7 @@ pub async fn remove(engine: &Engine, cluster: &str) -> Result<bool> {
             &name,
             Some(bollard::query_parameters::RemoveContainerOptions {
                 force: true,
+                v: true,
                 ..Default::default()
             }),
         )

@@ -47,7 +47,13 @@ fn chart(name: &str, version: &str, templates: &[(&str, String)]) -> Vec<u8> {
         ),
     )];
     for (file, text) in templates {
-        entries.push((format!("{name}/templates/{file}"), text.clone()));
+        // `crds/…` is the chart's CRD folder (rendered only with --include-crds).
+        let path = if file.starts_with("crds/") {
+            format!("{name}/{file}")
+        } else {
+            format!("{name}/templates/{file}")
+        };
+        entries.push((path, text.clone()));
     }
     let refs: Vec<(&str, String)> = entries
         .iter()
@@ -88,7 +94,7 @@ fn seed_observability_charts(cache: &Path) {
         let mut templates = Vec::new();
         if c.chart == "kube-prometheus-stack" {
             templates.push((
-                "crds.yaml".to_string(),
+                "crds/monitoring.yaml".to_string(),
                 format!(
                     "{}---\n{}",
                     crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
