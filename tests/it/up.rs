@@ -923,3 +923,33 @@ fn unpinned_platform_charts_are_trusted_on_first_use_then_verified() {
     );
     assert!(!archive.exists());
 }
+
+#[test]
+fn up_waits_for_the_tls_certificates_to_be_issued() {
+    // cert-manager never fills the web's TLS Secret.
+    let Some(w) = World::new(|o| {
+        o.fault(
+            "GET",
+            "/secrets/pulsewatch-web-tls",
+            404,
+            "NotFound",
+            "secrets \"pulsewatch-web-tls\" not found",
+            10_000,
+        )
+    }) else {
+        return;
+    };
+    let run = w.up(&["--timeout", "3"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["error"]["id"], "rollout-timeout", "{doc:#}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Secret pulsewatch-dev/pulsewatch-web-tls was not issued"),
+        "{doc:#}"
+    );
+    assert_eq!(step(&doc, "local-ca")["status"], "failed");
+    assert_eq!(step(&doc, "services")["status"], "not-run");
+}
