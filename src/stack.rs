@@ -99,6 +99,10 @@ pub fn observability_values(root: &Path, env: Env) -> PathBuf {
         .join("observability.yaml")
 }
 
+/// The dev hosts (manifests/envs/dev/values.yaml, the local CA's certificates).
+pub const WEB_HOST: &str = "pulsewatch.localhost";
+pub const API_HOST: &str = "api.pulsewatch.localhost";
+
 pub fn namespace(env: Env) -> String {
     format!("pulsewatch-{}", env.as_str())
 }
@@ -200,6 +204,7 @@ pub async fn render_service(
     env: Env,
     name: &str,
     image: Option<&ImageRef>,
+    https_port: Option<u16>,
 ) -> Result<Option<Piece>> {
     let root = &config.root;
     let Some(svc) = config.services.get(name) else {
@@ -222,6 +227,23 @@ pub async fn render_service(
         set_string.push((format!("{name}.image.tag"), img.tag.clone()));
         if let Some(d) = &img.digest {
             set_string.push((format!("{name}.image.digest"), d.clone()));
+        }
+    }
+    // The browser's origin carries the HTTPS port: on any port but 443 the web's API
+    // URL and the api's CORS origin must carry it too.
+    if env == Env::Dev
+        && let Some(port) = https_port.filter(|p| *p != 443)
+    {
+        match name {
+            "api" => set_string.push((
+                "api.corsOrigin".into(),
+                format!("https://{WEB_HOST}:{port}"),
+            )),
+            "web" => set_string.push((
+                "web.apiBaseUrl".into(),
+                format!("https://{API_HOST}:{port}"),
+            )),
+            _ => {}
         }
     }
     let ns = namespace(env);
@@ -286,7 +308,16 @@ pub async fn render(config: &Config, helm: &Helm, req: &Request<'_>) -> Result<R
     let mut out = Rendered::default();
     match req.service {
         Some(s) => {
-            if let Some(p) = render_service(config, helm, req.env, s, req.images.get(s)).await? {
+            if let Some(p) = render_service(
+                config,
+                helm,
+                req.env,
+                s,
+                req.images.get(s),
+                Some(config.ports.https),
+            )
+            .await?
+            {
                 out.pieces.push(p);
             }
             return Ok(out);
@@ -301,7 +332,16 @@ pub async fn render(config: &Config, helm: &Helm, req: &Request<'_>) -> Result<R
         }
     }
     for name in apply_order(config) {
-        if let Some(p) = render_service(config, helm, req.env, name, req.images.get(name)).await? {
+        if let Some(p) = render_service(
+            config,
+            helm,
+            req.env,
+            name,
+            req.images.get(name),
+            Some(config.ports.https),
+        )
+        .await?
+        {
             out.pieces.push(p);
         }
     }
@@ -363,6 +403,14 @@ mod tests {
             "---\n# Source: manifests/dev/namespaces.yaml\napiVersion: v1\nkind: Namespace\n\
              ---\n# Source: api/templates/service.yaml\nkind: Service\n"
         );
+    }
+
+    #[test]
+    fn the_dev_values_use_the_hosts_render_adjusts() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let values = std::fs::read_to_string(root.join("manifests/envs/dev/values.yaml")).unwrap();
+        assert!(values.contains(&format!("corsOrigin: https://{WEB_HOST}\n")));
+        assert!(values.contains(&format!("apiBaseUrl: https://{API_HOST}\n")));
     }
 
     #[test]

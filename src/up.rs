@@ -885,10 +885,15 @@ async fn deploy_services(
 ) -> Result<usize> {
     let helm = Shared::get(&s.helm, "helm")?;
     let images = Shared::get(&s.images, "the delivered images")?;
+    let https = Shared::get(&s.cluster, "the cluster")?
+        .ports
+        .as_ref()
+        .map(|p| p.https);
     let mut pieces = Vec::new();
     for name in names {
         if let Some(p) =
-            stack::render_service(&s.config, helm, s.config.env, name, images.get(name)).await?
+            stack::render_service(&s.config, helm, s.config.env, name, images.get(name), https)
+                .await?
         {
             pieces.push(p);
         }

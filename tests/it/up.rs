@@ -435,6 +435,26 @@ fn up_brings_the_stack_up_converges_and_rolls_out_only_what_changed() {
         "{image}"
     );
     assert!(image.contains("@sha256:"), "{image}");
+    // The HTTPS port is not 443 here: the web's API URL and the api's CORS origin carry it.
+    let https = doc["cluster"]["ports"]["https"].as_u64().unwrap();
+    let api_config = w
+        .api
+        .object("ConfigMap", "pulsewatch-dev", "api")
+        .unwrap()
+        .to_string();
+    assert!(
+        api_config.contains(&format!("https://pulsewatch.localhost:{https}")),
+        "{api_config}"
+    );
+    let web_config = w
+        .api
+        .object("ConfigMap", "pulsewatch-dev", "web")
+        .unwrap()
+        .to_string();
+    assert!(
+        web_config.contains(&format!("https://api.pulsewatch.localhost:{https}")),
+        "{web_config}"
+    );
     let migrations_jobs = w.api.objects_of("Job");
     assert_eq!(migrations_jobs.len(), 1, "one migrations Job");
     // kind was asked to create exactly this cluster, once.
