@@ -523,13 +523,15 @@ fn child_stream(image: &str, container: &str) {
         let engine = images::connect_engine(Duration::from_secs(5))
             .await
             .unwrap();
+        // As ArchiveImport does: a 1 GiB export outlasts the connect timeout.
+        let docker = images::long_calls(&engine);
         let r = archive::exec_with_stdin(
-            &engine.docker,
+            &docker,
             container,
             // The same sink as the plain-tools run; the integration tests check that
             // the bytes arrive intact.
             &["/bin/busybox", "sh", "-c", "/bin/busybox cat > /dev/null"].map(String::from),
-            engine.docker.export_image(image),
+            docker.export_image(image),
         )
         .await
         .unwrap();
