@@ -119,18 +119,7 @@ pub async fn ensure(engine: &Engine, spec: &RegistrySpec) -> Result<RegistryStat
                 .unwrap_or_default();
             if bound.as_deref() != Some(spec.port.to_string().as_str()) || image != spec.image {
                 // Ours, but made with other settings: replace it (the registry is a cache).
-                docker
-                    .remove_container(
-                        &name,
-                        Some(bollard::query_parameters::RemoveContainerOptions {
-                            force: true,
-                            // Its anonymous /var/lib/registry volume goes with it.
-                            v: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await
-                    .map_err(|e| push_error(format!("failed to replace container {name}: {e}")))?;
+                remove(engine, &spec.cluster).await?;
                 None
             } else {
                 Some(c)
@@ -318,7 +307,8 @@ pub async fn exists(engine: &Engine, cluster: &str) -> Result<bool> {
     }
 }
 
-/// Removes the registry container of `cluster` (for `down`); absent is fine.
+/// Removes the registry container of `cluster` with its anonymous /var/lib/registry
+/// volume; absent is fine.
 pub async fn remove(engine: &Engine, cluster: &str) -> Result<bool> {
     let name = container_name(cluster);
     match engine
