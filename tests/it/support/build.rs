@@ -68,6 +68,9 @@ pub async fn build(engine: &Engine, name: &str, dir: &Path) -> LocalImage {
     }
 }
 
+/// Removes a test image's tag. `noprune`: its untagged parent layers stay, because
+/// builds of other tests running at the same time use them as their build cache (pruning
+/// them made a concurrent build fail with "unable to find image sha256:…").
 pub async fn remove_image(engine: &Engine, reference: &str) {
     let _ = engine
         .docker
@@ -75,6 +78,7 @@ pub async fn remove_image(engine: &Engine, reference: &str) {
             reference,
             Some(bollard::query_parameters::RemoveImageOptions {
                 force: true,
+                noprune: true,
                 ..Default::default()
             }),
             None,
