@@ -16,6 +16,30 @@ use crate::error::{Error, ErrorKind, Result, exit};
 use crate::kube;
 use crate::ui::{self, ColorChoice, Format, Ui};
 
+/// The longest wait a flag may ask for: a day. Larger values would overflow the clock
+/// arithmetic of deadlines (`Instant + Duration`), and no wait needs them.
+pub const MAX_WAIT_SECONDS: u64 = 86_400;
+
+/// `doctor --timeout`: a finite number of seconds in 0.1..=600, checked while parsing
+/// so that no later `Duration` conversion can panic (`1e30`, `inf`, `NaN`, `-1`).
+fn doctor_timeout(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v.is_finite() && (0.1..=600.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is out of range: give 0.1 to 600 seconds"))
+    }
+}
+
+/// `--name`: the rule of `config::check_name`, checked while parsing so that a bad value
+/// on the command line is a usage error (exit 2), as the README's exit-code rule says.
+fn cluster_name(s: &str) -> std::result::Result<String, String> {
+    crate::config::check_name(s).map(|()| s.to_string())
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pulsedev",
@@ -38,7 +62,7 @@ pub struct Global {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Cluster name [env: PULSEDEV_NAME] [default: pulsedev]
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", value_parser = cluster_name)]
     pub name: Option<String>,
     /// Host port for HTTP on 127.0.0.1 [env: PULSEDEV_HTTP_PORT] [default: 80]
     #[arg(long, global = true, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
@@ -105,8 +129,9 @@ pub struct UpArgs {
     /// Make the cluster again when its definition changed (this deletes its data)
     #[arg(long)]
     pub recreate: bool,
-    /// Seconds each readiness wait may take
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    /// Seconds each readiness wait may take (1-86400)
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT_SECONDS))]
     pub timeout: u64,
     /// Publish no HTTP/HTTPS host ports (CI jobs that only use the API)
     #[arg(long)]
@@ -128,8 +153,8 @@ pub struct ResetArgs {
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Seconds the Docker engine may take to answer before it counts as hanging
-    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    /// Seconds the Docker engine may take to answer before it counts as hanging (0.1-600)
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0, value_parser = doctor_timeout)]
     pub timeout: f64,
 }
 
@@ -184,8 +209,9 @@ pub struct ClusterCreateArgs {
     /// Make the cluster again in any case
     #[arg(long, conflicts_with = "recreate")]
     pub reset: bool,
-    /// Seconds to wait for every node to be Ready
-    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    /// Seconds to wait for every node to be Ready (1-86400)
+    #[arg(long, value_name = "SECONDS", default_value_t = 180,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT_SECONDS))]
     pub wait: u64,
     /// Publish no HTTP/HTTPS host ports (CI jobs that only use the API)
     #[arg(long)]
@@ -364,6 +390,14 @@ fn usage_error(e: clap::Error, args: &[OsString]) -> i32 {
         e.kind(),
         K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
+        if e.kind() == K::DisplayVersion && wants_json(args) {
+            // One JSON document, as promised for every command.
+            println!(
+                "{}",
+                serde_json::json!({"ok": true, "name": "pulsedev", "version": env!("CARGO_PKG_VERSION")})
+            );
+            return exit::SUCCESS;
+        }
         let _ = e.print();
         return if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
             exit::USAGE
@@ -371,21 +405,40 @@ fn usage_error(e: clap::Error, args: &[OsString]) -> i32 {
             exit::SUCCESS
         };
     }
+    let err = usage_from_clap(&e);
     // Keep the promise of one JSON document on stdout even when parsing failed.
     if wants_json(args) {
-        let text = e.render().to_string();
-        let first = text
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("error: ");
-        let err = Error::new(ErrorKind::Usage, first.to_string())
-            .with_hint("run `pulsedev --help` for the commands and flags");
         println!("{}", ui::failure_document(&err));
     } else {
-        let _ = e.print();
+        let color = std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::env::var("TERM").as_deref() != Ok("dumb");
+        eprint!("{}", ui::render_error(&err, color));
     }
     exit::USAGE
+}
+
+/// A clap parse error in pulsedev's own format (`error[usage]: …` and a `hint:`), so a
+/// script or a person reads every failure the same way. Clap's first line is the
+/// message; its tips ("a similar argument exists", "to pass '-x' as a value…") and the
+/// usage line become the details.
+fn usage_from_clap(e: &clap::Error) -> Error {
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim_end);
+    let message = lines
+        .next()
+        .unwrap_or("invalid command line")
+        .trim_start_matches("error: ")
+        .to_string();
+    let details: Vec<String> = lines
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("For more information"))
+        .map(|l| l.trim().to_string())
+        .collect();
+    Error::new(ErrorKind::Usage, message)
+        .with_details(details)
+        .with_hint(
+            "run `pulsedev --help` (or `pulsedev <command> --help`) for the commands and flags",
+        )
 }
 
 fn wants_json(args: &[OsString]) -> bool {
@@ -503,7 +556,7 @@ fn up_options(ctx: &Ctx, config: &Config, args: &UpArgs, reset: bool) -> crate::
         } else {
             Recreate::Never
         },
-        timeout: Duration::from_secs(args.timeout.max(1)),
+        timeout: Duration::from_secs(args.timeout),
         ports: crate::cluster::cmd::port_plan(ctx, config, args.no_host_ports),
     }
 }
@@ -522,7 +575,18 @@ async fn cmd_up(ctx: &Ctx, args: &UpArgs, reset: bool, config: Option<Config>) -
 async fn cmd_reset(ctx: &Ctx, args: ResetArgs) -> Result<()> {
     // Reset acts on a cluster that exists: in CI its name must be derivable.
     let config = ctx.existing_cluster_config()?;
-    if !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+    if !args.yes {
+        // It deletes data: without a terminal to ask on, a script must say so itself.
+        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "reset deletes the cluster {} and its data, and there is no terminal to ask for confirmation",
+                    config.name
+                ),
+            )
+            .with_hint("pass `--yes` to confirm (`pulsedev reset --yes`)"));
+        }
         eprint!(
             "This deletes the cluster {} with its data (Postgres included) and makes it again. Continue? [y/N] ",
             config.name
@@ -531,7 +595,7 @@ async fn cmd_reset(ctx: &Ctx, args: ResetArgs) -> Result<()> {
         let _ = std::io::stdin().read_line(&mut answer);
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
             return Err(
-                Error::new(ErrorKind::Usage, "reset cancelled: nothing was changed")
+                Error::new(ErrorKind::Declined, "reset declined: nothing was changed")
                     .with_hint("run `pulsedev reset --yes` to skip the question"),
             );
         }
@@ -545,12 +609,6 @@ async fn cmd_reset(ctx: &Ctx, args: ResetArgs) -> Result<()> {
 
 async fn cmd_doctor(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
     let config = ctx.config()?;
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        return Err(Error::new(
-            ErrorKind::Usage,
-            "--timeout must be a positive number of seconds",
-        ));
-    }
     let machine = doctor::Machine::from_process(Duration::from_secs_f64(args.timeout));
     let spinner = ctx.ui.spinner("checking this machine");
     let checks = ctx.interruptible(doctor::run(&config, &machine)).await;

@@ -175,13 +175,14 @@ impl Config {
         };
         let mut config = match &path {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
+                let bytes = std::fs::read(path).map_err(|e| {
                     Error::new(
                         ErrorKind::ConfigInvalid,
                         format!("failed to read {}: {e}", path.display()),
                     )
                     .with_hint("pass an existing file with `--config FILE`, or omit it to use the built-in defaults")
                 })?;
+                let text = utf8(bytes, path)?;
                 let root = path.parent().unwrap_or(cwd).to_path_buf();
                 let mut config = parse(&text, path, &root)?;
                 config.file = Some(path.clone());
@@ -232,6 +233,8 @@ impl Config {
         }
     }
 
+    /// Command-line values. A bad one is a usage error (exit 2): the fix is on the
+    /// command line, not in a file (README, "Exit codes").
     fn apply_overrides(&mut self, o: &Overrides) -> Result<()> {
         let mut problems = Vec::new();
         if let Some(name) = &o.name {
@@ -248,21 +251,36 @@ impl Config {
                 )),
             }
         }
-        if let Some(p) = o.http_port {
-            self.ports.http = p;
+        let before = self.ports;
+        // clap already refused 0 and anything above 65535.
+        for (given, slot) in [
+            (o.http_port, &mut self.ports.http),
+            (o.https_port, &mut self.ports.https),
+            (o.registry_port, &mut self.ports.registry),
+        ] {
+            if let Some(p) = given {
+                *slot = p;
+            }
         }
-        if let Some(p) = o.https_port {
-            self.ports.https = p;
+        let mut clashes = Vec::new();
+        check_ports(&self.ports, &mut clashes);
+        if !clashes.is_empty() {
+            // The flags made the clash: say which values they brought.
+            let mut was_fine = Vec::new();
+            check_ports(&before, &mut was_fine);
+            if was_fine.is_empty() {
+                problems.extend(clashes.into_iter().map(|c| format!("port flags: {c}")));
+            } else {
+                return Err(invalid(clashes));
+            }
         }
-        if let Some(p) = o.registry_port {
-            self.ports.registry = p;
-        }
-        check_ports(&self.ports, &mut problems);
         if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(invalid(problems))
+            return Ok(());
         }
+        let first = problems.remove(0);
+        Err(Error::new(ErrorKind::Usage, first)
+            .with_details(problems)
+            .with_hint("fix the value on the command line; `pulsedev --help` lists the flags"))
     }
 
     /// Checks that what the services point at exists: the build context and its
@@ -345,6 +363,19 @@ fn check_ports(ports: &Ports, problems: &mut Vec<String>) {
     }
 }
 
+/// A user's value quoted in a message: at most 60 characters of it, so a pasted file or
+/// a runaway variable does not flood the terminal (or a CI log).
+pub fn shown_value(v: &str) -> String {
+    const MAX: usize = 60;
+    let n = v.chars().count();
+    if n <= MAX {
+        format!("{v:?}")
+    } else {
+        let head: String = v.chars().take(MAX).collect();
+        format!("{head:?}… ({n} characters)")
+    }
+}
+
 /// A kind cluster name becomes part of container and context names.
 pub fn check_name(name: &str) -> std::result::Result<(), String> {
     let ok = !name.is_empty()
@@ -358,7 +389,8 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a valid cluster name: use 1-50 lowercase letters, digits and '-', not starting or ending with '-'"
+            "{} is not a valid cluster name: use 1-50 lowercase letters, digits and '-', not starting or ending with '-'",
+            shown_value(name)
         ))
     }
 }
@@ -367,15 +399,16 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
 struct Checker<'a> {
     text: &'a str,
     file: &'a Path,
-    problems: Vec<String>,
+    /// ((line, column), text): sorted by position before they are reported.
+    problems: Vec<((usize, usize), String)>,
 }
 
 impl Checker<'_> {
     fn at(&mut self, span: Option<Range<usize>>, key: &str, message: impl std::fmt::Display) {
         let (line, col) = span.map_or((1, 1), |s| line_col(self.text, s.start));
-        self.problems.push(format!(
-            "{}:{line}:{col}: {key}: {message}",
-            self.file.display()
+        self.problems.push((
+            (line, col),
+            format!("{}:{line}:{col}: {key}: {message}", self.file.display()),
         ));
     }
 
@@ -527,14 +560,7 @@ const SERVICE_KEYS: &[&str] = &["context", "dockerfile", "chart", "build_args", 
 pub fn parse(text: &str, file: &Path, root: &Path) -> Result<Config> {
     let doc = match toml_edit::Document::parse(text) {
         Ok(doc) => doc,
-        Err(e) => {
-            let (line, col) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-            let message = e.message().trim().to_string();
-            return Err(invalid(vec![format!(
-                "{}:{line}:{col}: {message}",
-                file.display()
-            )]));
-        }
+        Err(_) => return Err(invalid(syntax_errors(text, file))),
     };
     let mut c = Checker {
         text,
@@ -646,8 +672,61 @@ pub fn parse(text: &str, file: &Path, root: &Path) -> Result<Config> {
     if c.problems.is_empty() {
         Ok(config)
     } else {
-        Err(invalid(c.problems))
+        // Top to bottom, like the file (the walk goes key by key, not line by line).
+        c.problems.sort_by_key(|(position, _)| *position);
+        Err(invalid(c.problems.into_iter().map(|(_, p)| p).collect()))
     }
+}
+
+/// The file's text; TOML is UTF-8 only (toml.io, "Spec"), so anything else is named
+/// with the position of its first bad byte and how to convert it.
+fn utf8(bytes: Vec<u8>, path: &Path) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let (line, col) = line_col(&String::from_utf8_lossy(&bytes[..at]), at);
+        let bad = bytes[at];
+        invalid(vec![format!(
+            "{}:{line}:{col}: not UTF-8 (byte 0x{bad:02x}); TOML files must be UTF-8",
+            path.display()
+        )])
+        .with_hint(format!(
+            "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {0} > {0}.utf8` and move it over {0})",
+            path.display()
+        ))
+    })
+}
+
+/// Every syntax error of `text`, not just the first: the TOML parser stops at the first
+/// one, so the line it names is blanked (keeping every other line where it was) and the
+/// text parsed again, until it parses or an error repeats. At most 20.
+fn syntax_errors(text: &str, file: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    let mut found = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    while found.len() < 20 {
+        let attempt = lines.join("\n");
+        let Err(e) = toml_edit::Document::parse(attempt.as_str()) else {
+            break;
+        };
+        let (line, col) = e.span().map_or((1, 1), |s| line_col(&attempt, s.start));
+        if !seen.insert(line) {
+            break;
+        }
+        let message = e.message().trim().replace('\n', " ");
+        found.push((
+            (line, col),
+            format!("{}:{line}:{col}: {message}", file.display()),
+        ));
+        match lines.get_mut(line - 1) {
+            // Blank it; a line that is already blank cannot be the cause, so stop.
+            Some(l) if !l.trim().is_empty() => l.clear(),
+            _ => break,
+        }
+    }
+    // The parser does not always report the earliest error first.
+    found.sort_by_key(|(position, _)| *position);
+    found.into_iter().map(|(_, p)| p).collect()
 }
 
 fn parse_service(c: &mut Checker, item: &Item, key: &str, root: &Path) -> Option<Service> {
@@ -834,6 +913,90 @@ build_args = { NODE_ENV = "production" }
         let p = problems("name = \"x\"\nports = [\n");
         assert_eq!(p.len(), 1);
         assert!(p[0].starts_with("pulsedev.toml:"), "{}", p[0]);
+    }
+
+    #[test]
+    fn every_syntax_error_is_reported_in_line_order() {
+        let p = problems(
+            "name = \"x\"\nenv = dev\n[ports]\nhttp = 80\nhttps == 443\n[images\nload = \"archive\"\n",
+        );
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert!(p[0].starts_with("pulsedev.toml:2:"), "{}", p[0]);
+        assert!(p[1].starts_with("pulsedev.toml:5:"), "{}", p[1]);
+        assert!(p[2].starts_with("pulsedev.toml:6:"), "{}", p[2]);
+    }
+
+    #[test]
+    fn problems_are_listed_top_to_bottom() {
+        // The walk visits `ports` before `services` and `version` first, whatever the
+        // file's order: the report still follows the file.
+        let p = problems("[services.api]\ncontext = 1\n[ports]\nhttp = \"x\"\n[x]\nversion = 2\n");
+        let lines: Vec<usize> = p
+            .iter()
+            .map(|l| l.split(':').nth(1).unwrap().parse().unwrap())
+            .collect();
+        let mut sorted = lines.clone();
+        sorted.sort();
+        assert_eq!(lines, sorted, "{p:#?}");
+        assert!(p.len() >= 3, "{p:#?}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_names_the_byte_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), b"name = \"caf\xe9\"\n").unwrap();
+        let err = Config::load(None, dir.path(), &|_| None, &Overrides::default()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::ConfigInvalid);
+        assert!(
+            err.details[0]
+                .ends_with("pulsedev.toml:1:12: not UTF-8 (byte 0xe9); TOML files must be UTF-8"),
+            "{:?}",
+            err.details
+        );
+        assert!(
+            err.hint.as_deref().unwrap().contains("iconv"),
+            "{:?}",
+            err.hint
+        );
+    }
+
+    #[test]
+    fn bad_command_line_values_are_usage_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |o: Overrides| Config::load(None, dir.path(), &|_| None, &o).unwrap_err();
+        let e = load(Overrides {
+            name: Some("Bad_Name".into()),
+            ..Default::default()
+        });
+        assert_eq!(e.kind, ErrorKind::Usage);
+        assert!(
+            e.message.starts_with("--name: \"Bad_Name\" is not a valid"),
+            "{}",
+            e.message
+        );
+        let e = load(Overrides {
+            http_port: Some(8443),
+            https_port: Some(8443),
+            ..Default::default()
+        });
+        assert_eq!(e.kind, ErrorKind::Usage, "{e:?}");
+        assert!(e.message.contains("are both 8443"), "{}", e.message);
+        // The same clash from the file stays a configuration problem.
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "[ports]\nhttp = 8443\nhttps = 8443\n",
+        )
+        .unwrap();
+        let e = Config::load(None, dir.path(), &|_| None, &Overrides::default()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ConfigInvalid);
+    }
+
+    #[test]
+    fn a_huge_value_is_not_echoed_in_full() {
+        let name = "x".repeat(5_000_000);
+        let m = check_name(&name).unwrap_err();
+        assert!(m.len() < 300, "{} bytes", m.len());
+        assert!(m.contains("(5000000 characters)"), "{m}");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum ErrorKind {
     /// `status` found something missing or not ready (the table says what).
     NotReady,
     Interrupted,
+    /// The user answered "no" to a question (`reset`'s confirmation): nothing changed.
+    Declined,
     /// Bad command line (clap reports most of these itself).
     Usage,
     /// Anything else: an I/O error we did not expect, a bug.
@@ -50,7 +52,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 27] = [
+    pub const ALL: [ErrorKind; 28] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -76,6 +78,7 @@ impl ErrorKind {
         ErrorKind::JobFailed,
         ErrorKind::NotReady,
         ErrorKind::Interrupted,
+        ErrorKind::Declined,
         ErrorKind::Usage,
         ErrorKind::Internal,
     ];
@@ -112,6 +115,7 @@ impl ErrorKind {
             ErrorKind::JobFailed => "job-failed",
             ErrorKind::NotReady => "not-ready",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::Declined => "declined",
             ErrorKind::Usage => "usage",
             ErrorKind::Internal => "internal",
         }
@@ -148,6 +152,7 @@ impl ErrorKind {
             | ErrorKind::MigrationsFailed
             | ErrorKind::JobFailed
             | ErrorKind::NotReady
+            | ErrorKind::Declined
             | ErrorKind::Internal => exit::FAILED,
         }
     }

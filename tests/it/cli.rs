@@ -43,15 +43,16 @@ fn config_errors_in_json_mode_are_one_document() {
         .map(|d| d.as_str().unwrap())
         .collect();
     assert_eq!(details.len(), 2, "{details:?}");
+    // In the file's order, line 2 before line 3 (the checks visit unknown keys first).
     assert!(
         details[0].ends_with(
-            "custom.toml:3:1: images.paralel: unknown key (did you mean `images.parallel`?)"
+            "custom.toml:2:8: images.load: expected \"registry\" or \"archive\", found \"ftp\""
         ),
         "{details:?}"
     );
     assert!(
         details[1].ends_with(
-            "custom.toml:2:8: images.load: expected \"registry\" or \"archive\", found \"ftp\""
+            "custom.toml:3:1: images.paralel: unknown key (did you mean `images.parallel`?)"
         ),
         "{details:?}"
     );
@@ -250,4 +251,93 @@ fn up_refuses_an_env_other_than_dev() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn out_of_range_durations_are_usage_errors_never_a_panic() {
+    for args in [
+        &["doctor", "--timeout", "1e30"][..],
+        &["doctor", "--timeout", "inf"],
+        &["doctor", "--timeout", "NaN"],
+        &["doctor", "--timeout=-1"],
+        &["up", "--timeout", "18446744073709551615"],
+        &["up", "--timeout", "0"],
+        &["reset", "--yes", "--timeout", "86401"],
+    ] {
+        let run = Pd::new().args(args).args(&["--output", "json"]).run();
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        let doc = run.json();
+        assert_eq!(doc["error"]["id"], "usage", "{args:?}");
+        assert!(
+            doc["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("--timeout"),
+            "{args:?}: {doc}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_flag_value_is_error_usage_with_a_hint_in_pulsedevs_format() {
+    let run = Pd::new().args(&["--name", "Not_Valid", "status"]).run();
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with("error[usage]: invalid value 'Not_Valid' for '--name <NAME>'"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("\nhint: run `pulsedev --help`"),
+        "{}",
+        run.stderr
+    );
+
+    // Ports that clash because of flags: the fix is on the command line.
+    let run = Pd::new()
+        .args(&["--http-port", "8080", "--https-port", "8080", "doctor"])
+        .run();
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with("error[usage]: port flags: ports.http and ports.https are both 8080"),
+        "{}",
+        run.stderr
+    );
+
+    // A 100 kB name (about what one environment variable may hold) is not echoed in full.
+    let long = "x".repeat(100_000);
+    let run = Pd::new()
+        .env("PULSEDEV_NAME", &long)
+        .args(&["status"])
+        .run();
+    assert_eq!(run.code, 4, "{}", &run.stderr[..run.stderr.len().min(500)]);
+    assert!(
+        run.stderr.len() < 2_000,
+        "{} bytes of stderr",
+        run.stderr.len()
+    );
+}
+
+#[test]
+fn reset_without_a_terminal_needs_yes() {
+    let run = Pd::new().args(&["reset"]).run();
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with("error[usage]: reset deletes the cluster pulsedev and its data"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("hint: pass `--yes`"), "{}", run.stderr);
+}
+
+#[test]
+fn version_honours_output_json() {
+    let run = Pd::new().args(&["--version", "--output", "json"]).run();
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc = run.json();
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
 }

@@ -8,6 +8,7 @@ mod fakes;
 mod harness;
 mod images;
 mod render;
+mod scripts;
 mod status;
 mod support;
 mod up;
