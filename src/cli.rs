@@ -473,12 +473,19 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
         }
         Command::Build(args) => cmd_build(ctx, args).await,
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "pulsedev",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "pulsedev", &mut script);
+            if ctx.ui.json() {
+                // One JSON document, as every command promises; the script is a field.
+                ctx.ui.out_json(&serde_json::json!({
+                    "ok": true,
+                    "shell": shell.to_string(),
+                    "script": String::from_utf8_lossy(&script),
+                }));
+            } else {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(&script);
+            }
             Ok(())
         }
     }

@@ -54,6 +54,33 @@ pub struct StepReport {
     pub detail: Option<String>,
     /// The steps this one waited for.
     pub needs: Vec<String>,
+    /// Why a failed step failed: the whole error, not only the run's first one, so that
+    /// steps failing side by side (cluster, images, charts) each keep their reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+}
+
+/// A failed step's error as it is reported (human summary and JSON `steps[].error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepError {
+    pub id: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Supporting lines, e.g. the tail of a tool's output.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+impl StepError {
+    pub fn of(e: &Error) -> StepError {
+        StepError {
+            id: e.id().to_string(),
+            message: e.message.clone(),
+            hint: e.hint.clone(),
+            details: e.details.clone(),
+        }
+    }
 }
 
 fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -224,11 +251,16 @@ impl Plan {
                 break;
             };
             let finished = t0.elapsed();
-            let (status, detail) = match result {
-                Ok(Outcome::Done(d)) => (Status::Done, d),
-                Ok(Outcome::Skipped(reason)) => (Status::Skipped, Some(reason)),
+            let (status, detail, step_error) = match result {
+                Ok(Outcome::Done(d)) => (Status::Done, d, None),
+                Ok(Outcome::Skipped(reason)) => (Status::Skipped, Some(reason), None),
                 Err(e) => {
-                    let detail = Some(format!("{}: {}", e.id(), e.message));
+                    let detail = Some(if e.kind == ErrorKind::Interrupted {
+                        "stopped: the run was interrupted".to_string()
+                    } else {
+                        format!("{}: {}", e.id(), e.message)
+                    });
+                    let step_error = Some(StepError::of(&e));
                     // The first failure is the run's error; a real failure replaces an
                     // interruption, since it is what the user must fix.
                     let replace = match &error {
@@ -240,7 +272,7 @@ impl Plan {
                     if replace {
                         error = Some(e);
                     }
-                    (Status::Failed, detail)
+                    (Status::Failed, detail, step_error)
                 }
             };
             let report = StepReport {
@@ -251,6 +283,7 @@ impl Plan {
                 finished_at: Some(finished),
                 detail,
                 needs: deps[&name].clone(),
+                error: step_error,
             };
             observer.finished(&report);
             reports.insert(name, report);
@@ -274,6 +307,7 @@ impl Plan {
                         detail: Some(format!("waits for {blocked_by}"))
                             .filter(|_| !blocked_by.is_empty()),
                         needs,
+                        error: None,
                     }
                 })
             })
@@ -409,6 +443,13 @@ mod tests {
         );
         assert_eq!(run.error.as_ref().unwrap().kind, ErrorKind::Interrupted);
         assert_eq!(run.step("platform").unwrap().status, Status::NotRun);
+        // Said once, in words: not "interrupted: interrupted".
+        let cluster = run.step("cluster").unwrap();
+        assert_eq!(
+            cluster.detail.as_deref(),
+            Some("stopped: the run was interrupted")
+        );
+        assert_eq!(cluster.error.as_ref().unwrap().id, "interrupted");
     }
 
     #[test]

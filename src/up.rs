@@ -204,6 +204,9 @@ fn parse_pieces(pieces: &[stack::Piece]) -> Result<Vec<Manifest>> {
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub ok: bool,
+    /// The cluster's name, also when the cluster step did not get to report (`cluster`
+    /// is then null): in CI without a job id it was made up for this run.
+    pub name: String,
     pub cluster: Option<ClusterInfo>,
     pub urls: Vec<String>,
     pub steps: Vec<crate::plan::StepReport>,
@@ -215,8 +218,26 @@ pub struct Summary {
 }
 
 /// Runs `up`. On success the summary; on failure the error, after the summary of
-/// what ran has been printed.
+/// what ran has been printed. In JSON mode a failure before any step ran (preflight,
+/// the config's paths) still names the cluster: in CI without a job id the name was
+/// made up for this run, and a script needs it for `down --name`.
 pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
+    let name = config.name.clone();
+    match run_steps(ctx, config, opts).await {
+        Err(mut e) if ctx.ui.json() && !e.emitted => {
+            ctx.ui.out_json(&serde_json::json!({
+                "ok": false,
+                "name": name,
+                "error": crate::ui::error_json(&e),
+            }));
+            e.emitted = true;
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+async fn run_steps(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
     if config.env != Env::Dev {
         return Err(Error::new(
             ErrorKind::ConfigInvalid,
@@ -266,6 +287,12 @@ pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
     let plan = build_plan(&shared)?;
     let mut run = plan.run(progress.as_ref(), &ctx.cancel).await;
     progress.lines().clear();
+    // The plan's clock started after preflight: one timeline for the whole run.
+    let offset = preflight.finished_at.unwrap_or_default();
+    for s in &mut run.steps {
+        s.started_at = s.started_at.map(|t| t + offset);
+        s.finished_at = s.finished_at.map(|t| t + offset);
+    }
     run.steps.insert(0, preflight);
 
     let mut error = run.error.take();
@@ -339,14 +366,16 @@ async fn preflight(
     if let Some(e) = crate::doctor::failure(&checks) {
         return Err(e);
     }
+    let took = t0.elapsed();
     Ok(crate::plan::StepReport {
         name: "preflight".into(),
         status: Status::Done,
-        seconds: t0.elapsed().as_secs_f64(),
-        started_at: None,
-        finished_at: None,
+        seconds: took.as_secs_f64(),
+        started_at: Some(Duration::ZERO),
+        finished_at: Some(took),
         detail: None,
         needs: Vec::new(),
+        error: None,
     })
 }
 
@@ -960,13 +989,33 @@ async fn fetch_chart(helm: &Helm, dirs: &Dirs, c: &PlatformChart, ui: &Ui) -> Re
                 c.chart,
                 c.version,
                 c.repo_url,
-                String::from_utf8_lossy(&out.stderr).trim()
+                why_helm_failed(&out, &archive)
             ),
         )
         .with_hint("check the network (HTTPS_PROXY is honoured), then run `pulsedev up` again"));
     }
     verify_chart(&archive, c, ui)?;
     Ok(true)
+}
+
+/// The cause of a failed `helm pull`, never empty: its stderr, else its stdout, else
+/// what can be seen (its exit status, or the archive it did not write).
+fn why_helm_failed(out: &std::process::Output, archive: &std::path::Path) -> String {
+    for stream in [&out.stderr, &out.stdout] {
+        let text = String::from_utf8_lossy(stream);
+        let text = text.trim();
+        if !text.is_empty() {
+            return text.to_string();
+        }
+    }
+    if out.status.success() {
+        format!(
+            "`helm pull` exited 0 but wrote no {}",
+            archive.file_name().unwrap_or_default().to_string_lossy()
+        )
+    } else {
+        format!("`helm pull` failed ({}) and printed nothing", out.status)
+    }
 }
 
 /// Checks a cached chart archive against the pinned SHA-256. A pin without one is
@@ -1111,6 +1160,7 @@ fn summarize(shared: &Shared, run: &Run, ok: bool) -> Result<Summary> {
         .unwrap_or_default();
     Ok(Summary {
         ok,
+        name: shared.config.name.clone(),
         cluster: shared.cluster.get().cloned(),
         urls: urls(shared),
         steps: run.steps.clone(),
@@ -1172,6 +1222,23 @@ fn report(
             s.detail.as_deref().unwrap_or("")
         ));
     }
+    // Steps that failed beside the one whose error ends the output: each keeps its own
+    // reason (kind's output, a build error), not only the first failure.
+    let main = result.as_ref().err().map(|e| (e.id(), e.message.as_str()));
+    for s in &run.steps {
+        let Some(e) = &s.error else { continue };
+        if main == Some((e.id.as_str(), e.message.as_str())) || e.id == "interrupted" {
+            continue;
+        }
+        let mut also = crate::error::Error::new(
+            crate::error::ErrorKind::from_id(&e.id).unwrap_or(crate::error::ErrorKind::Internal),
+            format!("{} failed: {}", s.name, e.message),
+        )
+        .with_details(e.details.clone());
+        also.hint = e.hint.clone();
+        out.push('\n');
+        out.push_str(&crate::ui::render_error(&also, ctx.ui.mode.color_stdout));
+    }
     if result.is_ok() {
         if !summary.urls.is_empty() {
             out.push('\n');
@@ -1203,4 +1270,37 @@ fn report(
     }
     ctx.ui.out(&out);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> std::process::Output {
+        std::process::Command::new("sh")
+            .args(["-c", script])
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failed_helm_pull_always_names_a_cause() {
+        let archive = std::path::Path::new("/cache/cert-manager-v1.21.1.tgz");
+        assert_eq!(
+            why_helm_failed(&sh("echo 'no route' >&2; exit 1"), archive),
+            "no route"
+        );
+        assert_eq!(
+            why_helm_failed(&sh("echo 'on stdout'; exit 1"), archive),
+            "on stdout"
+        );
+        assert_eq!(
+            why_helm_failed(&sh("exit 3"), archive),
+            "`helm pull` failed (exit status: 3) and printed nothing"
+        );
+        assert_eq!(
+            why_helm_failed(&sh("true"), archive),
+            "`helm pull` exited 0 but wrote no cert-manager-v1.21.1.tgz"
+        );
+    }
 }

@@ -445,15 +445,32 @@ pub fn failure_summary(outcomes: &[Outcome]) -> Option<Error> {
     let names: Vec<&str> = failed.iter().map(|o| o.image.service.as_str()).collect();
     let mut details = Vec::new();
     let mut kind = ErrorKind::ImageBuildFailed;
+    let (mut pulls, mut others) = (0, 0);
     for o in &failed {
         if let Status::Failed(e) = &o.status {
             if e.kind != ErrorKind::ImageBuildFailed {
                 kind = e.kind;
             }
+            if e.hint.as_deref().is_some_and(|h| h.starts_with(PULL_HINT)) {
+                pulls += 1;
+            } else {
+                others += 1;
+            }
             details.push(format!("{}: {}", o.image.service, e.message));
             details.extend(e.details.iter().map(|d| format!("  {d}")));
         }
     }
+    // The hint follows the causes: base images that could not be pulled are a network
+    // matter, not the Dockerfiles'.
+    let hint = match (pulls, others) {
+        (_, 0) => "base images could not be pulled: check the network and registry access \
+                   (`docker pull` them; HTTPS_PROXY for the Docker daemon), then run `pulsedev build` again"
+            .to_string(),
+        (0, _) => "fix the failing Dockerfiles, then run `pulsedev build` again".to_string(),
+        _ => "some base images could not be pulled (check the network and registry access) and \
+              some builds failed (fix those Dockerfiles); then run `pulsedev build` again"
+            .to_string(),
+    };
     Some(
         Error::new(
             kind,
@@ -465,9 +482,12 @@ pub fn failure_summary(outcomes: &[Outcome]) -> Option<Error> {
             ),
         )
         .with_details(details)
-        .with_hint("fix the failing Dockerfiles, then run `pulsedev build` again"),
+        .with_hint(hint),
     )
 }
+
+/// How a failed pull's hint starts (see `hint_for`).
+const PULL_HINT: &str = "the base image";
 
 /// What to do about a failed build: a base image that could not be pulled is a network
 /// or registry problem, not a Dockerfile one.
@@ -493,7 +513,7 @@ fn hint_for(service: &str, step: Option<&str>, why: &str) -> String {
             .map(|i| format!(" `{i}`"))
             .unwrap_or_default();
         format!(
-            "the base image{image} could not be pulled: check the network and registry access \
+            "{PULL_HINT}{image} could not be pulled: check the network and registry access \
              (`docker pull` it; HTTPS_PROXY for the Docker daemon), then run `pulsedev build {service}` again"
         )
     } else {
@@ -583,11 +603,44 @@ mod tests {
         };
         let e = failure_summary(&[ok.clone(), bad("api")]).unwrap();
         assert_eq!(e.message, "api broke");
-        let e = failure_summary(&[ok, bad("api"), bad("worker")]).unwrap();
+        let e = failure_summary(&[ok.clone(), bad("api"), bad("worker")]).unwrap();
         assert_eq!(e.kind, ErrorKind::ImageBuildFailed);
         assert!(
             e.message
                 .starts_with("failed to build 2 of 3 images: api, worker")
+        );
+        assert!(
+            e.hint
+                .as_deref()
+                .unwrap()
+                .starts_with("fix the failing Dockerfiles")
+        );
+        // Base images that cannot be pulled: a network hint, not "fix the Dockerfiles".
+        let unpulled = |s: &str| Outcome {
+            image: img(s),
+            status: Status::Failed(
+                Error::new(ErrorKind::ImageBuildFailed, format!("{s}: no such host")).with_hint(
+                    hint_for(
+                        s,
+                        Some("Step 1/4 : FROM node:22-alpine"),
+                        "dial tcp: lookup registry-1.docker.io: no such host",
+                    ),
+                ),
+            ),
+            seconds: 1.0,
+        };
+        let e = failure_summary(&[ok.clone(), unpulled("api"), unpulled("worker")]).unwrap();
+        let hint = e.hint.as_deref().unwrap();
+        assert!(
+            hint.starts_with("base images could not be pulled: check the network"),
+            "{hint}"
+        );
+        let e = failure_summary(&[ok, unpulled("api"), bad("worker")]).unwrap();
+        assert!(
+            e.hint
+                .as_deref()
+                .unwrap()
+                .starts_with("some base images could not be pulled")
         );
     }
 }

@@ -341,3 +341,17 @@ fn version_honours_output_json() {
     assert_eq!(doc["ok"], true);
     assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn completions_honour_output_json() {
+    let run = Pd::new()
+        .args(&["completions", "bash", "--output", "json"])
+        .run();
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc = run.json();
+    assert_eq!(doc["shell"], "bash");
+    assert!(
+        doc["script"].as_str().unwrap().contains("_pulsedev()"),
+        "{doc}"
+    );
+}

@@ -973,3 +973,83 @@ fn up_waits_for_the_tls_certificates_to_be_issued() {
     assert_eq!(step(&doc, "local-ca")["status"], "failed");
     assert_eq!(step(&doc, "services")["status"], "not-run");
 }
+
+/// Cluster, images and platform charts fail side by side: every failed step keeps its
+/// own reason (kind's output included) in JSON and in the human summary, not only the
+/// run's first failure.
+#[test]
+fn every_failed_step_keeps_its_own_reason() {
+    let Some(w) = World::new(|o| o) else { return };
+    let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
+    let cm = &pins["cert-manager"];
+    std::fs::remove_file(
+        w.pd.home
+            .path()
+            .join("cache/pulsedev/charts")
+            .join(format!("{}-{}.tgz", cm.chart, cm.version)),
+    )
+    .unwrap();
+    std::fs::write(
+        w.pd.work.path().join("svc/api/Dockerfile"),
+        "FROM scratch\nCOPY missing-file /x\n",
+    )
+    .unwrap();
+    let json =
+        w.pd.command_with(&["up", "--output", "json", "--timeout", "60"])
+            .env("FAKE_KIND_MODE", "fail")
+            .output()
+            .unwrap();
+    let doc: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json.status.code(), Some(1), "{doc:#}");
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["name"], w.name.as_str());
+    let cluster = &step(&doc, "cluster")["error"];
+    assert_eq!(cluster["id"], "cluster-create-failed", "{doc:#}");
+    assert!(
+        cluster["details"].as_array().unwrap().iter().any(|d| d
+            .as_str()
+            .unwrap()
+            .contains("failed to init node with kubeadm")),
+        "kind's own output is kept: {cluster:#}"
+    );
+    assert_eq!(
+        step(&doc, "images")["error"]["id"],
+        "image-build-failed",
+        "{doc:#}"
+    );
+    assert_eq!(
+        step(&doc, "platform-charts")["error"]["id"],
+        "chart-fetch-failed",
+        "{doc:#}"
+    );
+    // Preflight is on the same timeline as the other steps.
+    let pre = step(&doc, "preflight");
+    assert_eq!(secs(&pre["start"]), 0.0);
+    assert!(
+        secs(&step(&doc, "tools")["start"]) >= secs(&pre["end"]),
+        "{doc:#}"
+    );
+
+    let human =
+        w.pd.command_with(&["up", "--timeout", "60"])
+            .env("FAKE_KIND_MODE", "fail")
+            .output()
+            .unwrap();
+    assert_eq!(human.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&human.stdout),
+        String::from_utf8_lossy(&human.stderr)
+    );
+    for id in [
+        "cluster-create-failed",
+        "image-build-failed",
+        "chart-fetch-failed",
+    ] {
+        assert!(
+            all.contains(&format!("error[{id}]")),
+            "{id} missing:\n{all}"
+        );
+    }
+    assert!(all.contains("failed to init node with kubeadm"), "{all}");
+}
