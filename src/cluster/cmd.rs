@@ -11,7 +11,7 @@ use super::kindconfig::HostPorts;
 use super::{Live, Options, PortPlan, Recreate};
 use crate::cli::{ClusterCreateArgs, Ctx, KubeconfigArgs};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::state::Dirs;
 
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,20 +113,21 @@ pub async fn create(ctx: &Ctx, args: &ClusterCreateArgs) -> Result<()> {
 pub async fn down(ctx: &Ctx) -> Result<()> {
     let config = ctx.existing_cluster_config()?;
     let dirs = Dirs::from_process()?;
-    let report = if super::Paths::new(&dirs, &config.name).dir.exists() {
+    let has_state = super::Paths::new(&dirs, &config.name).dir.exists();
+    let report = if has_state && super::may_have_made_cluster(&dirs, &config.name)? {
         let live = live(ctx, dirs).await?;
         let deps = live.deps(&ctx.ui, &ctx.cancel);
         super::down(&deps, &config.name).await?
     } else {
-        // pulsedev keeps nothing for this name, so it made no cluster: no kind call (it
-        // may not even be installed). Only a registry container may be left.
-        let registry_removed = match crate::images::connect_engine(DOCKER_TIMEOUT).await {
-            Ok(engine) => crate::images::registry::remove(&engine, &config.name).await?,
-            Err(_) => false,
-        };
+        // pulsedev's records say it made no kind cluster for this name (never, or an `up`
+        // failed before creating one): no kind call, no download of kind. Only a
+        // registry container and the state may be left.
+        let registry_removed = leftover_registry(&config.name).await?;
+        let state_removed = has_state && super::forget(&dirs, &config.name)?;
         super::DownReport {
             name: config.name.clone(),
             registry_removed,
+            state_removed,
             ..super::DownReport::default()
         }
     };
@@ -152,6 +153,32 @@ pub async fn down(ctx: &Ctx) -> Result<()> {
         ctx.ui.out(&format!("{}\n", lines.join("\n")));
     }
     Ok(())
+}
+
+/// Removes the registry container of `name` if one is left. No engine running (its
+/// socket absent) means no container can be running either; an engine that is there but
+/// does not answer (hangs, refuses, denies) is an error: `down` cannot say "nothing to
+/// remove" about what it could not look at.
+async fn leftover_registry(name: &str) -> Result<bool> {
+    let endpoint = crate::docker::resolve(&|k| std::env::var(k).ok(), dirs::home_dir().as_deref())?;
+    if let Some(path) = endpoint.host.strip_prefix("unix://")
+        && !std::path::Path::new(path).exists()
+    {
+        return Ok(false);
+    }
+    let engine = crate::docker::connect(&endpoint, DOCKER_TIMEOUT)
+        .await
+        .map_err(|e| {
+            let message = format!(
+                "could not check for a leftover registry container of {name}: {}",
+                e.message
+            );
+            Error::new(e.kind, message).with_hint(format!(
+                "{}; then run `pulsedev down` again",
+                e.hint.as_deref().unwrap_or("start the Docker engine")
+            ))
+        })?;
+    crate::images::registry::remove(&engine, name).await
 }
 
 /// `pulsedev kubeconfig [--merge [--use]]`.

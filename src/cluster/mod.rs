@@ -938,13 +938,7 @@ pub async fn down(deps: &Deps<'_>, name: &str) -> Result<DownReport> {
     let s = begin(deps.dirs, name, "pulsedev down")?;
     let paths = &s.paths;
     let record = read_record(paths)?;
-    let made_by_us = record.is_some()
-        || s.previous.as_ref().is_some_and(|p| {
-            p.entries.iter().any(|e| {
-                e.status != EntryStatus::Undone
-                    && matches!(&e.action, Action::KindCluster { name: n } if n == name)
-            })
-        });
+    let made_by_us = record.is_some() || journal_made_cluster(s.previous.as_ref(), name);
     let listed = deps.kind().clusters().await?;
     let exists = listed.iter().any(|n| n == name);
     if exists && !made_by_us {
@@ -975,6 +969,42 @@ pub async fn down(deps: &Deps<'_>, name: &str) -> Result<DownReport> {
     state::remove_dir(&paths.dir)?;
     report.state_removed = had_state;
     Ok(report)
+}
+
+/// Whether an earlier run's journal says it made (and did not undo) the kind cluster.
+fn journal_made_cluster(previous: Option<&journal::Record>, name: &str) -> bool {
+    previous.is_some_and(|p| {
+        p.entries.iter().any(|e| {
+            e.status != EntryStatus::Undone
+                && matches!(&e.action, Action::KindCluster { name: n } if n == name)
+        })
+    })
+}
+
+/// Whether pulsedev's records say a kind cluster `name` may exist because pulsedev made
+/// it (its record, or an earlier run's journal). Only then does `down` need kind: after
+/// an `up` that failed before creating anything there is no cluster to delete, and no
+/// reason to download kind (which may be impossible offline).
+pub fn may_have_made_cluster(dirs: &Dirs, name: &str) -> Result<bool> {
+    let paths = Paths::new(dirs, name);
+    Ok(read_record(&paths)?.is_some()
+        || journal_made_cluster(journal::read(&paths.journal)?.as_ref(), name))
+}
+
+/// `down` when no kind cluster was made: under the cluster's lock (a running `up` keeps
+/// it), removes the state dir. Returns whether there was state to remove.
+pub fn forget(dirs: &Dirs, name: &str) -> Result<bool> {
+    let s = begin(dirs, name, "pulsedev down")?;
+    if read_record(&s.paths)?.is_some() || journal_made_cluster(s.previous.as_ref(), name) {
+        // An `up` made the cluster between the caller's look and this lock.
+        return Err(Error::new(
+            ErrorKind::ClusterCreateFailed,
+            format!("the cluster {name} was made while `down` was starting"),
+        )
+        .with_hint("run `pulsedev down` again"));
+    }
+    state::remove_dir(&s.paths.dir)?;
+    Ok(true)
 }
 
 /// Where the registry is, as `wire_registry` needs it.

@@ -355,3 +355,58 @@ fn completions_honour_output_json() {
         "{doc}"
     );
 }
+
+/// An `up` that failed before creating anything (kind could not be fetched) leaves a
+/// journal without entries. `down` must then clean up without kind (none on PATH, none
+/// cached, the download refused): it needs kind only to delete a cluster that exists.
+#[test]
+fn down_after_an_up_that_made_nothing_needs_no_kind() {
+    let Some(host) = crate::harness::docker_host() else {
+        return;
+    };
+    let pd = Pd::new()
+        .cwd(crate::harness::repo_root())
+        .env("DOCKER_HOST", &host)
+        // Nothing answers here: kind cannot be downloaded.
+        .env("PULSEDEV_TOOLS_MIRROR", "https://127.0.0.1:9")
+        .free_ports()
+        .args(&["--name", &crate::fakes::unique("made-nothing")]);
+    let up = pd.run_with(&["up", "--output", "json"]);
+    assert_eq!(up.code, 3, "{up:?}");
+    assert_eq!(up.json()["error"]["id"], "tool-missing", "{}", up.stdout);
+    let down = pd.run_with(&["down"]);
+    assert_eq!(down.code, 0, "{down:?}");
+    assert!(down.stdout.contains("removed pulsedev's state"), "{down:?}");
+    assert!(!down.stderr.contains("download"), "{down:?}");
+    // And again: nothing left.
+    let again = pd.run_with(&["down"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.starts_with("nothing to remove"), "{again:?}");
+}
+
+/// With nothing recorded, `down` still looks for a leftover registry container; an
+/// engine that accepts connections and never answers is "could not check", not
+/// "nothing to remove".
+#[test]
+fn down_against_a_hanging_engine_says_it_could_not_check() {
+    let pd = Pd::new();
+    let sock = pd.home.path().join("hang.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let run = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(&["down"])
+        .run();
+    drop(listener);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with("error[docker-unreachable]: could not check for a leftover registry container of pulsedev"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("then run `pulsedev down` again"),
+        "{}",
+        run.stderr
+    );
+}
