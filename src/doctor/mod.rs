@@ -149,26 +149,35 @@ async fn check_docker(
     config: &Config,
     m: &Machine,
 ) -> (Vec<Check>, Vec<(u16, String)>, Option<bool>) {
+    // Without the engine's own figures, the host's: a newcomer still learns whether
+    // this machine has the memory and disk, while the docker check says what to fix.
+    let without_engine = |e: Error| {
+        let checks = vec![
+            Check::from_error("docker", e),
+            check_host_memory(m),
+            check_host_disk(),
+        ];
+        (checks, vec![], None)
+    };
     let endpoint = match docker::resolve(&|k| m.var(k), m.home.as_deref()) {
         Ok(e) => e,
-        Err(e) => return (vec![Check::from_error("docker", e)], vec![], None),
+        Err(e) => return without_engine(e),
     };
     let engine = match docker::connect(&endpoint, m.docker_timeout).await {
         Ok(engine) => engine,
-        Err(e) => return (vec![Check::from_error("docker", e)], vec![], None),
+        Err(e) => return without_engine(e),
     };
     let info = match tokio::time::timeout(m.docker_timeout, engine.info()).await {
         Ok(Ok(info)) => info,
-        Ok(Err(e)) => return (vec![Check::from_error("docker", e)], vec![], None),
+        Ok(Err(e)) => return without_engine(e),
         Err(_) => {
-            let e = Error::new(
+            return without_engine(Error::new(
                 ErrorKind::DockerUnreachable,
                 format!(
                     "the Docker engine at {} did not answer /info in time",
                     endpoint.host
                 ),
-            );
-            return (vec![Check::from_error("docker", e)], vec![], None);
+            ));
         }
     };
     let mut owned = Vec::new();
@@ -194,6 +203,75 @@ async fn check_docker(
     checks.push(check_memory(&info));
     checks.push(check_disk(&info, &endpoint.host));
     (checks, owned, Some(info.rootless))
+}
+
+/// Memory of the host when the engine cannot say how much it gives containers.
+fn check_host_memory(m: &Machine) -> Check {
+    match system::host_memory(&m.proc_root) {
+        Some(mem) if mem < MIN_MEMORY => Check::warn(
+            "memory",
+            "memory-low",
+            format!(
+                "this host has {} of memory (Docker did not answer, so its own limit is unknown); the stack wants at least {}",
+                gib(mem),
+                gib(MIN_MEMORY)
+            ),
+            "use a machine with more memory, or close other programs",
+        ),
+        Some(mem) => Check::ok(
+            "memory",
+            format!(
+                "this host has {} (Docker did not answer, so the memory it gives containers is unknown)",
+                gib(mem)
+            ),
+        ),
+        None => Check::ok(
+            "memory",
+            format!(
+                "not measured: Docker did not answer and {} is unreadable",
+                m.proc_root.join("meminfo").display()
+            ),
+        ),
+    }
+}
+
+/// Free disk where a local engine usually keeps its data, when the engine cannot say
+/// where its data root is.
+fn check_host_disk() -> Check {
+    let default_root = PathBuf::from("/var/lib/docker");
+    let dir = if default_root.is_dir() {
+        default_root
+    } else {
+        PathBuf::from("/")
+    };
+    match system::free_bytes(&dir) {
+        Some(free) if free < MIN_FREE_DISK => Check::warn(
+            "disk",
+            "disk-low",
+            format!(
+                "{} free on the filesystem of {} (Docker did not answer; its data root is unknown); at least {} is advised",
+                gib(free),
+                dir.display(),
+                gib(MIN_FREE_DISK)
+            ),
+            "free space, or move Docker's data root to a larger filesystem",
+        ),
+        Some(free) => Check::ok(
+            "disk",
+            format!(
+                "{} free on the filesystem of {} (Docker did not answer; its data root is unknown)",
+                gib(free),
+                dir.display()
+            ),
+        ),
+        None => Check::ok(
+            "disk",
+            format!(
+                "not measured: Docker did not answer and {} cannot be read",
+                dir.display()
+            ),
+        ),
+    }
 }
 
 fn describe(info: &EngineInfo) -> String {
@@ -368,6 +446,18 @@ fn check_port(
                 )),
             )
         }
+        // The engine did not answer: whether it may bind the port depends on it (a
+        // rootful one does), so this is no failure of its own; the docker check is.
+        PortState::PermissionDenied if rootless.is_none() => Check::warn(
+            id,
+            ErrorKind::PortPermissionDenied.id(),
+            format!(
+                "permission denied binding 127.0.0.1:{port} as this user, so it was not probed; whether Docker may bind it is unknown until it answers"
+            ),
+            format!(
+                "fix the docker check first; a rootful Docker binds ports below 1024 for kind, a rootless one needs a port above 1023 ({knob})"
+            ),
+        ),
         PortState::PermissionDenied if rootless == Some(false) => Check::warn(
             id,
             ErrorKind::PortPermissionDenied.id(),

@@ -1,4 +1,5 @@
-//! Host limits a kind cluster runs into: inotify (kubelet, file watchers) and disk.
+//! Host limits a kind cluster runs into: inotify (kubelet, file watchers), disk and
+//! memory.
 
 use std::path::Path;
 
@@ -52,6 +53,14 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
     (rc == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// The host's total memory from `<proc_root>/meminfo` (`MemTotal: N kB`; proc(5)).
+pub fn host_memory(proc_root: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_root.join("meminfo")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 pub fn gib(bytes: u64) -> String {
