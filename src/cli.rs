@@ -643,9 +643,15 @@ async fn cmd_doctor(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
 async fn cmd_render(ctx: &Ctx, args: RenderArgs) -> Result<()> {
     let mut config = ctx.config_for_env(args.env)?;
     config.observability |= args.with.iter().any(|w| w == "observability");
-    let helm = crate::helm::Helm::locate(std::env::var_os("PATH").as_deref(), &config.root)?;
-    let images = std::collections::BTreeMap::new();
     let dirs = crate::state::Dirs::from_process()?;
+    // helm as `up` finds it: from PATH when recent enough, else pulsedev's pinned
+    // release (cached, or downloaded and verified), so render works wherever up does.
+    let helm = crate::helm::Helm {
+        bin: ctx
+            .interruptible(crate::tools::ensure(&crate::tools::HELM, &dirs, &ctx.ui))
+            .await??,
+    };
+    let images = std::collections::BTreeMap::new();
     let request = crate::stack::Request {
         env: config.env,
         service: args.service.as_deref(),

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::tools;
 
 #[derive(Debug, Clone)]
 pub struct Helm {
@@ -32,20 +31,6 @@ pub struct Template<'a> {
 }
 
 impl Helm {
-    /// The helm on PATH, or `tool-missing`.
-    pub fn locate(path_var: Option<&std::ffi::OsStr>, cwd: &Path) -> Result<Helm> {
-        tools::locate(&tools::HELM, path_var, cwd)
-            .map(|bin| Helm { bin })
-            .ok_or_else(|| {
-                Error::new(ErrorKind::ToolMissing, "helm is not on PATH").with_hint(format!(
-                    "install helm {} (minimum {}): {}",
-                    tools::HELM.pinned,
-                    tools::HELM.minimum,
-                    tools::HELM.install_url
-                ))
-            })
-    }
-
     pub fn args(t: &Template) -> Vec<String> {
         let mut a = vec![
             "template".to_string(),

@@ -99,16 +99,25 @@ fn unknown_service_is_a_usage_error() {
     assert!(run.stderr.contains("api, migrations, web, worker"));
 }
 
+/// Without helm on PATH, render gets the pinned release as `up` does; when that cannot
+/// be downloaded either, it says so (and how to get helm).
 #[test]
-fn without_helm_render_is_tool_missing() {
-    let run = Pd::new().cwd(repo_root()).args(&["render"]).run();
+fn without_helm_render_fetches_the_pinned_release_like_up() {
+    let run = Pd::new()
+        .cwd(repo_root())
+        // Nothing listens here: the download fails at once.
+        .env("PULSEDEV_TOOLS_MIRROR", "https://127.0.0.1:9")
+        .args(&["render"])
+        .run();
     assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("downloading helm v"), "{}", run.stderr);
     assert!(
         run.stderr
-            .starts_with("error[tool-missing]: helm is not on PATH"),
+            .contains("error[tool-missing]: failed to download helm v"),
         "{}",
         run.stderr
     );
+    assert!(run.stderr.contains("install helm"), "{}", run.stderr);
 }
 
 #[test]
