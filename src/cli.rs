@@ -746,7 +746,8 @@ async fn cmd_trust(ctx: &Ctx, args: TrustArgs) -> Result<()> {
         )
         .with_hint("in CI pass the exported file to clients instead, e.g. `curl --cacert FILE`"));
     }
-    let paths = crate::cluster::Paths::new(&crate::state::Dirs::from_process()?, &config.name);
+    let dirs = crate::state::Dirs::from_process()?;
+    let paths = crate::cluster::Paths::new(&dirs, &config.name);
     let kubeconfig = paths.kubeconfig.clone();
     let cert = args.out.clone().unwrap_or_else(|| paths.ca_cert.clone());
     let store = || {
@@ -765,6 +766,8 @@ async fn cmd_trust(ctx: &Ctx, args: TrustArgs) -> Result<()> {
     if args.uninstall {
         said.push(trust::uninstall(&store()?, &cert, &config.name)?);
     } else {
+        // A cluster pulsedev made, or the same "does not exist" as status and kubeconfig.
+        crate::cluster::guard(&dirs, &config.name)?;
         let client = ctx
             .interruptible(kube::connect(
                 &kubeconfig,

@@ -124,6 +124,7 @@ pub async fn down(ctx: &Ctx) -> Result<()> {
         // registry container and the state may be left.
         let registry_removed = leftover_registry(&config.name).await?;
         let state_removed = has_state && super::forget(&dirs, &config.name)?;
+        warn_if_someone_elses(ctx, &config.name).await;
         super::DownReport {
             name: config.name.clone(),
             registry_removed,
@@ -153,6 +154,31 @@ pub async fn down(ctx: &Ctx) -> Result<()> {
         ctx.ui.out(&format!("{}\n", lines.join("\n")));
     }
     Ok(())
+}
+
+/// A kind cluster of this name that pulsedev did not make is left alone; say so when a
+/// kind already at hand (on PATH, nothing downloaded) can tell.
+async fn warn_if_someone_elses(ctx: &Ctx, name: &str) {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let Some(bin) = crate::tools::locate(
+        &crate::tools::KIND,
+        std::env::var_os("PATH").as_deref(),
+        &cwd,
+    ) else {
+        return;
+    };
+    let kind = super::kind::Kind {
+        runner: &super::process::ProcessRunner,
+        bin: &bin,
+    };
+    if let Ok(Ok(clusters)) = ctx.interruptible(kind.clusters()).await
+        && clusters.iter().any(|c| c == name)
+    {
+        ctx.ui.warn(&format!(
+            "a kind cluster named {name} exists, but pulsedev did not make it: left alone \
+             (delete it yourself with `kind delete cluster --name {name}` if it is yours)"
+        ));
+    }
 }
 
 /// Removes the registry container of `name` if one is left. No engine running (its

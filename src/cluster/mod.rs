@@ -828,14 +828,14 @@ impl From<&ClusterInfo> for Target {
 pub fn guard(dirs: &Dirs, name: &str) -> Result<Target> {
     let paths = Paths::new(dirs, name);
     let Some(rec) = read_record(&paths)? else {
+        // "No cluster" reads the same in every command (status, trust, kubeconfig):
+        // one id, one exit code, one hint.
         return Err(Error::new(
-            ErrorKind::NotAKindContext,
-            format!(
-                "pulsedev has no cluster named {name} on this machine (no {})",
-                paths.record.display()
-            ),
+            ErrorKind::NotReady,
+            format!("pulsedev has no cluster `{name}` on this machine"),
         )
-        .with_hint("create it with `pulsedev up`, or pass the `--name` it was made with"));
+        .with_details(vec![format!("no record at {}", paths.record.display())])
+        .with_hint("run `pulsedev up` to create it, or pass the `--name` it was made with"));
     };
     guard_record(&rec, &paths)?;
     Ok(Target {

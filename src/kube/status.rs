@@ -240,12 +240,19 @@ impl StatusReport {
             .find(|r| r.category == Category::Cluster && r.state != State::Ready)
         {
             let what = match c.state {
-                State::Missing => format!("the cluster `{}` does not exist", self.cluster.name),
+                State::Missing => format!(
+                    "pulsedev has no cluster `{}` on this machine",
+                    self.cluster.name
+                ),
                 _ => format!("the cluster `{}` is {}", self.cluster.name, c.state.word()),
             };
             return Some(
-                Error::new(ErrorKind::NotReady, what)
-                    .with_hint("run `pulsedev up` to create or start it"),
+                Error::new(ErrorKind::NotReady, what).with_hint(match c.state {
+                    State::Missing => {
+                        "run `pulsedev up` to create it, or pass the `--name` it was made with"
+                    }
+                    _ => "run `pulsedev up` to start it",
+                }),
             );
         }
         let bad: Vec<&Row> = self
@@ -850,10 +857,13 @@ mod tests {
         assert!(!report.ok);
         assert_eq!(report.rows[0].state, State::Missing);
         let e = report.failure().unwrap();
-        assert_eq!(e.message, "the cluster `pulsedev` does not exist");
+        assert_eq!(
+            e.message,
+            "pulsedev has no cluster `pulsedev` on this machine"
+        );
         assert_eq!(
             e.hint.as_deref(),
-            Some("run `pulsedev up` to create or start it")
+            Some("run `pulsedev up` to create it, or pass the `--name` it was made with")
         );
         let doc = report.to_json();
         assert_eq!(doc["ok"], false);

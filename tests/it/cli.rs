@@ -410,3 +410,24 @@ fn down_against_a_hanging_engine_says_it_could_not_check() {
         run.stderr
     );
 }
+
+/// "No cluster" is one id, one exit code and one message in every command that reads a
+/// cluster.
+#[test]
+fn no_cluster_reads_the_same_in_status_trust_and_kubeconfig() {
+    for cmd in ["status", "trust", "kubeconfig"] {
+        let run = Pd::new().args(&[cmd, "--output", "json"]).run();
+        assert_eq!(run.code, 1, "{cmd}: {run:?}");
+        let doc = run.json();
+        assert_eq!(doc["error"]["id"], "not-ready", "{cmd}: {doc:#}");
+        assert_eq!(
+            doc["error"]["message"], "pulsedev has no cluster `pulsedev` on this machine",
+            "{cmd}"
+        );
+        assert_eq!(
+            doc["error"]["hint"],
+            "run `pulsedev up` to create it, or pass the `--name` it was made with",
+            "{cmd}"
+        );
+    }
+}

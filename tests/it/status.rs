@@ -14,7 +14,7 @@ fn status_without_a_cluster_says_so_and_exits_1() {
     );
     assert!(
         run.stderr
-            .contains("error[not-ready]: the cluster `demo` does not exist"),
+            .contains("error[not-ready]: pulsedev has no cluster `demo` on this machine"),
         "{}",
         run.stderr
     );
