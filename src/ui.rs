@@ -186,6 +186,11 @@ pub fn failure_document(e: &Error) -> serde_json::Value {
 pub struct Ui {
     pub mode: Mode,
     started: Instant,
+    /// The live lines on the terminal, when some are drawn: every other write to stderr
+    /// goes around them (`MultiProgress::suspend`), or the terminal keeps stale copies
+    /// of them (a line printed under a bar pushes the bars down, and the next redraw
+    /// only clears the lines it knows of).
+    live: std::sync::Arc<std::sync::Mutex<Option<indicatif::MultiProgress>>>,
 }
 
 impl Ui {
@@ -193,6 +198,21 @@ impl Ui {
         Ui {
             mode,
             started: Instant::now(),
+            live: Default::default(),
+        }
+    }
+
+    /// Writes `text` to stderr, around the live lines when they are drawn.
+    fn to_stderr(&self, text: &str) {
+        let live = self.live.lock().expect("not poisoned").clone();
+        let write = || {
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(text.as_bytes());
+            let _ = e.flush();
+        };
+        match live {
+            Some(multi) => multi.suspend(write),
+            None => write(),
         }
     }
 
@@ -209,7 +229,7 @@ impl Ui {
             Progress::Lines => format!("[{}] {msg}", elapsed(self.started.elapsed())),
             _ => msg.to_string(),
         };
-        let _ = writeln!(std::io::stderr(), "{line}");
+        self.to_stderr(&format!("{line}\n"));
     }
 
     /// A line shown only with `--verbose`.
@@ -221,7 +241,7 @@ impl Ui {
 
     pub fn warn(&self, msg: &str) {
         let tag = paint(self.mode.color_stderr, Style::Yellow, "warning");
-        let _ = writeln!(std::io::stderr(), "{tag}: {msg}");
+        self.to_stderr(&format!("{tag}: {msg}\n"));
     }
 
     /// Data for stdout (human mode).
@@ -243,6 +263,15 @@ impl Ui {
             return None;
         }
         let bar = indicatif::ProgressBar::new_spinner().with_message(msg.to_string());
+        // Inside the live lines when some are drawn: two draw targets on one terminal
+        // leave each other's lines behind.
+        let bar = match self.live.lock().expect("not poisoned").as_ref() {
+            Some(multi) => multi.add(bar),
+            None => {
+                bar.set_draw_target(live_target());
+                bar
+            }
+        };
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
                 .expect("valid template"),
@@ -256,11 +285,7 @@ impl Ui {
         if self.json() {
             self.out_json(&failure_document(e));
         } else {
-            let _ = write!(
-                std::io::stderr(),
-                "{}",
-                render_error(e, self.mode.color_stderr)
-            );
+            self.to_stderr(&render_error(e, self.mode.color_stderr));
         }
     }
 }
@@ -276,13 +301,179 @@ pub struct TaskLines {
 
 impl Ui {
     pub fn task_lines(&self) -> TaskLines {
+        let multi = (self.mode.progress == Progress::Bars).then(|| {
+            let multi = indicatif::MultiProgress::with_draw_target(live_target());
+            *self.live.lock().expect("not poisoned") = Some(multi.clone());
+            multi
+        });
         TaskLines {
             ui: self.clone(),
-            multi: (self.mode.progress == Progress::Bars).then(indicatif::MultiProgress::new),
+            multi,
             bars: Default::default(),
         }
     }
 }
+
+/// (columns, rows) of the terminal on stderr, when it is one.
+fn stderr_size() -> Option<(u16, u16)> {
+    // SAFETY: TIOCGWINSZ fills the winsize we own; fd 2 is only read.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0).then_some((size.ws_col, size.ws_row))
+}
+
+/// Columns of the terminal on stderr, when it is one.
+fn stderr_columns() -> Option<usize> {
+    stderr_size().map(|(cols, _)| cols as usize)
+}
+
+/// Where indicatif draws live lines: stderr, with real line ends.
+///
+/// indicatif writes each live line and then pads it with spaces to the terminal's full
+/// width, letting the terminal's automatic wrap start the next line (indicatif
+/// src/draw_target.rs, `DrawState::draw_to_term`: "keep the cursor on the right terminal
+/// side"). Terminals then hold the lines as one wrapped line: tmux joins them
+/// (`capture-pane -J`, copy mode), a resize reflows them into garbage. Here the padding
+/// becomes "erase to the end of the line", and the line ends with `\r\n` when the next
+/// one starts; the cursor stays where indicatif expects it (on the last line).
+#[derive(Debug, Default)]
+struct LineTerm {
+    /// The last line was written and padded: its newline is still owed.
+    pending: std::sync::Mutex<bool>,
+}
+
+impl LineTerm {
+    fn emit(&self, text: &str) -> std::io::Result<()> {
+        std::io::stderr().lock().write_all(text.as_bytes())
+    }
+
+    fn settle(&self) -> std::io::Result<()> {
+        let mut pending = self.pending.lock().expect("not poisoned");
+        if std::mem::take(&mut *pending) {
+            self.emit("\r\n")?;
+        }
+        Ok(())
+    }
+
+    fn forget(&self) {
+        *self.pending.lock().expect("not poisoned") = false;
+    }
+}
+
+impl indicatif::TermLike for LineTerm {
+    fn width(&self) -> u16 {
+        stderr_size().map_or(80, |(cols, _)| cols)
+    }
+
+    fn height(&self) -> u16 {
+        stderr_size().map_or(24, |(_, rows)| rows.max(1))
+    }
+
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        // Still on the last line: the owed newline is not needed to go up from it.
+        self.forget();
+        if n > 0 {
+            self.emit(&format!("\x1b[{n}A"))?;
+        }
+        Ok(())
+    }
+
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.forget();
+        if n > 0 {
+            self.emit(&format!("\x1b[{n}B"))?;
+        }
+        Ok(())
+    }
+
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.emit(&format!("\x1b[{n}C"))?;
+        }
+        Ok(())
+    }
+
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.emit(&format!("\x1b[{n}D"))?;
+        }
+        Ok(())
+    }
+
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.settle()?;
+        self.emit(&format!("{s}\x1b[K\r\n"))
+    }
+
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        if !s.is_empty() && s.bytes().all(|b| b == b' ') {
+            // indicatif's padding to the full width.
+            *self.pending.lock().expect("not poisoned") = true;
+            return self.emit("\x1b[K");
+        }
+        self.settle()?;
+        self.emit(s)
+    }
+
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.forget();
+        self.emit("\r\x1b[2K")
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        std::io::stderr().lock().flush()
+    }
+}
+
+/// indicatif's target for live lines on stderr (see `LineTerm`), at most 20 redraws a
+/// second like indicatif's own stderr target.
+fn live_target() -> indicatif::ProgressDrawTarget {
+    indicatif::ProgressDrawTarget::term_like_with_hz(Box::new(LineTerm::default()), 20)
+}
+
+/// `text` cut to `max` visible characters (an ellipsis marks the cut). Colour escapes
+/// (`ESC [ … m`, as `paint` writes them) take no room and are never cut in half.
+fn fit(text: &str, max: usize) -> String {
+    let visible = |t: &str| {
+        let mut n = 0;
+        let mut escape = false;
+        for c in t.chars() {
+            match (escape, c) {
+                (false, '\x1b') => escape = true,
+                (true, 'm') => escape = false,
+                (true, _) => {}
+                (false, _) => n += 1,
+            }
+        }
+        n
+    };
+    if visible(text) <= max {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    let (mut n, mut escape, mut coloured) = (0, false, false);
+    for c in text.chars() {
+        if escape || c == '\x1b' {
+            escape = c != 'm';
+            coloured = true;
+            out.push(c);
+            continue;
+        }
+        if n + 1 >= max {
+            break;
+        }
+        out.push(c);
+        n += 1;
+    }
+    out.push('…');
+    if coloured {
+        out.push_str("\x1b[0m");
+    }
+    out
+}
+
+/// Width of a live line's task name: step names line up.
+const TASK_WIDTH: usize = 18;
 
 impl TaskLines {
     /// Shows `msg` as the current state of `task`. `important` lines are also
@@ -293,43 +484,71 @@ impl TaskLines {
                 let mut bars = self.bars.lock().expect("bars lock");
                 let bar = bars.entry(task.to_string()).or_insert_with(|| {
                     let bar = multi.add(indicatif::ProgressBar::new_spinner());
+                    // Never the whole width: a line that fills the last column leaves
+                    // the cursor pending a wrap, and terminals (tmux) join it to the
+                    // next one.
                     bar.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{spinner} {prefix} {wide_msg} {elapsed}",
-                        )
+                        indicatif::ProgressStyle::with_template(&format!(
+                            "{{spinner}} {{prefix:<{TASK_WIDTH}}} {{elapsed:>4}} {{msg}}"
+                        ))
                         .expect("valid template"),
                     );
                     bar.set_prefix(task.to_string());
                     bar.enable_steady_tick(Duration::from_millis(100));
                     bar
                 });
-                bar.set_message(msg.to_string());
+                bar.set_message(self.fitted(task, msg));
             }
             None if important => self.ui.info(&format!("{task}: {msg}")),
             None => self.ui.debug(&format!("{task}: {msg}")),
         }
     }
 
-    /// Ends `task`'s line with a final message.
+    /// `msg` cut to what fits after the spinner, the task and the time on the
+    /// terminal's current width, one column short of it.
+    fn fitted(&self, task: &str, msg: &str) -> String {
+        let used = 2 + task.chars().count().max(TASK_WIDTH) + 1 + 4 + 1;
+        match stderr_columns() {
+            Some(cols) => fit(msg, cols.saturating_sub(used + 1).max(10)),
+            None => msg.to_string(),
+        }
+    }
+
+    /// Ends `task`'s line: its live line goes, one final line is printed above the
+    /// lines still running, and stays.
     pub fn finish(&self, task: &str, msg: &str) {
         match &self.multi {
-            Some(_) => {
-                if let Some(bar) = self.bars.lock().expect("bars lock").get(task) {
-                    bar.set_style(
-                        indicatif::ProgressStyle::with_template("  {prefix} {wide_msg}")
-                            .expect("valid template"),
-                    );
-                    bar.finish_with_message(msg.to_string());
+            Some(multi) => {
+                if let Some(bar) = self.bars.lock().expect("bars lock").remove(task) {
+                    bar.finish_and_clear();
                 }
+                // Written by us, above the live lines and with its own newline: lines
+                // indicatif prints itself are padded to the full width, and the text
+                // after the last one would run into it.
+                let cols = stderr_columns().unwrap_or(usize::MAX);
+                let line = fit(
+                    &format!("  {task:<TASK_WIDTH$} {msg}"),
+                    cols.saturating_sub(1),
+                );
+                multi.suspend(|| {
+                    let mut e = std::io::stderr().lock();
+                    let _ = writeln!(e, "{line}");
+                    let _ = e.flush();
+                });
             }
             None => self.ui.info(&format!("{task}: {msg}")),
         }
     }
 
-    /// Removes every bar (before the final summary is printed).
+    /// Removes every live line (before the final summary is printed); later writes to
+    /// stderr go straight out again.
     pub fn clear(&self) {
         if let Some(multi) = &self.multi {
+            for (_, bar) in std::mem::take(&mut *self.bars.lock().expect("bars lock")) {
+                bar.finish_and_clear();
+            }
             let _ = multi.clear();
+            *self.ui.live.lock().expect("not poisoned") = None;
         }
     }
 }
@@ -422,6 +641,19 @@ mod tests {
             }
         }
         v
+    }
+
+    #[test]
+    fn live_lines_are_cut_to_fit_without_breaking_colour() {
+        assert_eq!(fit("short", 10), "short");
+        assert_eq!(fit("a longer message", 8), "a longe…");
+        let green = paint(true, Style::Green, "done");
+        let cut = fit(&format!("{green} (0.6s): kind /tmp/bin/kind"), 10);
+        assert!(cut.starts_with(&green), "{cut:?}");
+        assert!(cut.ends_with("…\x1b[0m"), "{cut:?}");
+        // Visible characters: "done (0.6" and the ellipsis.
+        let plain: String = cut.replace(&green, "done").replace("\x1b[0m", "");
+        assert_eq!(plain, "done (0.6…");
     }
 
     /// Every combination of the inputs, checked against the rules stated plainly.

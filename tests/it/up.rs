@@ -1053,3 +1053,135 @@ fn every_failed_step_keeps_its_own_reason() {
     }
     assert!(all.contains("failed to init node with kubeadm"), "{all}");
 }
+
+/// A terminal's view of `up`, through tmux: the real binary on a real pseudo-terminal
+/// (`tmux new-session -x COLS`), read back with `capture-pane -J` (lines the terminal
+/// wrapped are joined again, so a line that filled the last column and ran into the
+/// next one shows as one). With `resize`, the window changes width once the first
+/// step has finished. Returns the screen once the run printed its exit marker, and the
+/// exit code.
+fn up_in_tmux(w: &World, cols: u16, resize: Option<u16>) -> (String, i32) {
+    use std::os::unix::fs::PermissionsExt;
+    let session = fakes::unique("tty");
+    let script = w.pd.home.path().join(format!("{session}.sh"));
+    let cmd = w.pd.command_with(&["up", "--timeout", "60"]);
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let mut text = String::from("#!/bin/sh\n");
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            text.push_str(&format!("export {}={}\n", k.to_string_lossy(), quote(v)));
+        }
+    }
+    text.push_str("unset CI\nexport TERM=xterm-256color\n");
+    text.push_str(&format!("cd {}\n", quote(w.pd.work.path().as_os_str())));
+    text.push_str(&quote(cmd.get_program()));
+    for a in cmd.get_args() {
+        text.push(' ');
+        text.push_str(&quote(a));
+    }
+    text.push_str("\necho \"EXIT=$?\"\nexec sleep 600\n");
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(["-L", &session, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    };
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        &cols.to_string(),
+        "-y",
+        "50",
+        "-s",
+        &session,
+        script.to_str().unwrap(),
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let capture = || {
+        let out = tmux(&["capture-pane", "-p", "-J", "-t", &session, "-S", "-300"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let mut resized = resize.is_none();
+    let screen = loop {
+        let screen = capture();
+        if screen.contains("EXIT=") {
+            break screen;
+        }
+        if !resized && screen.lines().any(|l| l.starts_with("  tools ")) {
+            let to = resize.unwrap().to_string();
+            let out = tmux(&["resize-window", "-t", &session, "-x", &to]);
+            assert!(out.status.success(), "{out:?}");
+            resized = true;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit marker:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = tmux(&["kill-server"]);
+    let code = screen
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("EXIT="))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(-1);
+    (screen, code)
+}
+
+/// `up` on a terminal (80 and 160 columns, and one resized while it runs): each step
+/// ends with exactly one final line of its own, no spinner is left above the summary,
+/// and no line runs into the next.
+#[test]
+fn up_on_a_terminal_leaves_one_final_line_per_step_and_no_stale_spinner() {
+    let Some(w) = World::new(|o| o) else { return };
+    let final_line =
+        regex::Regex::new(r"^  (\S+) +(done|skipped|FAILED|not run) \(\d+\.\ds\)").unwrap();
+    let spinner = regex::Regex::new(r"(?m)^[\u{2800}-\u{28FF}] ").unwrap();
+    for (cols, resize) in [(80u16, None), (160, None), (160, Some(90u16))] {
+        let (screen, code) = up_in_tmux(&w, cols, resize);
+        assert_eq!(code, 0, "{cols} columns:\n{screen}");
+        let mut finals: std::collections::BTreeMap<String, usize> = Default::default();
+        for line in screen.lines() {
+            if let Some(c) = final_line.captures(line) {
+                *finals.entry(c[1].to_string()).or_default() += 1;
+            }
+            // Two lines run together: a final line with another step's line inside.
+            assert!(
+                line.matches(" (0.").count() + line.matches("s): ").count() <= 2,
+                "{cols} columns, lines run together: {line:?}\n{screen}"
+            );
+        }
+        let summary = screen
+            .split("PulseWatch is up on cluster")
+            .nth(1)
+            .unwrap_or("");
+        for step in [
+            "tools",
+            "cluster",
+            "images",
+            "deliver",
+            "migrations",
+            "services",
+            "prune",
+        ] {
+            assert_eq!(
+                finals.get(step),
+                Some(&1),
+                "{cols} columns, {step}:\n{screen}"
+            );
+            assert!(
+                summary.contains(&format!("  {step} ")),
+                "{step} not in the summary"
+            );
+        }
+        assert!(
+            !spinner.is_match(&screen),
+            "{cols} columns, a spinner was left:\n{screen}"
+        );
+    }
+}
