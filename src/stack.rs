@@ -78,6 +78,14 @@ pub struct PlatformChart {
     /// (an operator makes them).
     #[serde(default)]
     pub wait: Vec<String>,
+    /// Whether the CRDs of the chart's `crds/` folder are installed (`--include-crds`);
+    /// `false` for a chart whose custom resources we switch off.
+    #[serde(default = "default_true")]
+    pub include_crds: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl PlatformChart {
@@ -260,6 +268,7 @@ pub async fn render_service(
         set_string,
         version: None,
         include_crds: false,
+        skip_schema_validation: false,
     };
     Ok(Some(Piece {
         source: rel(root, chart),
@@ -267,7 +276,69 @@ pub async fn render_service(
     }))
 }
 
+/// The `$ref`s to schemas on the web (`http://`, `https://`) in a chart archive's
+/// values.schema.json files (the chart's and its subcharts'), sorted and deduplicated.
+/// Helm resolves them by downloading on every render (nginx-ingress refers to
+/// kubernetes-json-schema on raw.githubusercontent.com some 60 times), so a render would
+/// need that host.
+pub fn remote_schema_refs(archive: &Path) -> Result<Vec<String>> {
+    fn walk(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match v {
+                        serde_json::Value::String(r)
+                            if k == "$ref"
+                                && (r.starts_with("http://") || r.starts_with("https://")) =>
+                        {
+                            out.insert(r.split('#').next().unwrap_or(r).to_string());
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Error::new(
+            ErrorKind::RenderFailed,
+            format!("failed to read the chart archive {}: {e}", archive.display()),
+        )
+        .with_hint("delete it so that `pulsedev up` fetches it again")
+    };
+    let file = std::fs::File::open(archive).map_err(|e| unreadable(&e))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = std::collections::BTreeSet::new();
+    for entry in tar.entries().map_err(|e| unreadable(&e))? {
+        let mut entry = entry.map_err(|e| unreadable(&e))?;
+        let is_schema = entry
+            .path()
+            .map_err(|e| unreadable(&e))?
+            .file_name()
+            .is_some_and(|n| n == "values.schema.json");
+        if !is_schema {
+            continue;
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text).map_err(|e| unreadable(&e))?;
+        // A schema helm cannot parse fails the render with helm's own message.
+        if let Ok(schema) = serde_json::from_str::<serde_json::Value>(&text) {
+            walk(&schema, &mut out);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
 /// Renders a pinned platform chart from the cache; `None` when it is not cached.
+///
+/// A chart whose values schema refers to schemas on the web is rendered with
+/// `--skip-schema-validation`, so `up` and `render` never depend on that host (helm
+/// would download them on every render and fail offline or when rate-limited:
+/// nginx/kubernetes-ingress issues #5374, #7193, #10667). Its values are checked in
+/// the tests against the chart's schema with the references resolved from a local copy
+/// (tests/manifests/upstream_charts.py), and the rendered objects by the API server.
 pub async fn render_platform_chart(
     root: &Path,
     helm: &Helm,
@@ -285,8 +356,10 @@ pub async fn render_platform_chart(
         values: vec![root.join(&c.values)],
         set_string: vec![],
         version: None,
-        // Platform charts bring CRDs (e.g. the Prometheus operator's) that `up` applies.
-        include_crds: true,
+        // Platform charts bring CRDs (e.g. the Prometheus operator's) that `up` applies,
+        // unless the pin says they are unused.
+        include_crds: c.include_crds,
+        skip_schema_validation: !remote_schema_refs(&archive)?.is_empty(),
     };
     Ok(Some(Piece {
         source: format!("{}-{}", c.chart, c.version),

@@ -216,13 +216,23 @@ class Doc:
     hook_events: list[str] = field(default_factory=list)
 
 
-# Helm's document separator (helm/helm pkg/release/v1/util/manifest.go, `sep` and
-# SplitManifests): `---` at the start of any line plus the blanks after it, wherever the
-# line goes on. So `---# Permission to ...` (cert-manager's templates/rbac.yaml) splits
-# there and the comment starts the next document. helm-python-sdk renders per template
-# but does not expose this split; tests/manifests/upstream_charts.py checks the result
-# against the SDK's own install pipeline (install --dry-run=client) for every real chart.
-HELM_SEPARATOR = re.compile(r"(?m)^---[ \t]*")
+# Helm's document separator (releaseutil.SplitManifests, helm/helm
+# pkg/release/v1/util/manifest.go `sep`), as the Helm of helm-python-sdk has it. Up to
+# v4.2.3: `(?:^|\s*\n)---\s*` (Go's \s is [\t\n\f\r ]): a `---` right after any newline
+# splits, with the blanks before that newline and all blanks (newlines too) after it. From
+# v4.2.4 (commit bfebbb7c1 "Fix vanishing empty lines"): `(?m)^---[ \t]*`. Either way
+# `---# Permission to ...` (cert-manager's templates/rbac.yaml) splits there and the comment
+# starts the next document. helm-python-sdk renders per template but does not expose this
+# split; tests/manifests/upstream_charts.py checks the result against the SDK's own install
+# pipeline (install --dry-run=client) for every real chart.
+def _helm_separator() -> re.Pattern[str]:
+    version = tuple(int(x) for x in re.findall(r"\d+", helm_python.helm_sdk_version())[:3])
+    if version >= (4, 2, 4):
+        return re.compile(r"(?m)^---[ \t]*")
+    return re.compile(r"(?:^|[\t\n\f\r ]*\n)---[\t\n\f\r ]*")
+
+
+HELM_SEPARATOR = _helm_separator()
 
 
 def go_trim_left_space(text: str) -> str:
