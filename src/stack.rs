@@ -304,7 +304,10 @@ pub fn remote_schema_refs(archive: &Path) -> Result<Vec<String>> {
     let unreadable = |e: &dyn std::fmt::Display| {
         Error::new(
             ErrorKind::RenderFailed,
-            format!("failed to read the chart archive {}: {e}", archive.display()),
+            format!(
+                "failed to read the chart archive {}: {e}",
+                archive.display()
+            ),
         )
         .with_hint("delete it so that `pulsedev up` fetches it again")
     };
@@ -492,6 +495,47 @@ mod tests {
         assert_eq!(namespace(Env::Prod), "pulsewatch-prod");
     }
 
+    fn archive(entries: &[(&str, &str)]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let gz = flate2::write::GzEncoder::new(file.reopen().unwrap(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        for (path, text) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, path, text.as_bytes()).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+        file
+    }
+
+    #[test]
+    fn remote_schema_refs_are_found_in_the_chart_and_its_subcharts() {
+        let remote = r##"{"properties": {"a": {"$ref": "https://h.example/defs.json#/definitions/A"},
+            "b": {"items": [{"$ref": "http://h.example/other.json"}]},
+            "c": {"$ref": "#/definitions/local"}}}"##;
+        let a = archive(&[
+            (
+                "c/Chart.yaml",
+                "name: c
+",
+            ),
+            ("c/values.schema.json", r##"{"$ref": "#/x"}"##),
+            ("c/charts/sub/values.schema.json", remote),
+        ]);
+        assert_eq!(
+            remote_schema_refs(a.path()).unwrap(),
+            ["http://h.example/other.json", "https://h.example/defs.json"]
+        );
+        let local = archive(&[("c/values.schema.json", r##"{"$ref": "#/x"}"##)]);
+        assert!(remote_schema_refs(local.path()).unwrap().is_empty());
+        let broken = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(broken.path(), b"not a tgz").unwrap();
+        let e = remote_schema_refs(broken.path()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::RenderFailed);
+    }
+
     #[test]
     fn the_committed_pins_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -500,6 +544,8 @@ mod tests {
         assert_eq!(ingress.chart, "nginx-ingress");
         assert!(!ingress.version.is_empty());
         assert_eq!(pins["cert-manager"].version, "v1.21.1");
+        assert!(!ingress.include_crds, "NGINX custom resources are off");
+        assert!(pins["cert-manager"].include_crds);
         assert!(root.join(&ingress.values).is_file());
         for f in &pins["cert-manager"].local_ca {
             assert!(root.join(f).is_file(), "{f}");

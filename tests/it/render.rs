@@ -267,7 +267,10 @@ fn render_with_observability_adds_the_monitoring_pieces_only_when_asked() {
 fn a_cached_chart_with_remote_schema_refs_renders_offline_without_unused_crds() {
     let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
     let ingress = &pins["ingress"];
-    assert!(!ingress.include_crds, "the NGINX CRDs are unused (enableCustomResources: false)");
+    assert!(
+        !ingress.include_crds,
+        "the NGINX CRDs are unused (enableCustomResources: false)"
+    );
     let pd = Pd::new().with_helm().cwd(repo_root());
     let name = &ingress.chart;
     let schema = r#"{"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
@@ -293,8 +296,19 @@ fn a_cached_chart_with_remote_schema_refs_renders_offline_without_unused_crds() 
     std::fs::write(dir.join(format!("{name}-{}.tgz", ingress.version)), archive).unwrap();
     let run = pd.args(&["render", "--env", "dev"]).run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(!run.stderr.contains("platform chart ingress"), "{}", run.stderr);
-    assert!(run.stdout.contains("name: stand-in-controller"), "{}", run.stdout);
-    assert!(run.stdout.contains("tolerations: \"1\""), "the values reached the chart");
+    assert!(
+        !run.stderr.contains("platform chart ingress"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("name: stand-in-controller"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("tolerations: \"1\""),
+        "the values reached the chart"
+    );
     assert!(!run.stdout.contains("policies.k8s.nginx.org"));
 }
