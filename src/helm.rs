@@ -28,6 +28,9 @@ pub struct Template<'a> {
     /// `--include-crds`: the CRDs a chart keeps in its `crds/` folder (helm install
     /// applies them; `helm template` leaves them out unless asked).
     pub include_crds: bool,
+    /// `--skip-schema-validation` (Helm 3.16+): for charts whose values.schema.json
+    /// refers to schemas on the web, which helm would download on every render.
+    pub skip_schema_validation: bool,
 }
 
 impl Helm {
@@ -45,6 +48,9 @@ impl Helm {
         }
         if t.include_crds {
             a.push("--include-crds".into());
+        }
+        if t.skip_schema_validation {
+            a.push("--skip-schema-validation".into());
         }
         for f in &t.values {
             a.push("-f".into());
@@ -114,6 +120,7 @@ mod tests {
             set_string: vec![("api.image.tag".into(), "3f2a9c1b7d0e".into())],
             version: None,
             include_crds: false,
+            skip_schema_validation: false,
         };
         assert_eq!(
             Helm::args(&t).join(" "),

@@ -78,6 +78,14 @@ pub struct PlatformChart {
     /// (an operator makes them).
     #[serde(default)]
     pub wait: Vec<String>,
+    /// Whether the CRDs of the chart's `crds/` folder are installed (`--include-crds`);
+    /// `false` for a chart whose custom resources we switch off.
+    #[serde(default = "default_true")]
+    pub include_crds: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl PlatformChart {
@@ -260,6 +268,7 @@ pub async fn render_service(
         set_string,
         version: None,
         include_crds: false,
+        skip_schema_validation: false,
     };
     Ok(Some(Piece {
         source: rel(root, chart),
@@ -267,7 +276,72 @@ pub async fn render_service(
     }))
 }
 
+/// The `$ref`s to schemas on the web (`http://`, `https://`) in a chart archive's
+/// values.schema.json files (the chart's and its subcharts'), sorted and deduplicated.
+/// Helm resolves them by downloading on every render (nginx-ingress refers to
+/// kubernetes-json-schema on raw.githubusercontent.com some 60 times), so a render would
+/// need that host.
+pub fn remote_schema_refs(archive: &Path) -> Result<Vec<String>> {
+    fn walk(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match v {
+                        serde_json::Value::String(r)
+                            if k == "$ref"
+                                && (r.starts_with("http://") || r.starts_with("https://")) =>
+                        {
+                            out.insert(r.split('#').next().unwrap_or(r).to_string());
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Error::new(
+            ErrorKind::RenderFailed,
+            format!(
+                "failed to read the chart archive {}: {e}",
+                archive.display()
+            ),
+        )
+        .with_hint("delete it so that `pulsedev up` fetches it again")
+    };
+    let file = std::fs::File::open(archive).map_err(|e| unreadable(&e))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = std::collections::BTreeSet::new();
+    for entry in tar.entries().map_err(|e| unreadable(&e))? {
+        let mut entry = entry.map_err(|e| unreadable(&e))?;
+        let is_schema = entry
+            .path()
+            .map_err(|e| unreadable(&e))?
+            .file_name()
+            .is_some_and(|n| n == "values.schema.json");
+        if !is_schema {
+            continue;
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text).map_err(|e| unreadable(&e))?;
+        // A schema helm cannot parse fails the render with helm's own message.
+        if let Ok(schema) = serde_json::from_str::<serde_json::Value>(&text) {
+            walk(&schema, &mut out);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
 /// Renders a pinned platform chart from the cache; `None` when it is not cached.
+///
+/// A chart whose values schema refers to schemas on the web is rendered with
+/// `--skip-schema-validation`, so `up` and `render` never depend on that host (helm
+/// would download them on every render and fail offline or when rate-limited:
+/// nginx/kubernetes-ingress issues #5374, #7193, #10667). Its values are checked in
+/// the tests against the chart's schema with the references resolved from a local copy
+/// (tests/manifests/upstream_charts.py), and the rendered objects by the API server.
 pub async fn render_platform_chart(
     root: &Path,
     helm: &Helm,
@@ -285,8 +359,10 @@ pub async fn render_platform_chart(
         values: vec![root.join(&c.values)],
         set_string: vec![],
         version: None,
-        // Platform charts bring CRDs (e.g. the Prometheus operator's) that `up` applies.
-        include_crds: true,
+        // Platform charts bring CRDs (e.g. the Prometheus operator's) that `up` applies,
+        // unless the pin says they are unused.
+        include_crds: c.include_crds,
+        skip_schema_validation: !remote_schema_refs(&archive)?.is_empty(),
     };
     Ok(Some(Piece {
         source: format!("{}-{}", c.chart, c.version),
@@ -419,6 +495,47 @@ mod tests {
         assert_eq!(namespace(Env::Prod), "pulsewatch-prod");
     }
 
+    fn archive(entries: &[(&str, &str)]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let gz = flate2::write::GzEncoder::new(file.reopen().unwrap(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        for (path, text) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, path, text.as_bytes()).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+        file
+    }
+
+    #[test]
+    fn remote_schema_refs_are_found_in_the_chart_and_its_subcharts() {
+        let remote = r##"{"properties": {"a": {"$ref": "https://h.example/defs.json#/definitions/A"},
+            "b": {"items": [{"$ref": "http://h.example/other.json"}]},
+            "c": {"$ref": "#/definitions/local"}}}"##;
+        let a = archive(&[
+            (
+                "c/Chart.yaml",
+                "name: c
+",
+            ),
+            ("c/values.schema.json", r##"{"$ref": "#/x"}"##),
+            ("c/charts/sub/values.schema.json", remote),
+        ]);
+        assert_eq!(
+            remote_schema_refs(a.path()).unwrap(),
+            ["http://h.example/other.json", "https://h.example/defs.json"]
+        );
+        let local = archive(&[("c/values.schema.json", r##"{"$ref": "#/x"}"##)]);
+        assert!(remote_schema_refs(local.path()).unwrap().is_empty());
+        let broken = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(broken.path(), b"not a tgz").unwrap();
+        let e = remote_schema_refs(broken.path()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::RenderFailed);
+    }
+
     #[test]
     fn the_committed_pins_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -427,6 +544,8 @@ mod tests {
         assert_eq!(ingress.chart, "nginx-ingress");
         assert!(!ingress.version.is_empty());
         assert_eq!(pins["cert-manager"].version, "v1.21.1");
+        assert!(!ingress.include_crds, "NGINX custom resources are off");
+        assert!(pins["cert-manager"].include_crds);
         assert!(root.join(&ingress.values).is_file());
         for f in &pins["cert-manager"].local_ca {
             assert!(root.join(f).is_file(), "{f}");

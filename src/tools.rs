@@ -31,12 +31,15 @@ pub const KIND: Tool = Tool {
     install_url: "https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
 };
 
-/// Helm 3.14 renders our charts; 4.2 is the supported line we pin.
+/// Helm 3.16 is the first with `helm template --skip-schema-validation` (helm/helm
+/// commit acf715856, first tagged v3.16.0, cmd/helm/install.go addInstallFlags, which
+/// `template` shares), which platform charts with remote schema references need (see
+/// `stack::render_platform_chart`); 4.2 is the supported line we pin.
 pub const HELM: Tool = Tool {
     name: "helm",
     version_args: &["version", "--short"],
     pinned: Version(4, 2, 2),
-    minimum: Version(3, 14, 0),
+    minimum: Version(3, 16, 0),
     install_url: "https://helm.sh/docs/intro/install/",
 };
 
@@ -235,7 +238,7 @@ mod tests {
         assert!(Version(0, 23, 9) < KIND.minimum);
         assert!(KIND.pinned >= KIND.minimum);
         assert!(HELM.pinned >= HELM.minimum);
-        assert!(Version(3, 13, 0) < HELM.minimum);
+        assert!(Version(3, 15, 9) < HELM.minimum);
         assert_eq!(Version(0, 32, 0).to_string(), "v0.32.0");
     }
 }

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -209,45 +211,100 @@ def load_chart(path: str) -> Chart:
 @dataclass
 class Doc:
     source: str
-    index: int
     text: str
     kind: str
-    name: str
-    hook: str | None
-    weight: int
+    hook_events: list[str] = field(default_factory=list)
 
 
-def split_documents(source: str, manifest: str) -> list[Doc]:
-    docs: list[Doc] = []
-    chunks: list[list[str]] = [[]]
-    for line in manifest.splitlines():
-        if line.rstrip() == "---" or line.startswith("--- "):
-            chunks.append([])
-        else:
-            chunks[-1].append(line)
-    for index, chunk in enumerate(chunks):
-        text = "\n".join(chunk).strip("\n")
-        try:
-            obj = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as err:
-            raise helm_errors.HelmRenderError(f"YAML parse error on {source}: {err}") from None
-        if obj is None:
-            continue  # empty or comment-only: helm drops these
-        if not isinstance(obj, dict):
-            raise helm_errors.HelmRenderError(f"YAML parse error on {source}: document is not a map")
-        meta = obj.get("metadata") or {}
-        annotations = meta.get("annotations") or {}
-        hook = annotations.get("helm.sh/hook")
-        try:
-            weight = int(annotations.get("helm.sh/hook-weight", "0"))
-        except ValueError:
-            weight = 0
-        docs.append(Doc(source, index, text, str(obj.get("kind", "")), str(meta.get("name", "")), hook, weight))
-    return docs
+# Helm's document separator (releaseutil.SplitManifests, helm/helm
+# pkg/release/v1/util/manifest.go `sep`), as the Helm of helm-python-sdk has it. Up to
+# v4.2.3: `(?:^|\s*\n)---\s*` (Go's \s is [\t\n\f\r ]): a `---` right after any newline
+# splits, with the blanks before that newline and all blanks (newlines too) after it. From
+# v4.2.4 (commit bfebbb7c1 "Fix vanishing empty lines"): `(?m)^---[ \t]*`. Either way
+# `---# Permission to ...` (cert-manager's templates/rbac.yaml) splits there and the comment
+# starts the next document. helm-python-sdk renders per template but does not expose this
+# split; tests/manifests/upstream_charts.py checks the result against the SDK's own install
+# pipeline (install --dry-run=client) for every real chart.
+def _helm_separator() -> re.Pattern[str]:
+    version = tuple(int(x) for x in re.findall(r"\d+", helm_python.helm_sdk_version())[:3])
+    if version >= (4, 2, 4):
+        return re.compile(r"(?m)^---[ \t]*")
+    return re.compile(r"(?:^|[\t\n\f\r ]*\n)---[\t\n\f\r ]*")
+
+
+HELM_SEPARATOR = _helm_separator()
+
+
+def go_trim_left_space(text: str) -> str:
+    """strings.TrimLeftFunc(s, unicode.IsSpace)."""
+    i = 0
+    while i < len(text) and (text[i].isspace() and text[i] not in "\x1c\x1d\x1e\x1f"):
+        i += 1
+    return text[i:]
+
+
+def split_manifests(content: str) -> list[str]:
+    """releaseutil.SplitManifests: documents in order, blank ones dropped, each left-trimmed."""
+    return [go_trim_left_space(d) for d in HELM_SEPARATOR.split(go_trim_left_space(content)) if d.strip()]
+
+
+def sort_manifests(rendered: dict[str, str]) -> tuple[list[Doc], list[Doc]]:
+    """releaseutil.SortManifests (helm/helm pkg/release/v1/util/manifest_sorter.go): files in
+    path order, partials and blank files skipped, each document parsed for its head; documents
+    with a helm.sh/hook annotation of a known event are hooks (unknown events are dropped),
+    all others (comment-only ones too) are manifests. Both sorted by kind, stably."""
+    hooks: list[Doc] = []
+    plain: list[Doc] = []
+    for source in sorted(rendered):
+        content = rendered[source]
+        if os.path.basename(source).startswith("_") or not content.strip():
+            continue
+        for text in split_manifests(content):
+            try:
+                head = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                raise helm_errors.HelmRenderError(f"YAML parse error on {source}: {err}") from None
+            if head is None:
+                head = {}
+            if not isinstance(head, dict):
+                raise helm_errors.HelmRenderError(
+                    f"YAML parse error on {source}: error unmarshaling JSON: json: cannot unmarshal "
+                    f"{type(head).__name__} into Go value of type util.SimpleHead")
+            meta = head.get("metadata") or {}
+            annotations = (meta.get("annotations") or {}) if isinstance(meta, dict) else {}
+            hook = annotations.get("helm.sh/hook")
+            if hook is None:
+                plain.append(Doc(source, text, str(head.get("kind") or "")))
+                continue
+            events = [h.strip().lower() for h in str(hook).split(",")]
+            if all(e in HOOK_EVENTS for e in events):
+                hooks.append(Doc(source, text, str(head.get("kind") or ""), events))
+    plain.sort(key=lambda d: kind_key(d.kind))
+    hooks.sort(key=lambda d: kind_key(d.kind))
+    return plain, hooks
+
+
+# helm/helm pkg/release/v1/util/manifest_sorter.go `events`.
+HOOK_EVENTS = {"pre-install", "post-install", "pre-delete", "post-delete", "pre-upgrade",
+               "post-upgrade", "pre-rollback", "post-rollback", "test", "test-success"}
 
 
 def kind_key(kind: str) -> tuple[int, str]:
+    """lessByKind: kinds in InstallOrder first, in that order; unknown kinds after them,
+    alphabetically (sorted stably, so equal keys keep file order)."""
     return (KIND_RANK.get(kind, len(INSTALL_ORDER)), kind if kind not in KIND_RANK else "")
+
+
+def without_schemas(chart: Chart, workdir: str) -> Chart:
+    """The chart (and its subcharts) without values.schema.json: what --skip-schema-validation
+    means to helm (action.Install.SkipSchemaValidation skips chartutil's schema check for the
+    chart and every dependency). helm-python-sdk's render has no such option, so the shim
+    renders a copy without the schema files."""
+    saved = chart.save_dir(workdir)
+    for dirpath, _dirs, files in os.walk(saved):
+        if "values.schema.json" in files:
+            os.remove(os.path.join(dirpath, "values.schema.json"))
+    return Chart.load(saved)
 
 
 def cmd_template(args: list[str]) -> int:
@@ -285,28 +342,23 @@ def cmd_template(args: list[str]) -> int:
     namespace = p.flags.get("namespace") or os.environ.get("HELM_NAMESPACE") or "default"
     values = collect_values(p)
 
-    with load_chart(chart_path) as chart:
-        if p.flags["skip_schema"]:
-            raise UsageError("--skip-schema-validation is not supported by this helm shim: schemas are always checked")
-        rendered = chart.render(values=values, name=name, namespace=namespace,
-                                is_install=not p.flags["is_upgrade"], is_upgrade=p.flags["is_upgrade"])
-        crds = chart.crds if p.flags["include_crds"] else []
+    with load_chart(chart_path) as loaded, tempfile.TemporaryDirectory(prefix="helm-shim-") as work:
+        chart = without_schemas(loaded, work) if p.flags["skip_schema"] else loaded
+        try:
+            rendered = chart.render(values=values, name=name, namespace=namespace,
+                                    is_install=not p.flags["is_upgrade"], is_upgrade=p.flags["is_upgrade"])
+            crds = chart.crds if p.flags["include_crds"] else []
+        finally:
+            if chart is not loaded:
+                chart.close()
 
-    docs: list[Doc] = []
-    for source in sorted(rendered):
-        base = source.rsplit("/", 1)[-1]
-        if base == "NOTES.txt" or base.startswith("_"):
-            continue
-        docs.extend(split_documents(source, rendered[source]))
-
-    hooks = [d for d in docs if d.hook]
-    plain = [d for d in docs if not d.hook]
-    plain.sort(key=lambda d: (kind_key(d.kind), d.source, d.index))
-    hooks.sort(key=lambda d: (d.weight, kind_key(d.kind), d.name, d.source, d.index))
+    # action.renderResources drops NOTES.txt before sorting.
+    rendered = {k: v for k, v in rendered.items() if not k.endswith("NOTES.txt")}
+    plain, hooks = sort_manifests(rendered)
     if p.flags["no_hooks"]:
         hooks = []
     if p.flags["skip_tests"]:
-        hooks = [d for d in hooks if "test" not in [h.strip() for h in d.hook.split(",")]]
+        hooks = [d for d in hooks if not any(e in ("test", "test-success") for e in d.hook_events)]
 
     show_only = p.flags["show_only"]
     if show_only:
@@ -315,14 +367,17 @@ def cmd_template(args: list[str]) -> int:
         missing = [s for s in wanted if not any(d.source == s or d.source.split("/", 1)[-1] == s for d in selected)]
         if missing:
             raise helm_errors.HelmRenderError(f"could not find template {sorted(missing)[0]} in chart")
-        plain, hooks = selected, []
+        sys.stdout.write("".join(f"---\n# Source: {d.source}\n{d.text}\n" for d in selected))
+        return 0
 
-    out = []
-    for crd in crds:
-        out.append(f"---\n# Source: {crd.get('filename') or crd.get('name')}\n{crd['data'].strip()}\n")
-    for d in plain + hooks:
-        out.append(f"---\n# Source: {d.source}\n{d.text}\n")
-    sys.stdout.write("".join(out))
+    # action.renderResources writes the CRDs (with --include-crds) then the manifests, each
+    # as "---\n# Source: <path>\n<content>\n"; `helm template` prints that trimmed, one
+    # newline, then each hook the same way (helm/helm pkg/cmd/template.go).
+    manifest = "".join(f"---\n# Source: {c.get('filename') or c.get('name')}\n{c['data']}\n" for c in crds)
+    manifest += "".join(f"---\n# Source: {d.source}\n{d.text}\n" for d in plain)
+    out = manifest.strip() + "\n"
+    out += "".join(f"---\n# Source: {d.source}\n{d.text}\n" for d in hooks)
+    sys.stdout.write(out)
     return 0
 
 

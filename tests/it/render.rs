@@ -265,3 +265,59 @@ fn render_with_observability_adds_the_monitoring_pieces_only_when_asked() {
         run.stdout
     );
 }
+
+/// A cached platform chart whose values schema refers to a schema on the web (as
+/// nginx-ingress's does, ~60 times, to raw.githubusercontent.com) renders without that
+/// host: pulsedev passes `--skip-schema-validation`, and the shim, like helm, then
+/// downloads nothing. The host here never resolves (`.invalid`, RFC 6761), so the old
+/// render failed with helm's "failing loading" on every machine. The chart's CRDs stay
+/// out when the pin says they are unused (`include_crds = false`).
+#[test]
+fn a_cached_chart_with_remote_schema_refs_renders_offline_without_unused_crds() {
+    let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
+    let ingress = &pins["ingress"];
+    assert!(
+        !ingress.include_crds,
+        "the NGINX CRDs are unused (enableCustomResources: false)"
+    );
+    let pd = Pd::new().with_helm().cwd(repo_root());
+    let name = &ingress.chart;
+    let schema = r#"{"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+ "properties": {"controller": {"type": "object", "properties": {"tolerations": {"type": "array",
+ "items": {"$ref": "https://schemas.invalid/v1.36.1/_definitions.json#/definitions/io.k8s.api.core.v1.Toleration"}}}}}}"#;
+    let archive = crate::up::tgz(&[
+        (
+            &format!("{name}/Chart.yaml"),
+            format!("apiVersion: v2\nname: {name}\nversion: {}\n", ingress.version),
+        ),
+        (&format!("{name}/values.schema.json"), schema.to_string()),
+        (
+            &format!("{name}/crds/policy.yaml"),
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: policies.k8s.nginx.org\n".to_string(),
+        ),
+        (
+            &format!("{name}/templates/cm.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stand-in-controller\ndata:\n  tolerations: {{ len .Values.controller.tolerations | quote }}\n".to_string(),
+        ),
+    ]);
+    let dir = pd.home.path().join("cache/pulsedev/charts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}-{}.tgz", ingress.version)), archive).unwrap();
+    let run = pd.args(&["render", "--env", "dev"]).run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("platform chart ingress"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("name: stand-in-controller"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("tolerations: \"1\""),
+        "the values reached the chart"
+    );
+    assert!(!run.stdout.contains("policies.k8s.nginx.org"));
+}

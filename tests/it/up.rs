@@ -25,7 +25,7 @@ struct World {
     kind_dir: PathBuf,
 }
 
-fn tgz(entries: &[(&str, String)]) -> Vec<u8> {
+pub(crate) fn tgz(entries: &[(&str, String)]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     for (path, text) in entries {

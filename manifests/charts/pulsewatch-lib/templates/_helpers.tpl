@@ -1,10 +1,9 @@
 {{/*
-Shared helpers for the PulseWatch charts.
-
-This file is identical in every chart under manifests/charts/ (scripts/validate-manifests
-fails when the copies drift). Each chart reads its settings from the section named after
-the chart (`.Values.api`, `.Values.worker`, ...) plus `.Values.global`, so one env file
-keyed by chart name (manifests/envs/<env>/values.yaml) serves as `-f` for every chart.
+Shared helpers for the PulseWatch charts: the library chart pulsewatch-lib, a dependency of
+every chart under manifests/charts/ (charts/pulsewatch-lib there is a symlink to this
+chart). Each chart reads its settings from the section named after the chart
+(`.Values.api`, `.Values.worker`, ...) plus `.Values.global`, so one env file keyed by chart
+name (manifests/envs/<env>/values.yaml) serves as `-f` for every chart.
 */}}
 
 {{/* Object name: the release name, or release-chart when the release name does not contain the chart name. */}}
