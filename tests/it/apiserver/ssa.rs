@@ -1228,3 +1228,528 @@ fn container(c: &mut Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The fake's server-side apply over HTTP, as a client sees it.
+
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use serde_json::{Value, json};
+
+    use super::super::{FakeApiServer, Options};
+
+    fn call(
+        api: &FakeApiServer,
+        method: &str,
+        target: &str,
+        ct: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let mut c = TcpStream::connect(api.url().trim_start_matches("http://")).unwrap();
+        write!(
+            c,
+            "{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        let code = out[9..12].parse().unwrap();
+        let text = out.split_once("\r\n\r\n").unwrap().1;
+        (code, serde_json::from_str(text).unwrap_or(Value::Null))
+    }
+
+    /// A server-side apply by `manager` (JSON is YAML, so the body is sent as is).
+    fn apply(
+        api: &FakeApiServer,
+        path: &str,
+        manager: &str,
+        force: bool,
+        body: &Value,
+    ) -> (u16, Value) {
+        let force = if force { "&force=true" } else { "" };
+        call(
+            api,
+            "PATCH",
+            &format!("{path}?fieldManager={manager}{force}"),
+            "application/apply-patch+yaml",
+            body,
+        )
+    }
+
+    fn get(api: &FakeApiServer, path: &str) -> Value {
+        let (code, v) = call(api, "GET", path, "application/json", &Value::Null);
+        assert_eq!(code, 200, "{v:#}");
+        v
+    }
+
+    /// The FieldsV1 of `manager`'s entry with `operation`.
+    fn fields(obj: &Value, manager: &str, operation: &str) -> Value {
+        obj["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["manager"] == manager && e["operation"] == operation)
+            .map(|e| e["fieldsV1"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments/api";
+
+    fn deployment(containers: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "api", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "api"}},
+                "template": {"metadata": {"labels": {"app": "api"}},
+                    "spec": {"containers": containers}}}})
+    }
+
+    #[test]
+    fn list_maps_merge_item_by_key_and_each_manager_owns_what_it_applied() {
+        let api = FakeApiServer::start(Options::new("ssa"));
+        let mine = deployment(json!([{"name": "api", "image": "r/api:1",
+            "ports": [{"containerPort": 8080}],
+            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]));
+        assert_eq!(apply(&api, DEPLOY, "pulsedev", true, &mine).0, 201);
+        // Another manager adds a sidecar and one env var of the api container: containers
+        // (by name) and env (by name) merge item by item, nothing of pulsedev's is lost.
+        let theirs = deployment(json!([
+            {"name": "api", "env": [{"name": "C", "value": "3"}]},
+            {"name": "sidecar", "image": "r/proxy:2"}]));
+        let (code, d) = apply(&api, DEPLOY, "mesh", false, &theirs);
+        assert_eq!(code, 200, "{d:#}");
+        let containers = &d["spec"]["template"]["spec"]["containers"];
+        let names: Vec<&str> = containers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["api", "sidecar"]);
+        let env: Vec<&str> = containers[0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(env, ["A", "B", "C"]);
+        assert_eq!(containers[0]["image"], "r/api:1");
+
+        // FieldsV1: list-map items by their keys (the port's protocol is the schema
+        // default TCP), `.` where an item also has fields below it.
+        let f = fields(&d, "pulsedev", "Apply");
+        let api_c = &f["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"api\"}"];
+        assert_eq!(api_c["."], json!({}));
+        assert_eq!(api_c["f:image"], json!({}));
+        assert_eq!(
+            api_c["f:ports"]["k:{\"containerPort\":8080,\"protocol\":\"TCP\"}"],
+            json!({".": {}, "f:containerPort": {}})
+        );
+        assert!(api_c["f:env"]["k:{\"name\":\"C\"}"].is_null(), "{f:#}");
+        // Defaults are the server's, not the applier's.
+        assert_eq!(containers[0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(containers[0]["ports"][0]["protocol"], "TCP");
+        assert!(api_c["f:imagePullPolicy"].is_null(), "{f:#}");
+        assert!(f["f:spec"]["f:strategy"].is_null(), "{f:#}");
+        let m = fields(&d, "mesh", "Apply");
+        let mesh_c = &m["f:spec"]["f:template"]["f:spec"]["f:containers"];
+        assert_eq!(
+            mesh_c["k:{\"name\":\"api\"}"]["f:env"]["k:{\"name\":\"C\"}"],
+            json!({".": {}, "f:name": {}, "f:value": {}})
+        );
+        assert_eq!(mesh_c["k:{\"name\":\"sidecar\"}"]["f:image"], json!({}));
+        // Each entry: manager, operation, apiVersion, time.
+        let e = &d["metadata"]["managedFields"][0];
+        assert_eq!(
+            (&e["operation"], &e["apiVersion"], &e["fieldsType"]),
+            (&json!("Apply"), &json!("apps/v1"), &json!("FieldsV1"))
+        );
+        assert!(e["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{e}");
+    }
+
+    #[test]
+    fn what_a_manager_stops_applying_is_removed_unless_another_manager_owns_it() {
+        let api = FakeApiServer::start(Options::new("ssa"));
+        let cm = "/api/v1/namespaces/default/configmaps/c";
+        let body = |data: Value, labels: Value| {
+            let mut c = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "c", "namespace": "default"}, "data": data});
+            if labels != json!({}) {
+                c["metadata"]["labels"] = labels;
+            }
+            c
+        };
+        apply(
+            &api,
+            cm,
+            "pulsedev",
+            true,
+            &body(json!({"a": "1", "b": "2"}), json!({"x": "1"})),
+        );
+        // Another manager co-owns b with the same value: not a conflict.
+        let (code, _) = apply(
+            &api,
+            cm,
+            "other",
+            false,
+            &body(json!({"b": "2"}), json!({})),
+        );
+        assert_eq!(code, 200);
+        let (code, c) = apply(
+            &api,
+            cm,
+            "pulsedev",
+            true,
+            &body(json!({"a": "1"}), json!({})),
+        );
+        assert_eq!(code, 200, "{c:#}");
+        assert_eq!(
+            c["data"],
+            json!({"a": "1", "b": "2"}),
+            "b is still owned by other"
+        );
+        assert!(c["metadata"]["labels"]["x"].is_null(), "{c:#}");
+        // Once nobody applies b, it goes.
+        let (_, c) = apply(&api, cm, "other", false, &body(json!({}), json!({})));
+        assert_eq!(c["data"], json!({"a": "1"}), "{c:#}");
+
+        // The same for a list-map item: an env var no longer applied is removed.
+        let with = deployment(json!([{"name": "api", "image": "r/api:1",
+            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]));
+        let without = deployment(json!([{"name": "api", "image": "r/api:1",
+            "env": [{"name": "A", "value": "1"}]}]));
+        apply(&api, DEPLOY, "pulsedev", true, &with);
+        let (_, d) = apply(&api, DEPLOY, "pulsedev", true, &without);
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["env"],
+            json!([{"name": "A", "value": "1"}])
+        );
+    }
+
+    #[test]
+    fn a_change_to_another_managers_field_is_a_409_unless_forced() {
+        let api = FakeApiServer::start(Options::new("ssa"));
+        let mut mine = deployment(json!([{"name": "api", "image": "r/api:1"}]));
+        mine["spec"]["replicas"] = json!(2);
+        apply(&api, DEPLOY, "pulsedev", true, &mine);
+        // `kubectl scale` (an Update by manager kubectl) takes spec.replicas.
+        let (code, _) = call(
+            &api,
+            "PATCH",
+            &format!("{DEPLOY}?fieldManager=kubectl"),
+            "application/merge-patch+json",
+            &json!({"spec": {"replicas": 5}}),
+        );
+        assert_eq!(code, 200);
+        let (code, s) = apply(&api, DEPLOY, "pulsedev", false, &mine);
+        assert_eq!(code, 409, "{s:#}");
+        assert_eq!(
+            s["message"],
+            "Apply failed with 1 conflict: conflict with \"kubectl\" using apps/v1: .spec.replicas"
+        );
+        assert_eq!(
+            (&s["reason"], &s["status"]),
+            (&json!("Conflict"), &json!("Failure"))
+        );
+        assert_eq!(
+            s["details"]["causes"],
+            json!([{"type": "FieldManagerConflict",
+                "message": "conflict with \"kubectl\" using apps/v1", "field": ".spec.replicas"}])
+        );
+        assert_eq!(get(&api, DEPLOY)["spec"]["replicas"], 5, "nothing written");
+        // The same value is no conflict: co-ownership.
+        let mut same = mine.clone();
+        same["spec"]["replicas"] = json!(5);
+        let (code, d) = apply(&api, DEPLOY, "helm", false, &same);
+        assert_eq!(code, 200, "{d:#}");
+        // Two managers' fields in one message, sorted by manager.
+        let two = deployment(json!([{"name": "api", "image": "r/api:2"}]));
+        apply(&api, DEPLOY, "other", true, &two);
+        let (code, s) = apply(&api, DEPLOY, "pulsedev", false, &mine);
+        assert_eq!(code, 409);
+        assert_eq!(
+            s["message"],
+            "Apply failed with 3 conflicts: conflicts with \"helm\":\n- .spec.replicas\nconflicts with \"kubectl\" using apps/v1:\n- .spec.replicas\nconflicts with \"other\":\n- .spec.template.spec.containers[name=\"api\"].image",
+            "{s:#}"
+        );
+        // force=true takes the fields over.
+        let (code, d) = apply(&api, DEPLOY, "pulsedev", true, &mine);
+        assert_eq!(code, 200, "{d:#}");
+        assert_eq!(d["spec"]["replicas"], 2);
+        assert!(
+            fields(&d, "kubectl", "Update")["f:spec"]["f:replicas"].is_null(),
+            "{d:#}"
+        );
+        assert_eq!(
+            fields(&d, "pulsedev", "Apply")["f:spec"]["f:replicas"],
+            json!({})
+        );
+    }
+
+    #[test]
+    fn the_server_defaults_what_the_real_one_does() {
+        let api = FakeApiServer::start(Options::new("ssa"));
+        let mut d = deployment(json!([{"name": "api", "image": "r/api:latest",
+            "readinessProbe": {"httpGet": {"port": 8080}}}]));
+        d["spec"]["template"]["spec"]["volumes"] =
+            json!([{"name": "s", "secret": {"secretName": "s"}}]);
+        let (_, d) = apply(&api, DEPLOY, "pulsedev", true, &d);
+        let spec = &d["spec"];
+        assert_eq!(
+            (
+                &spec["replicas"],
+                &spec["revisionHistoryLimit"],
+                &spec["progressDeadlineSeconds"]
+            ),
+            (&json!(1), &json!(10), &json!(600))
+        );
+        assert_eq!(
+            spec["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
+        let pod = &spec["template"]["spec"];
+        for (k, v) in [
+            ("restartPolicy", json!("Always")),
+            ("dnsPolicy", json!("ClusterFirst")),
+            ("schedulerName", json!("default-scheduler")),
+            ("terminationGracePeriodSeconds", json!(30)),
+            ("securityContext", json!({})),
+        ] {
+            assert_eq!(pod[k], v, "{k}");
+        }
+        let c = &pod["containers"][0];
+        assert_eq!(c["imagePullPolicy"], "Always", ":latest");
+        assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(c["terminationMessagePolicy"], "File");
+        assert_eq!(
+            c["readinessProbe"],
+            json!({"httpGet": {"port": 8080, "path": "/", "scheme": "HTTP"}, "timeoutSeconds": 1,
+                "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3})
+        );
+        assert_eq!(pod["volumes"][0]["secret"]["defaultMode"], 420);
+
+        let svc = "/api/v1/namespaces/default/services/api";
+        let (_, s) = apply(
+            &api,
+            svc,
+            "pulsedev",
+            true,
+            &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": "default"},
+                "spec": {"selector": {"app": "api"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+        );
+        let spec = &s["spec"];
+        assert_eq!(
+            (
+                &spec["type"],
+                &spec["sessionAffinity"],
+                &spec["internalTrafficPolicy"]
+            ),
+            (&json!("ClusterIP"), &json!("None"), &json!("Cluster"))
+        );
+        assert_eq!(
+            (&spec["ipFamilies"], &spec["ipFamilyPolicy"]),
+            (&json!(["IPv4"]), &json!("SingleStack"))
+        );
+        assert!(
+            spec["clusterIP"].is_string() && spec["clusterIPs"][0] == spec["clusterIP"],
+            "{spec:#}"
+        );
+        assert_eq!(spec["ports"][0]["protocol"], "TCP");
+
+        let sts = "/apis/apps/v1/namespaces/default/statefulsets/db";
+        let (_, s) = apply(
+            &api,
+            sts,
+            "pulsedev",
+            true,
+            &json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "default"},
+                "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                    "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "pg:17"}]}}}}),
+        );
+        let spec = &s["spec"];
+        assert_eq!(spec["podManagementPolicy"], "OrderedReady");
+        assert_eq!(
+            spec["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        assert_eq!(
+            spec["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+        );
+
+        let job = "/apis/batch/v1/namespaces/default/jobs/m";
+        let (_, j) = apply(
+            &api,
+            job,
+            "pulsedev",
+            true,
+            &json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "m", "namespace": "default"},
+                "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "m", "image": "f:1"}]}}}}),
+        );
+        for (k, v) in [
+            ("completions", json!(1)),
+            ("parallelism", json!(1)),
+            ("backoffLimit", json!(6)),
+            ("completionMode", json!("NonIndexed")),
+            ("suspend", json!(false)),
+            ("podReplacementPolicy", json!("TerminatingOrFailed")),
+        ] {
+            assert_eq!(j["spec"][k], v, "{k}");
+        }
+        assert_eq!(
+            fields(&j, "pulsedev", "Apply")["f:spec"],
+            json!({"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"m\"}": {".": {}, "f:image": {}, "f:name": {}}}, "f:restartPolicy": {}}}})
+        );
+    }
+
+    #[test]
+    fn a_no_op_apply_writes_nothing_and_generation_follows_the_spec_only() {
+        let api = FakeApiServer::start(Options::new("ssa"));
+        let mut d = deployment(
+            json!([{"name": "api", "image": "r/api:1", "ports": [{"containerPort": 80}]}]),
+        );
+        apply(&api, DEPLOY, "pulsedev", true, &d);
+        let before = get(&api, DEPLOY);
+        let (code, again) = apply(&api, DEPLOY, "pulsedev", true, &d);
+        assert_eq!(code, 200);
+        assert_eq!(again, before, "same object, resourceVersion and times");
+        assert!(!api.applies().last().unwrap().changed);
+
+        // A label: a write, no new generation.
+        d["metadata"]["labels"] = json!({"team": "a"});
+        let (_, labelled) = apply(&api, DEPLOY, "pulsedev", true, &d);
+        assert_ne!(
+            labelled["metadata"]["resourceVersion"],
+            before["metadata"]["resourceVersion"]
+        );
+        assert_eq!(
+            labelled["metadata"]["generation"],
+            before["metadata"]["generation"]
+        );
+        // The spec: a new generation.
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("r/api:2");
+        let (_, changed) = apply(&api, DEPLOY, "pulsedev", true, &d);
+        assert_eq!(changed["metadata"]["generation"], 2);
+
+        // Status in an apply to the main resource is ignored, and not owned.
+        let mut with_status = d.clone();
+        with_status["status"] = json!({"replicas": 42});
+        let (_, s) = apply(&api, DEPLOY, "pulsedev", true, &with_status);
+        assert_ne!(s["status"]["replicas"], 42);
+        assert!(fields(&s, "pulsedev", "Apply")["f:status"].is_null());
+        // The controller owns status through the status subresource.
+        let entry = s["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["subresource"] == "status")
+            .cloned()
+            .unwrap_or_else(|| panic!("{s:#}"));
+        assert_eq!(entry["manager"], "kube-controller-manager");
+        assert!(
+            entry["fieldsV1"]["f:status"]["f:replicas"].is_object(),
+            "{entry:#}"
+        );
+    }
+
+    /// Applies `body` twice (the second one identical) and returns both answers.
+    fn twice(api: &FakeApiServer, path: &str, body: &Value) -> (Value, Value) {
+        let (code, first) = apply(api, path, "pulsedev", true, body);
+        assert!(code == 200 || code == 201, "{first:#}");
+        let settled = get(api, path);
+        let (code, second) = apply(api, path, "pulsedev", true, body);
+        assert_eq!(code, 200, "{second:#}");
+        (settled, second)
+    }
+
+    fn rv(o: &Value) -> &Value {
+        &o["metadata"]["resourceVersion"]
+    }
+
+    #[test]
+    fn the_known_no_op_applies_that_still_write() {
+        let api = FakeApiServer::start(Options::new("ssa"));
+        // kubernetes#131175: an empty list is dropped on storage, so the applied `[]`
+        // differs from the stored object every time.
+        let np = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/deny";
+        let policy = |egress: bool| {
+            let mut p = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "deny", "namespace": "default"},
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}});
+            if egress {
+                p["spec"]["egress"] = json!([]);
+            }
+            p
+        };
+        let (first, second) = twice(&api, np, &policy(true));
+        assert!(first["spec"].get("egress").is_none(), "{first:#}");
+        assert_ne!(rv(&first), rv(&second));
+        assert_eq!(
+            first["metadata"]["generation"],
+            second["metadata"]["generation"]
+        );
+        // Without the empty list: a true no-op.
+        let (first, second) = twice(&api, np, &policy(false));
+        assert_eq!(rv(&first), rv(&second));
+
+        // kubernetes#118519: Secret stringData is folded into data and never stored.
+        let secret = "/api/v1/namespaces/default/secrets/s";
+        let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"},
+            "stringData": {"password": "hunter2"}});
+        let (first, second) = twice(&api, secret, &body);
+        assert_eq!(first["data"], json!({"password": "aHVudGVyMg=="}));
+        assert!(first.get("stringData").is_none() && second.get("stringData").is_none());
+        assert_eq!(first["type"], "Opaque");
+        assert_ne!(rv(&first), rv(&second));
+
+        // kubernetes#119304: volumeClaimTemplates is atomic; a template without what the
+        // server adds (apiVersion/kind, volumeMode, status.phase) is written again every time.
+        let sts = "/apis/apps/v1/namespaces/default/statefulsets/db";
+        let statefulset = |template: Value| {
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "default"},
+                "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                    "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "pg:17"}]}},
+                    "volumeClaimTemplates": [template]}})
+        };
+        let bare = json!({"metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+        let (first, second) = twice(&api, sts, &statefulset(bare));
+        assert_ne!(rv(&first), rv(&second));
+        assert_eq!(
+            first["metadata"]["generation"],
+            second["metadata"]["generation"]
+        );
+        let stored = &second["spec"]["volumeClaimTemplates"][0];
+        assert_eq!(
+            (&stored["apiVersion"], &stored["kind"]),
+            (&json!("v1"), &json!("PersistentVolumeClaim"))
+        );
+        let complete = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}, "volumeMode": "Filesystem"},
+            "status": {"phase": "Pending"}});
+        let (first, second) = twice(&api, sts, &statefulset(complete));
+        assert_eq!(rv(&first), rv(&second));
+    }
+
+    #[test]
+    fn duplicate_list_map_keys_are_refused() {
+        let api = FakeApiServer::start(Options::new("ssa"));
+        let d = deployment(json!([{"name": "api", "image": "r/api:1",
+            "env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}]));
+        let (code, s) = apply(&api, DEPLOY, "pulsedev", true, &d);
+        assert_eq!(code, 500, "{s:#}");
+        let message = s["message"].as_str().unwrap();
+        assert!(
+            message.contains("failed to create typed patch object")
+                && message.contains(".spec.template.spec.containers[name=\"api\"].env: duplicate entries for key [name=\"A\"]"),
+            "{message}"
+        );
+    }
+}
