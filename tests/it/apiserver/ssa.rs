@@ -800,7 +800,7 @@ pub fn apply(
             .cloned()
             .collect();
     }
-    let object_changed = merged != live_obj || always_writes(t.group, t.kind, &cfg);
+    let object_changed = merged != live_obj;
     let entry = Entry {
         manager: manager.to_string(),
         operation: "Apply".into(),
@@ -951,6 +951,12 @@ pub fn update(
 /// `Convert_v1_Secret_To_core_Secret`; kubernetes#118519); a StatefulSet's
 /// volumeClaimTemplates come back with `apiVersion: v1` and `kind:
 /// PersistentVolumeClaim` (kubernetes PR #87706). Custom resources are stored as sent.
+///
+/// The third quirk needs no rule of its own: volumeClaimTemplates is an atomic list, so
+/// the applied list replaces the stored one whole, and a template without what the
+/// server adds to it (apiVersion/kind here, `volumeMode` and `status.phase` from
+/// [`defaults`]) differs from the stored one on every apply, which therefore writes
+/// (kubernetes/kubernetes#119304, whose templates had apiVersion/kind but not the rest).
 pub fn round_trip(s: &Schemas, group: &str, version: &str, kind: &str, obj: &mut Value) {
     let ty = s.root(group, version, kind);
     if matches!(ty, Ty::Deduced) {
@@ -1005,19 +1011,6 @@ fn drop_empty(s: &Schemas, ty: Ty<'_>, v: &mut Value) {
         }
         _ => {}
     }
-}
-
-/// kubernetes/kubernetes#119304: a StatefulSet whose applied volumeClaimTemplates lack
-/// `apiVersion`/`kind` is written again by every apply (resourceVersion and the
-/// manager's `time` change, the generation does not), although nothing else changed.
-fn always_writes(group: &str, kind: &str, config: &Value) -> bool {
-    (group, kind) == ("apps", "StatefulSet")
-        && config["spec"]["volumeClaimTemplates"]
-            .as_array()
-            .is_some_and(|l| {
-                l.iter()
-                    .any(|t| t["apiVersion"].is_null() || t["kind"].is_null())
-            })
 }
 
 // ---------------------------------------------------------------------------------------
