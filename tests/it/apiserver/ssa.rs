@@ -1346,6 +1346,8 @@ mod tests {
             json!({".": {}, "f:containerPort": {}})
         );
         assert!(api_c["f:env"]["k:{\"name\":\"C\"}"].is_null(), "{f:#}");
+        // `x-kubernetes-map-type: atomic` (LabelSelector): one leaf, not its keys.
+        assert_eq!(f["f:spec"]["f:selector"], json!({}), "{f:#}");
         // Defaults are the server's, not the applier's.
         assert_eq!(containers[0]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(containers[0]["ports"][0]["protocol"], "TCP");
