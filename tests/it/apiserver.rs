@@ -2165,7 +2165,9 @@ impl State {
             ) {
                 Ok(a) => a,
                 Err(ssa::Refused::Conflicts(status)) => return Response::json(409, &status),
-                // fieldmanager's "failed to create typed patch object" (a 500).
+                // An applied configuration the field manager cannot type (e.g. duplicate
+                // list-map keys): k8s.io/apimachinery pkg/util/managedfields/internal
+                // structuredmerge.go "failed to create typed patch object", a 500.
                 Err(ssa::Refused::Invalid(why)) => {
                     let message = format!(
                         "failed to create typed patch object ({}/{name}; {}, Kind={}): {why}",
