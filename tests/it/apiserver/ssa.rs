@@ -27,7 +27,10 @@
 //! in the common cases), `managedFields[].time` has one-second precision here as
 //! upstream, but a write is stored (and its resourceVersion bumped) even when it lands
 //! in the same second as the previous one (upstream's etcd store would skip a
-//! byte-identical write).
+//! byte-identical write); custom resources are typed with structured-merge-diff's
+//! deduced type (lists atomic, maps granular), not their CRD's schema, so their
+//! FieldsV1 mark every map with `.`; an Update with duplicate list-map keys loses its
+//! ownership instead of owning the list whole.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
