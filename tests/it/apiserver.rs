@@ -24,10 +24,15 @@
 //! Seeded: namespaces default, kube-system, kube-public, kube-node-lease; StorageClass
 //! `standard`; node `<cluster>-control-plane`.
 //!
-//! Not modelled: watches (answered 404 and recorded as unexpected), field ownership
-//! beyond one managedFields entry per manager (an apply replaces the object's fields
-//! except status and server-set metadata), resourceVersion preconditions, RBAC,
-//! admission beyond the options, namespace termination (deletion is immediate).
+//! Server-side apply is the real one's (see apiserver/ssa.rs): field ownership per
+//! manager in managedFields, removal of what a manager stopped applying, 409 conflicts
+//! unless `force=true`, list merging by the Kubernetes 1.36 OpenAPI list extensions,
+//! defaulting, and the storage round trip behind the "no-op apply still writes"
+//! quirks (kubernetes#131175, #118519, #119304).
+//!
+//! Not modelled: watches (answered 404 and recorded as unexpected), resourceVersion
+//! preconditions, RBAC, admission beyond the options, namespace termination (deletion
+//! is immediate).
 
 // The `up` tests use the parts these tests do not.
 #![allow(dead_code)]
@@ -42,6 +47,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
+
+mod ssa;
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -1357,6 +1364,8 @@ impl State {
                     }
                 }
                 if obj != old {
+                    obj["metadata"]["managedFields"] =
+                        self.managed_after(&old, &obj, manager, None);
                     obj["metadata"]["resourceVersion"] = json!(self.next_rv());
                     self.objects.insert(k, obj.clone());
                 }
@@ -1366,17 +1375,17 @@ impl State {
                 obj["metadata"]["uid"] = json!(self.new_uid());
                 obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
                 obj["metadata"]["resourceVersion"] = json!(self.next_rv());
-                obj["metadata"]["managedFields"] = json!([{
-                    "manager": manager, "operation": "Update",
-                    "apiVersion": obj["apiVersion"], "time": now_rfc3339(),
-                    "fieldsType": "FieldsV1", "fieldsV1": {}
-                }]);
+                obj["metadata"]["managedFields"] =
+                    self.managed_after(&Value::Null, &obj, manager, None);
                 self.objects.insert(k, obj.clone());
                 obj
             }
         }
     }
 
+    /// Writes an object's status through the `status` subresource, as its controller
+    /// (the kubelet for pods, cert-manager for its kinds, kube-controller-manager
+    /// otherwise) does: an Update entry with `subresource: status` owns it.
     fn set_status(&mut self, k: &Key, mut status: Value) {
         let Some(o) = self.objects.get(k) else { return };
         if let Some(old) = o.get("status") {
@@ -1385,10 +1394,44 @@ impl State {
         if o.get("status") == Some(&status) {
             return;
         }
-        let rv = self.next_rv();
-        let o = self.objects.get_mut(k).unwrap();
-        o["status"] = status;
-        o["metadata"]["resourceVersion"] = json!(rv);
+        let old = o.clone();
+        let mut new = old.clone();
+        new["status"] = status;
+        let manager = match (k.0.as_str(), k.1.as_str()) {
+            ("", "pods") => "kubelet",
+            (g, _) if g.ends_with("cert-manager.io") => "cert-manager-controller",
+            _ => "kube-controller-manager",
+        };
+        new["metadata"]["managedFields"] = self.managed_after(&old, &new, manager, Some("status"));
+        new["metadata"]["resourceVersion"] = json!(self.next_rv());
+        self.objects.insert(k.clone(), new);
+    }
+
+    /// Where an object's kind is served: (group, version, kind, has a status subresource).
+    fn target_of(&self, obj: &Value) -> (String, String, String, bool) {
+        let av = str_of(obj, &["apiVersion"]);
+        let (group, version) = av.rsplit_once('/').unwrap_or(("", av));
+        let kind = str_of(obj, &["kind"]);
+        let status = self
+            .res_by_kind(group, kind)
+            .is_some_and(|r| r.subresources.iter().any(|s| s == "status"));
+        (group.into(), version.into(), kind.into(), status)
+    }
+
+    /// managedFields after `manager` wrote `new` over `old` (`Null`: created) without
+    /// server-side apply (ssa.rs `update`).
+    fn managed_after(&self, old: &Value, new: &Value, manager: &str, sub: Option<&str>) -> Value {
+        let (group, version, kind, status_subresource) = self.target_of(new);
+        let now = now_rfc3339();
+        let t = ssa::Target {
+            group: &group,
+            version: &version,
+            kind: &kind,
+            status_subresource,
+            now: &now,
+        };
+        let old = (!old.is_null()).then_some(old);
+        ssa::update(ssa::schemas(), &t, old, new, manager, sub)
     }
 
     fn delete_key(&mut self, k: &Key) -> Option<Value> {
@@ -1904,6 +1947,9 @@ impl State {
                 json!({"kind": r.kind, "group": r.group, "causes": [{"reason": "FieldValueRequired", "message": "Required value: name or generateName is required", "field": "metadata.name"}]}),
             ));
         }
+        // What the real server's decoding, defaulting and storage do to every write.
+        ssa::defaults(&r.group, &r.kind, obj);
+        ssa::round_trip(ssa::schemas(), &r.group, &r.version, &r.kind, obj);
         let uid = old
             .map(|o| str_of(o, &["metadata", "uid"]).to_string())
             .unwrap_or_else(|| self.new_uid());
@@ -2028,21 +2074,6 @@ impl State {
         Ok(())
     }
 
-    /// Records `manager`'s write in managedFields.
-    fn manage(obj: &mut Value, manager: &str, operation: &str) {
-        let entry = json!({
-            "manager": manager, "operation": operation, "apiVersion": obj["apiVersion"],
-            "time": now_rfc3339(), "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}},
-        });
-        let fields = &mut obj["metadata"]["managedFields"];
-        if !fields.is_array() {
-            *fields = json!([]);
-        }
-        let list = fields.as_array_mut().unwrap();
-        list.retain(|e| !(e["manager"] == manager && e["operation"] == operation));
-        list.push(entry);
-    }
-
     /// Stores `obj` (a finished new version) unless it equals `old`; returns what is
     /// stored. Nothing changes on a no-op write, like the real server.
     fn store(
@@ -2051,7 +2082,6 @@ impl State {
         mut obj: Value,
         old: Option<&Value>,
         manager: &str,
-        operation: &str,
         dry_run: bool,
     ) -> Value {
         let unchanged = old.is_some_and(|o| {
@@ -2065,16 +2095,18 @@ impl State {
                 .as_object_mut()
                 .unwrap()
                 .remove("managedFields");
-            let managed = o["metadata"]["managedFields"].as_array().is_some_and(|l| {
-                l.iter()
-                    .any(|e| e["manager"] == manager && e["operation"] == operation)
-            });
-            a == b && managed
+            a == b
         });
         if unchanged {
             return old.unwrap().clone();
         }
-        Self::manage(&mut obj, manager, operation);
+        obj["metadata"]["managedFields"] =
+            self.managed_after(old.unwrap_or(&Value::Null), &obj, manager, None);
+        self.commit(r, obj, old.is_none(), dry_run)
+    }
+
+    /// Gives `obj` its new resourceVersion and stores it (not when `dry_run`).
+    fn commit(&mut self, r: &Res, mut obj: Value, new: bool, dry_run: bool) -> Value {
         obj["metadata"]["resourceVersion"] = if dry_run {
             json!((self.rv + 1).to_string())
         } else {
@@ -2090,7 +2122,7 @@ impl State {
             str_of(&obj, &["metadata", "name"]),
         );
         if r.kind == "CustomResourceDefinition" && r.group == "apiextensions.k8s.io" {
-            self.register_crd(&mut obj, old.is_none());
+            self.register_crd(&mut obj, new);
         }
         self.objects.insert(k, obj.clone());
         obj
@@ -2107,18 +2139,59 @@ impl State {
                 );
             };
             let manager = manager.to_string();
-            let mut obj = match self.body(r, ns, Some(name), req) {
+            let config = match self.body(r, ns, Some(name), req) {
                 Ok(o) => o,
                 Err(e) => return e,
             };
             if let Err(e) = self.admit(r, ns) {
                 return e;
             }
-            if let Err(e) = self.finish(r, &mut obj, old.as_ref()) {
-                return e;
-            }
+            let now = now_rfc3339();
+            let target = ssa::Target {
+                group: &r.group,
+                version: &r.version,
+                kind: &r.kind,
+                status_subresource: r.subresources.iter().any(|s| s == "status"),
+                now: &now,
+            };
+            let force = req.q("force") == Some("true");
+            let applied = match ssa::apply(
+                ssa::schemas(),
+                &target,
+                old.as_ref(),
+                &config,
+                &manager,
+                force,
+            ) {
+                Ok(a) => a,
+                Err(ssa::Refused::Conflicts(status)) => return Response::json(409, &status),
+                // An applied configuration the field manager cannot type (e.g. duplicate
+                // list-map keys): k8s.io/apimachinery pkg/util/managedfields/internal
+                // structuredmerge.go "failed to create typed patch object", a 500.
+                Err(ssa::Refused::Invalid(why)) => {
+                    let message = format!(
+                        "failed to create typed patch object ({}/{name}; {}, Kind={}): {why}",
+                        ns.unwrap_or_default(),
+                        r.gv(),
+                        r.kind
+                    );
+                    return fail(500, "InternalError", &message, json!({}));
+                }
+            };
             let dry = req.dry_run();
-            let stored = self.store(r, obj, old.as_ref(), &manager, "Apply", dry);
+            let stored = match (&old, applied.write) {
+                // The real server skips the write: same object, same resourceVersion.
+                (Some(o), false) => o.clone(),
+                _ => {
+                    let mut obj = applied.object;
+                    let managed = obj["metadata"]["managedFields"].clone();
+                    if let Err(e) = self.finish(r, &mut obj, old.as_ref()) {
+                        return e;
+                    }
+                    obj["metadata"]["managedFields"] = managed;
+                    self.commit(r, obj, old.is_none(), dry)
+                }
+            };
             if !dry {
                 let changed = old.as_ref().is_none_or(|o| {
                     o["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"]
@@ -2152,7 +2225,7 @@ impl State {
             return e;
         }
         let manager = req.q("fieldManager").unwrap_or("kube-rs").to_string();
-        let stored = self.store(r, obj, Some(&old), &manager, "Update", req.dry_run());
+        let stored = self.store(r, obj, Some(&old), &manager, req.dry_run());
         Response::json(200, &stored)
     }
 
@@ -2200,7 +2273,7 @@ impl State {
             return e;
         }
         let manager = req.q("fieldManager").unwrap_or("kube-rs").to_string();
-        let stored = self.store(r, obj, None, &manager, "Update", req.dry_run());
+        let stored = self.store(r, obj, None, &manager, req.dry_run());
         Response::json(201, &stored)
     }
 
@@ -2220,7 +2293,7 @@ impl State {
             return e;
         }
         let manager = req.q("fieldManager").unwrap_or("kube-rs").to_string();
-        let stored = self.store(r, obj, Some(&old), &manager, "Update", req.dry_run());
+        let stored = self.store(r, obj, Some(&old), &manager, req.dry_run());
         Response::json(200, &stored)
     }
 
@@ -3272,9 +3345,16 @@ spec:
     metadata: {labels: {app: postgres}}
     spec:
       containers: [{name: postgres, image: "postgres:17-alpine"}]
+  # Complete as the server stores it (the list is atomic: see ssa.rs `round_trip`).
   volumeClaimTemplates:
-    - metadata: {name: data}
-      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+    - apiVersion: v1
+      kind: PersistentVolumeClaim
+      metadata: {name: data}
+      spec:
+        accessModes: [ReadWriteOnce]
+        resources: {requests: {storage: 1Gi}}
+        volumeMode: Filesystem
+      status: {phase: Pending}
 ---
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition

@@ -427,9 +427,12 @@ fn an_old_tool_is_too_old_and_a_hanging_one_times_out() {
 
 #[test]
 fn ctrl_c_during_doctor_exits_130() {
-    let pd = Pd::new()
-        .free_ports()
-        .tool("kind", "sleep 30")
+    let pd = Pd::new().free_ports();
+    // kind marks when doctor runs it, then hangs: the signal goes out once doctor is
+    // observably busy (its Ctrl-C handler is in place before any check runs).
+    let started = pd.home.path().join("kind-started");
+    let pd = pd
+        .tool("kind", &format!("touch '{}'\nsleep 30", started.display()))
         .tool("helm", r#"[ "$1" = version ] && echo "v4.2.1+g5cf6a4e""#);
     let sock = pd.home.path().join("nobody.sock");
     let pd = pd
@@ -441,7 +444,11 @@ fn ctrl_c_during_doctor_exits_130() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "doctor never ran kind");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let started = Instant::now();

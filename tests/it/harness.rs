@@ -239,3 +239,22 @@ pub fn helm_shim_dir() -> PathBuf {
     );
     dir
 }
+
+/// The child's stderr, line by line as it is written (read on a thread of its own), so
+/// a test can wait for what the run says instead of for a fixed time.
+pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}

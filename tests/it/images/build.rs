@@ -274,7 +274,7 @@ fn ctrl_c_stops_running_builds_and_exits_130() {
     }
     let slow = "RUN [\"/bin/busybox\", \"sleep\", \"60\"]\n";
     let f = Fixture::new(&[("slow", slow)], 1);
-    let child = Command::new(env!("CARGO_BIN_EXE_pulsedev"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pulsedev"))
         .args(["build", "--output", "json"])
         .current_dir(f.dir.path())
         .env("XDG_CACHE_HOME", f.path(".cache"))
@@ -282,8 +282,17 @@ fn ctrl_c_stops_running_builds_and_exits_130() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Let the build reach the sleeping step.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Wait until the build says it reached the sleeping step, however slow the machine.
+    let lines = crate::harness::stderr_lines(&mut child);
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !seen.contains("\"sleep\", \"60\"") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push_str(&(line + "\n")),
+            Err(_) => panic!("the build never reached its sleeping step:\n{seen}"),
+        }
+    }
     let t = std::time::Instant::now();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
