@@ -515,12 +515,14 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                     let live = Shared::get(&s.live, "Docker")?;
                     let nodes = live.nodes_of(&info.name).await?;
                     let platform = crate::docker::platform(&docker.info().await?);
-                    Box::new(images::archive::ArchiveImport::new(
-                        docker,
-                        nodes,
-                        &platform,
-                        "overlayfs",
-                    ))
+                    // Each node's own snapshotter, as kind's image loading reads it.
+                    Box::new(
+                        interruptible(
+                            &cancel,
+                            images::archive::ArchiveImport::detect(docker, nodes, &platform),
+                        )
+                        .await?,
+                    )
                 }
             };
             let mut refs = BTreeMap::new();

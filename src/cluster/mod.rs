@@ -965,7 +965,10 @@ pub async fn down(deps: &Deps<'_>, name: &str) -> Result<DownReport> {
         deps.kind().delete(name, &paths.kubeconfig).await?;
         report.cluster_deleted = true;
     }
-    report.registry_removed = deps.nodes.remove(&registry_container(name)).await?;
+    // Also under the name older releases gave it (over 63 characters for long names).
+    for container in crate::images::registry::container_names(name) {
+        report.registry_removed |= deps.nodes.remove(&container).await?;
+    }
     // A state dir holding only this run's fresh journal was not really there.
     let had_state = record.is_some()
         || std::fs::read_dir(&paths.dir)
@@ -1034,7 +1037,7 @@ pub async fn wire_registry(
     network: &str,
     reg: &RegistryRef,
 ) -> Result<Wiring> {
-    let nodes = deps.nodes.list(&target.name).await?;
+    let nodes = nodes::internal(deps.nodes.list(&target.name).await?);
     if nodes.is_empty() {
         return Err(Error::new(
             ErrorKind::ClusterCreateFailed,
@@ -1081,12 +1084,10 @@ fn kube_api(kubeconfig: &Path, context: &str) -> Box<dyn ClusterApi> {
 }
 
 impl Live {
-    /// Names of the cluster's node containers (for archive delivery).
+    /// Names of the cluster's Kubernetes node containers (for archive delivery): kind's
+    /// load balancer runs no containerd.
     pub async fn nodes_of(&self, cluster: &str) -> Result<Vec<String>> {
-        Ok(self
-            .nodes
-            .list(cluster)
-            .await?
+        Ok(nodes::internal(self.nodes.list(cluster).await?)
             .into_iter()
             .map(|n| n.name)
             .collect())

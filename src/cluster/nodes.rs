@@ -18,27 +18,48 @@ use futures::future::BoxFuture;
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The label kind puts on every node container of a cluster.
+/// The label kind puts on every container of a cluster (kind v0.32.0:
+/// pkg/cluster/internal/providers/docker/constants.go, `clusterLabelKey`).
 pub const KIND_CLUSTER_LABEL: &str = "io.x-k8s.kind.cluster";
+/// The label holding a container's role (same file, `nodeRoleLabelKey`): `control-plane`,
+/// `worker`, or `external-load-balancer` for the envoy container kind adds in front of
+/// several control-plane nodes (pkg/cluster/constants/constants.go).
+pub const KIND_ROLE_LABEL: &str = "io.x-k8s.kind.role";
 
-/// A node container of a kind cluster.
+/// A container of a kind cluster: a Kubernetes node, or kind's load balancer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub id: String,
     pub name: String,
     /// Docker's state word: running, exited, created, paused, …
     pub state: String,
+    /// The `io.x-k8s.kind.role` label ("" when absent).
+    pub role: String,
 }
 
 impl Node {
     pub fn running(&self) -> bool {
         self.state == "running"
     }
+
+    /// A Kubernetes node (runs containerd and the kubelet), not kind's external load
+    /// balancer: roles `control-plane` and `worker` only, as kind's own
+    /// `nodeutils.InternalNodes` selects them (kind v0.32.0:
+    /// pkg/cluster/nodeutils/roles.go). Images and registry hosts go only there.
+    pub fn is_internal(&self) -> bool {
+        matches!(self.role.as_str(), "control-plane" | "worker")
+    }
+}
+
+/// The Kubernetes nodes among a cluster's containers (see `Node::is_internal`).
+pub fn internal(nodes: Vec<Node>) -> Vec<Node> {
+    nodes.into_iter().filter(Node::is_internal).collect()
 }
 
 /// The Docker calls cluster management makes, and nothing more.
 pub trait Nodes: Send + Sync {
-    /// Node containers (running or not) labelled for `cluster`, sorted by name.
+    /// Every container (running or not) labelled for `cluster`, kind's load balancer
+    /// included (it must be started too), sorted by name. `internal` keeps the nodes.
     fn list(&self, cluster: &str) -> BoxFuture<'_, Result<Vec<Node>>>;
     fn start(&self, container: &str) -> BoxFuture<'_, Result<()>>;
     /// Writes `content` to `path` inside the running `container` (parents created).
@@ -116,6 +137,10 @@ impl Nodes for DockerNodes {
                         .trim_start_matches('/')
                         .to_string(),
                     state: state_word(c.state),
+                    role: c
+                        .labels
+                        .and_then(|mut l| l.remove(KIND_ROLE_LABEL))
+                        .unwrap_or_default(),
                 })
                 .collect();
             nodes.sort_by(|a, b| a.name.cmp(&b.name));

@@ -647,7 +647,15 @@ fn stopped_node_containers_are_started_on_reuse_real_docker() {
     let node = format!("{name}-control-plane");
     rt.block_on(async {
         let d = fakes::docker(&host).await;
-        fakes::run_container(&d, &node, &[("io.x-k8s.kind.cluster", &name)]).await;
+        fakes::run_container(
+            &d,
+            &node,
+            &[
+                ("io.x-k8s.kind.cluster", &name),
+                ("io.x-k8s.kind.role", "control-plane"),
+            ],
+        )
+        .await;
     });
     ok(&sb.create(&[]));
     rt.block_on(async {
@@ -713,6 +721,7 @@ fn registry_wiring_against_real_containers() {
     let Some(host) = docker_host() else { return };
     let name = fakes::unique("pdt-wire");
     let node = format!("{name}-control-plane");
+    let lb = format!("{name}-external-load-balancer");
     let registry = cluster::registry_container(&name);
     let network = fakes::unique("pdt-net");
     let rt = fakes::rt();
@@ -725,7 +734,27 @@ fn registry_wiring_against_real_containers() {
     .unwrap();
     rt.block_on(async {
         let d = fakes::docker(&host).await;
-        fakes::run_container(&d, &node, &[("io.x-k8s.kind.cluster", &name)]).await;
+        fakes::run_container(
+            &d,
+            &node,
+            &[
+                ("io.x-k8s.kind.cluster", &name),
+                ("io.x-k8s.kind.role", "control-plane"),
+            ],
+        )
+        .await;
+        // kind's envoy in front of several control planes carries the cluster label
+        // too, with its own role (kind v0.32.0: pkg/cluster/internal/providers/docker/
+        // provision.go labels it; pkg/cluster/constants/constants.go names the role).
+        fakes::run_container(
+            &d,
+            &lb,
+            &[
+                ("io.x-k8s.kind.cluster", &name),
+                ("io.x-k8s.kind.role", "external-load-balancer"),
+            ],
+        )
+        .await;
         fakes::run_container(&d, &registry, &[]).await;
         d.create_network(bollard::models::NetworkCreateRequest {
             name: network.clone(),
@@ -795,12 +824,17 @@ fn registry_wiring_against_real_containers() {
             .network_settings
             .and_then(|n| n.networks)
             .is_some_and(|n| n.contains_key(&network));
+        let lb_hosts =
+            fakes::cat(&d, &lb, "/etc/containerd/certs.d/localhost:5001/hosts.toml").await;
         fakes::remove_container(&d, &node).await;
+        fakes::remove_container(&d, &lb).await;
         fakes::remove_container(&d, &registry).await;
         let _ = d.remove_network(&network).await;
 
         let first = first.unwrap();
+        // The load balancer is no node: nothing is written there.
         assert_eq!(first.nodes, std::slice::from_ref(&node));
+        assert!(lb_hosts.contains("No such file"), "{lb_hosts}");
         assert!(first.connected);
         assert!(
             !second.unwrap().connected,

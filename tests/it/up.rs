@@ -217,7 +217,15 @@ impl World {
                 })
                 .await;
             let node = format!("{name}-control-plane");
-            fakes::run_container(&d, &node, &[("io.x-k8s.kind.cluster", &name)]).await;
+            fakes::run_container(
+                &d,
+                &node,
+                &[
+                    ("io.x-k8s.kind.cluster", &name),
+                    ("io.x-k8s.kind.role", "control-plane"),
+                ],
+            )
+            .await;
             d.connect_network(
                 &network,
                 bollard::models::NetworkConnectRequest {
