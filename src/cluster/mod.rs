@@ -223,6 +223,28 @@ impl Deps<'_> {
             bin: &self.kind,
         }
     }
+
+    /// Removes a lock file a killed kind left next to pulsedev's kubeconfig. Called
+    /// only under the cluster's own lock (`Session`): that kubeconfig is pulsedev's
+    /// alone and no other kind runs on it now, so a lock there is stale.
+    fn clear_stale_kind_lock(&self, paths: &Paths) -> Result<()> {
+        let lock = kind::lock_file(&paths.kubeconfig);
+        // kind makes a plain file; anything else is not its lock and is left alone.
+        if std::fs::symlink_metadata(&lock).is_ok_and(|m| !m.is_dir()) {
+            self.ui.info(&format!(
+                "removing {}, left by a kind that was stopped while writing the kubeconfig",
+                lock.display()
+            ));
+            state::remove_file(&lock)?;
+        }
+        Ok(())
+    }
+
+    /// `kind delete cluster`, after clearing a stale kind lock (see above).
+    async fn delete_cluster(&self, name: &str, paths: &Paths) -> Result<()> {
+        self.clear_stale_kind_lock(paths)?;
+        self.kind().delete(name, &paths.kubeconfig).await
+    }
 }
 
 /// One pulsedev run working on one cluster: holds the cluster's lock and this run's
@@ -336,7 +358,7 @@ async fn ensure_inner(deps: &Deps<'_>, opts: &Options, s: &Session) -> Result<Cl
                         "removing the half-made cluster {name} an interrupted run (pid {}) left behind",
                         prev.pid
                     ));
-                    kind.delete(name, &paths.kubeconfig).await?;
+                    deps.delete_cluster(name, paths).await?;
                     exists = false;
                 }
                 for (_, a) in prev.leftovers() {
@@ -395,7 +417,7 @@ async fn ensure_inner(deps: &Deps<'_>, opts: &Options, s: &Session) -> Result<Cl
                     }
                 ));
                 guard_record(&rec, paths)?;
-                kind.delete(name, &paths.kubeconfig).await?;
+                deps.delete_cluster(name, paths).await?;
                 remove_state_files(paths)?;
                 recreated = true;
             } else {
@@ -644,6 +666,7 @@ async fn create(
     std::fs::write(config_file.path(), &rendered.yaml)
         .map_err(|e| state::io_error("write", config_file.path(), e))?;
 
+    deps.clear_stale_kind_lock(paths)?;
     let kind = deps.kind();
     let cmd = kind.create_cmd(name, config_file.path(), &paths.kubeconfig, opts.kind_wait);
     deps.ui.info(&format!(
@@ -704,7 +727,7 @@ pub async fn undo(deps: &Deps<'_>, s: &Session) -> Result<()> {
                 deps.ui.info(&format!(
                     "deleting the kind cluster {name} this run created"
                 ));
-                deps.kind().delete(name, &s.paths.kubeconfig).await?;
+                deps.delete_cluster(name, &s.paths).await?;
                 s.journal.undone(i)?;
             }
             Action::StateFile { path } => {
@@ -962,7 +985,18 @@ pub async fn down(deps: &Deps<'_>, name: &str) -> Result<DownReport> {
     };
     if exists {
         deps.ui.info(&format!("deleting the kind cluster {name}"));
-        deps.kind().delete(name, &paths.kubeconfig).await?;
+        if let Err(e) = deps.delete_cluster(name, paths).await {
+            // kind deletes the nodes even when it fails to update the kubeconfig
+            // afterwards (kind v0.32.0: pkg/cluster/internal/delete/delete.go): when
+            // the cluster is gone, finish removing the rest.
+            if deps.kind().clusters().await?.iter().any(|n| n == name) {
+                return Err(e);
+            }
+            deps.ui.warn(&format!(
+                "kind reported an error but the cluster {name} is gone: {}",
+                e.message
+            ));
+        }
         report.cluster_deleted = true;
     }
     // Also under the name older releases gave it (over 63 characters for long names).

@@ -1107,3 +1107,100 @@ fn a_second_pulsedev_on_the_same_cluster_is_told_to_wait() {
         run.stderr
     );
 }
+
+// ---- kind as it really behaves: provider choice, kubeconfig lock ----
+
+/// With podman's `docker` shim first on PATH (podman-docker), kind left to itself
+/// makes podman nodes the Docker API never sees. pulsedev pins the docker provider
+/// for every call, as kind's KIND_EXPERIMENTAL_PROVIDER allows.
+#[test]
+fn kind_always_runs_with_the_docker_provider() {
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    let pd = sb
+        .pd
+        .tool("docker", r#"[ "$1" = -v ] && echo "podman version 4.3.1""#)
+        .tool("podman", r#"[ "$1" = -v ] && echo "podman version 4.3.1""#);
+    let sb = Sandbox { pd, ..sb };
+    ok(&sb.create(&[]));
+    ok(&sb.pd.run_with(&["down"]));
+    let providers = fakes::kind_providers(&sb.kind);
+    assert!(!providers.is_empty());
+    assert!(
+        providers.iter().all(|p| p == "docker"),
+        "{providers:?} for {:?}",
+        sb.calls()
+    );
+    assert!(kind_clusters(&sb.kind).is_empty(), "down deleted it");
+}
+
+/// Ctrl-C while kind holds `<kubeconfig>.lock` (pulsedev kills kind's process group):
+/// the lock stays behind. The clean-up delete, `down` and the next `up` must not be
+/// wedged by it ("failed to lock config file").
+#[test]
+fn a_kubeconfig_lock_left_by_a_killed_kind_wedges_nothing() {
+    let Some(sb) = sandbox("dev", "hang-in-lock") else {
+        return;
+    };
+    let lock = sb.state().join("kubeconfig.lock");
+    let child = sb
+        .pd
+        .command_with(&["cluster", "create", "--wait", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("kind to take its lock", Duration::from_secs(20), || {
+        sb.kind.join("hang.pid").exists()
+    });
+    assert!(lock.exists());
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("kubeconfig.lock, left by a kind that was stopped"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("failed to lock config file"), "{stderr}");
+    assert!(kind_clusters(&sb.kind).is_empty(), "the undo deleted it");
+
+    // A stale lock in front of a create, then in front of a delete.
+    let sb = sb.with_env("FAKE_KIND_MODE", "ok");
+    std::fs::create_dir_all(sb.state()).unwrap();
+    std::fs::write(&lock, "").unwrap();
+    ok(&sb.create(&[]));
+    assert!(!lock.exists());
+    std::fs::write(&lock, "").unwrap();
+    let run = sb.pd.run_with(&["down"]);
+    ok(&run);
+    assert!(kind_clusters(&sb.kind).is_empty());
+    assert!(!sb.state().exists(), "{}", run.stderr);
+}
+
+/// kind fails `delete` after deleting the nodes when it cannot update the kubeconfig
+/// (kind v0.32.0: pkg/cluster/internal/delete/delete.go): `down` finishes anyway.
+#[test]
+fn down_finishes_when_kind_deleted_the_nodes_but_failed_after() {
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    ok(&sb.create(&[]));
+    // A kind that fails its kubeconfig update once the nodes are gone, whatever the
+    // lock: a directory where the lock file would go cannot be removed by pulsedev's
+    // stale-lock clean-up as a file, so kind's O_EXCL open fails.
+    let lock = sb.state().join("kubeconfig.lock");
+    std::fs::create_dir_all(lock.join("held")).unwrap();
+    let run = sb.pd.run_with(&["down"]);
+    assert!(kind_clusters(&sb.kind).is_empty());
+    let _ = std::fs::remove_dir_all(&lock);
+    ok(&run);
+    assert!(
+        run.stderr
+            .contains("kind reported an error but the cluster dev is gone"),
+        "{}",
+        run.stderr
+    );
+}

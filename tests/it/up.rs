@@ -247,6 +247,7 @@ impl World {
         let [http, https, registry] = free_ports();
         let pd = Pd::new()
             .tool("kind", FAKE_KIND)
+            .tool("docker", fakes::FAKE_DOCKER_CLI)
             .with_helm()
             .env("DOCKER_HOST", &host)
             .env("FAKE_API", api.url())
