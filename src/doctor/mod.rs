@@ -328,26 +328,23 @@ async fn check_tool(tool: &Tool, m: &Machine) -> Check {
         ),
         Some(path) => match tools::version(tool, &path, m.tool_timeout).await {
             Err(e) => Check::from_error(tool.name, e),
-            Ok(v) if v < tool.minimum => Check::fail(
-                tool.name,
-                ErrorKind::ToolTooOld,
-                format!(
-                    "{} {v} at {} is older than the minimum {}",
+            Ok(v) => match tool.unusable(v) {
+                Some((kind, why)) => Check::fail(
                     tool.name,
-                    path.display(),
-                    tool.minimum
+                    kind,
+                    format!("{} at {}: {why}", tool.name, path.display()),
+                    Some(format!(
+                        "install {} {}: {}",
+                        tool.name, tool.pinned, tool.install_url
+                    )),
                 ),
-                Some(format!(
-                    "upgrade to {} {}: {}",
-                    tool.name, tool.pinned, tool.install_url
-                )),
-            ),
-            Ok(v) => {
-                return Check::ok(
-                    tool.name,
-                    format!("{} {v} at {}", tool.name, path.display()),
-                );
-            }
+                None => {
+                    return Check::ok(
+                        tool.name,
+                        format!("{} {v} at {}", tool.name, path.display()),
+                    );
+                }
+            },
         },
     };
     // pulsedev fetches its pinned release itself, so an unusable tool only fails the

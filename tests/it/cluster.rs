@@ -1204,3 +1204,79 @@ fn down_finishes_when_kind_deleted_the_nodes_but_failed_after() {
         run.stderr
     );
 }
+
+/// A kind on PATH made for older node images (v0.31: up to Kubernetes 1.35) is not used
+/// with kind v0.32's node image (v1.36.1); the pinned release is fetched instead, and
+/// the run says why.
+#[test]
+fn a_kind_that_does_not_support_the_node_image_is_replaced_by_the_pinned_one() {
+    let Some(host) = docker_host() else { return };
+    let script = format!("#!/bin/sh\n{FAKE_KIND}\n").into_bytes();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let platform = format!("linux-{arch}");
+    let mirror = fakes::Mirror::start(vec![(
+        format!("/kind/v0.32.0/kind-{platform}"),
+        script.clone(),
+    )]);
+    // The kind on PATH answers `version` only; anything else run with it fails.
+    let pd = Pd::new().tool(
+        "kind",
+        r#"[ "$1" = version ] && { echo "kind v0.31.0 go1.25.5 linux/amd64"; exit 0; }
+echo "ERROR: the kind on PATH ran: $*" >&2; exit 1"#,
+    );
+    let pins = pd.home.path().join("pins.toml");
+    std::fs::write(
+        &pins,
+        format!(
+            "[kind]\nversion = \"v0.32.0\"\n[kind.{platform}]\nurl = \"https://github.com/kubernetes-sigs/kind/releases/download/v0.32.0/kind-{platform}\"\nsha256 = \"{}\"\n",
+            sha256_hex(&script)
+        ),
+    )
+    .unwrap();
+    let kind = pd.home.path().join("fake-kind");
+    std::fs::create_dir_all(&kind).unwrap();
+    let api = FakeApi::start("dev-control-plane");
+    let [http, https, registry] = free_ports();
+    let pd = pd
+        .env("DOCKER_HOST", host)
+        .env("FAKE_KIND_DIR", kind.display().to_string())
+        .env("FAKE_API", api.url.clone())
+        .env("PULSEDEV_TOOLS_MIRROR", mirror.url.clone())
+        .env("PULSEDEV_TOOLS_PINS", pins.display().to_string())
+        .args(&[
+            "--name",
+            "dev",
+            "--http-port",
+            &http.to_string(),
+            "--https-port",
+            &https.to_string(),
+            "--registry-port",
+            &registry.to_string(),
+        ]);
+    let run = pd.run_with(&["cluster", "create", "--wait", "5"]);
+    ok(&run);
+    assert!(
+        run.stderr.contains(
+            "kind v0.31.0 supports node images up to Kubernetes 1.35, not kindest/node:v1.36.1 (made for kind v0.32.0)): using pulsedev's pinned kind v0.32.0"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("the kind on PATH ran"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        kind_calls(&kind)
+            .iter()
+            .any(|c| c.starts_with("create cluster --name dev")),
+        "{:?}",
+        kind_calls(&kind)
+    );
+    ok(&pd.run_with(&["down"]));
+}

@@ -487,3 +487,27 @@ fn doctor_checks_the_docker_cli_kind_runs() {
         "{cli:#}"
     );
 }
+
+/// A kind older than the node image's pairing is not "ok" just because it is newer
+/// than the minimum: doctor names the node image it cannot run.
+#[test]
+fn a_kind_made_for_older_node_images_is_flagged() {
+    let pd = Pd::new()
+        .good_tools()
+        .free_ports()
+        .tool("kind", r#"echo "kind v0.31.0 go1.25.5 linux/amd64""#);
+    let sock = pd.home.path().join("nobody.sock");
+    let run = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(&["doctor", "--output", "json"])
+        .run();
+    let doc = run.json();
+    let kind = check(&doc, "kind");
+    assert_eq!(kind["problem"], "tool-too-old", "{kind:#}");
+    assert_ne!(kind["status"], "ok", "{kind:#}");
+    let msg = kind["message"].as_str().unwrap();
+    assert!(
+        msg.contains("kind v0.31.0 supports node images up to Kubernetes 1.35, not kindest/node:v1.36.1 (made for kind v0.32.0)"),
+        "{msg}"
+    );
+}
