@@ -401,6 +401,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
             let live = Shared::get(&s.live, "Docker")?;
             let deps = live.deps(&s.ui, &cancel);
             let mut opts = Options::new(&s.config.name, s.opts.ports);
+            opts.node_image = cluster::node_image(&|k| std::env::var(k).ok());
             opts.template = cluster::template_for(&s.config.root)?;
             opts.recreate = s.opts.recreate;
             let info = cluster::ensure(&deps, &opts, &s.session).await?;

@@ -177,6 +177,17 @@ impl Options {
     }
 }
 
+/// Names a copy of the pinned node image to use instead (a mirror for machines that
+/// cannot reach Docker Hub; tests use a local stand-in). It must be the same image.
+pub const NODE_IMAGE_ENV: &str = "PULSEDEV_NODE_IMAGE";
+
+/// The node image: `kindconfig::NODE_IMAGE` unless `NODE_IMAGE_ENV` names a copy.
+pub fn node_image(env: &dyn Fn(&str) -> Option<String>) -> String {
+    env(NODE_IMAGE_ENV)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| kindconfig::NODE_IMAGE.to_string())
+}
+
 /// The template to render: `<root>/kind-config/dev.yaml` when the checkout has one
 /// (so editing it shapes the cluster), else the compiled-in copy.
 pub fn template_for(root: &Path) -> Result<String> {
@@ -650,6 +661,7 @@ async fn create(
     let name = opts.name.as_str();
     let paths = &s.paths;
     let j = &s.journal;
+    pull_node_image(deps, &opts.node_image).await?;
     // The kubeconfig exists, empty and 0600, before kind writes into it: kind keeps
     // the mode of an existing file, so the credentials are never world-readable.
     let i = j.started(Action::StateFile {
@@ -714,6 +726,58 @@ async fn create(
     .map_err(|e| state::io_error("restrict", &paths.kubeconfig, e))?;
     write_record(paths, opts, rendered, ports, Some(j))?;
     Ok(())
+}
+
+/// Pulls the node image through the engine before `kind create`, unless present.
+/// kind would pull it itself (kind v0.32.0: pkg/cluster/internal/providers/docker/
+/// images.go `ensureNodeImages`, `docker pull` with retries) inside the time limit
+/// pulsedev puts on `kind create`, where a first run on a slow link could be killed
+/// mid-pull with no progress shown. Here it has no limit but Ctrl-C, and says how far
+/// it is: a spinner on a terminal, a line every 10 s otherwise.
+async fn pull_node_image(deps: &Deps<'_>, image: &str) -> Result<()> {
+    let started = tokio::time::Instant::now();
+    let spinner = deps
+        .ui
+        .spinner(&format!("pulling the kind node image {image}"));
+    let last_line = std::sync::Mutex::new(None::<tokio::time::Instant>);
+    let announced = std::sync::atomic::AtomicBool::new(false);
+    let report = |p: &nodes::PullProgress| {
+        if !announced.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            deps.ui.info(&format!(
+                "pulling the kind node image {image} (once per machine)"
+            ));
+        }
+        if p.layers == 0 {
+            return;
+        }
+        match &spinner {
+            Some(sp) => sp.set_message(format!("pulling the kind node image: {p}")),
+            None => {
+                let mut last = last_line.lock().expect("not poisoned");
+                let now = tokio::time::Instant::now();
+                if last.is_none_or(|t| now - t >= Duration::from_secs(10)) {
+                    *last = Some(now);
+                    deps.ui.info(&format!("pulling the kind node image: {p}"));
+                }
+            }
+        }
+    };
+    let r = unless_cancelled(deps.cancel, deps.nodes.ensure_image(image, &report)).await;
+    if let Some(sp) = spinner {
+        sp.finish_and_clear();
+    }
+    match r {
+        None => Err(Error::interrupted()),
+        Some(Err(e)) => Err(e),
+        Some(Ok(false)) => Ok(()),
+        Some(Ok(true)) => {
+            deps.ui.info(&format!(
+                "pulled the kind node image {image} in {:.0}s",
+                started.elapsed().as_secs_f64()
+            ));
+            Ok(())
+        }
+    }
 }
 
 /// Undoes, newest first, what this run's journal says it created: deletes the kind

@@ -19,7 +19,7 @@ struct Sandbox {
 /// cluster name given by `--name`. `None` when no engine answers (laptop skip).
 fn sandbox(name: &str, mode: &str) -> Option<Sandbox> {
     let host = docker_host()?;
-    let pd = Pd::new().tool("kind", FAKE_KIND);
+    let pd = fakes::with_node_image(Pd::new().tool("kind", FAKE_KIND), &host);
     let kind = pd.home.path().join("fake-kind");
     std::fs::create_dir_all(&kind).unwrap();
     let api = FakeApi::start(&format!("{name}-control-plane"));
@@ -144,7 +144,8 @@ fn create_runs_kind_with_exact_arguments_and_the_rendered_config() {
             .unwrap();
     assert_eq!(record["name"], "dev");
     assert_eq!(record["context"], "kind-dev");
-    assert!(record["node_image"].as_str().unwrap().contains("@sha256:"));
+    // The node image named by PULSEDEV_NODE_IMAGE (the sandbox's local stand-in).
+    assert_eq!(record["node_image"], fakes::NODE_IMAGE);
     // The node readiness was confirmed through the API, with our kubeconfig.
     assert!(
         sb.api
@@ -532,7 +533,7 @@ fn a_run_killed_mid_create_is_cleaned_up_by_the_next_one() {
 #[test]
 fn two_ci_runs_at_once_get_their_own_names_kubeconfigs_and_ports() {
     let Some(host) = docker_host() else { return };
-    let pd = Pd::new().tool("kind", FAKE_KIND);
+    let pd = fakes::with_node_image(Pd::new().tool("kind", FAKE_KIND), &host);
     let kind = pd.home.path().join("fake-kind");
     std::fs::create_dir_all(&kind).unwrap();
     let api = FakeApi::start("node");
@@ -883,7 +884,7 @@ fn a_missing_kind_is_fetched_verified_cached_and_used_offline() {
         format!("/kind/v0.32.0/kind-{platform}"),
         script.clone(),
     )]);
-    let pd = Pd::new();
+    let pd = fakes::with_node_image(Pd::new(), &host);
     let pins = pd.home.path().join("pins.toml");
     std::fs::write(
         &pins,
@@ -1223,7 +1224,7 @@ fn a_kind_that_does_not_support_the_node_image_is_replaced_by_the_pinned_one() {
         script.clone(),
     )]);
     // The kind on PATH answers `version` only; anything else run with it fails.
-    let pd = Pd::new().tool(
+    let pd = fakes::with_node_image(Pd::new(), &host).tool(
         "kind",
         r#"[ "$1" = version ] && { echo "kind v0.31.0 go1.25.5 linux/amd64"; exit 0; }
 echo "ERROR: the kind on PATH ran: $*" >&2; exit 1"#,
@@ -1279,4 +1280,133 @@ echo "ERROR: the kind on PATH ran: $*" >&2; exit 1"#,
         kind_calls(&kind)
     );
     ok(&pd.run_with(&["down"]));
+}
+
+/// The node image is pulled through the engine before `kind create` (so kind's time
+/// limit never covers a download), with progress, and only when it is missing. Here
+/// the "node image" lives only in a real registry on loopback, named by digest.
+#[test]
+fn the_node_image_is_pulled_before_kind_create_and_only_once() {
+    use futures::StreamExt;
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    let host = docker_host().unwrap();
+    let registry = crate::support::registry::LocalRegistry::start();
+    let repo = format!("127.0.0.1:{}/kindest-node", registry.port);
+    let tag = crate::support::build::nonce();
+    let rt = fakes::rt();
+    let image = rt.block_on(async {
+        // An image of its own (a 4 MiB layer no other image has), pushed, then removed
+        // from the engine with its layers: the pull has something to download.
+        let engine = crate::support::docker::engine("node image pull")
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nonce"), &tag).unwrap();
+        std::fs::write(
+            dir.path().join("noise"),
+            crate::support::build::noise(4 << 20, 7),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY nonce noise /\n",
+        )
+        .unwrap();
+        let built = crate::support::build::build(&engine, "kindnode", dir.path()).await;
+        let d = &engine.docker;
+        d.tag_image(
+            &built.reference(),
+            Some(bollard::query_parameters::TagImageOptions {
+                repo: Some(repo.clone()),
+                tag: Some(tag.clone()),
+            }),
+        )
+        .await
+        .unwrap();
+        let mut push = d.push_image(
+            &repo,
+            Some(bollard::query_parameters::PushImageOptions {
+                tag: Some(tag.clone()),
+                ..Default::default()
+            }),
+            None,
+        );
+        while let Some(item) = push.next().await {
+            item.unwrap();
+        }
+        let digest =
+            pulsedev::images::registry::manifest_digest(registry.port, "kindest-node", &tag)
+                .await
+                .unwrap()
+                .expect("pushed");
+        for r in [format!("{repo}:{tag}"), built.reference()] {
+            let _ = d
+                .remove_image(
+                    &r,
+                    Some(bollard::query_parameters::RemoveImageOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                    None,
+                )
+                .await;
+        }
+        let image = format!("{repo}:{tag}@{digest}");
+        assert!(d.inspect_image(&image).await.is_err());
+        image
+    });
+    let sb = sb.with_env("PULSEDEV_NODE_IMAGE", &image);
+    let run = sb.create(&[]);
+    let present = rt.block_on(async {
+        fakes::docker(&host)
+            .await
+            .inspect_image(&image)
+            .await
+            .is_ok()
+    });
+    ok(&run);
+    assert!(present, "the node image was pulled");
+    let pulled = run
+        .stderr
+        .find(&format!("pulled the kind node image {image} in "))
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    let creating = run
+        .stderr
+        .find("creating the kind cluster dev")
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    assert!(pulled < creating, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("pulling the kind node image: "),
+        "progress is shown: {}",
+        run.stderr
+    );
+    assert!(
+        registry.log_text().contains(&format!(
+            "/v2/kindest-node/manifests/{}",
+            &image[image.find('@').unwrap() + 1..]
+        )),
+        "{}",
+        registry.log_text()
+    );
+    // Present now: the next create pulls nothing.
+    ok(&sb.pd.run_with(&["down"]));
+    let again = sb.create(&[]);
+    ok(&again);
+    assert!(!again.stderr.contains("pulling"), "{}", again.stderr);
+    ok(&sb.pd.run_with(&["down"]));
+    rt.block_on(async {
+        let d = fakes::docker(&host).await;
+        let _ = d
+            .remove_image(
+                &image,
+                Some(bollard::query_parameters::RemoveImageOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+                None,
+            )
+            .await;
+    });
 }

@@ -367,6 +367,14 @@ pub async fn ensure_node_image(d: &bollard::Docker) {
     }
 }
 
+/// Names the busybox stand-in as the kind node image (PULSEDEV_NODE_IMAGE), building it
+/// first: `cluster create` then finds the image present and pulls nothing, as on a
+/// machine that pulled the real one before.
+pub fn with_node_image(pd: crate::harness::Pd, host: &str) -> crate::harness::Pd {
+    rt().block_on(async { ensure_node_image(&docker(host).await).await });
+    pd.env("PULSEDEV_NODE_IMAGE", NODE_IMAGE)
+}
+
 /// Runs a busybox container named `name` with `labels`; it sleeps until removed.
 pub async fn run_container(d: &bollard::Docker, name: &str, labels: &[(&str, &str)]) {
     ensure_node_image(d).await;

@@ -245,7 +245,7 @@ impl World {
 
         let api = FakeApiServer::start(opts(Options::new(&name)));
         let [http, https, registry] = free_ports();
-        let pd = Pd::new()
+        let pd = fakes::with_node_image(Pd::new(), &host)
             .tool("kind", FAKE_KIND)
             .tool("docker", fakes::FAKE_DOCKER_CLI)
             .with_helm()
