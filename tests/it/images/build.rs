@@ -106,7 +106,9 @@ fn status_of(run: &Run, service: &str) -> (String, String) {
 
 fn remove_images(tags: &[String]) {
     for t in tags.iter().filter(|t| !t.is_empty()) {
-        let _ = Command::new("docker").args(["rmi", "-f", t]).output();
+        let _ = Command::new("docker")
+            .args(["rmi", "--no-prune", "-f", t])
+            .output();
     }
 }
 
