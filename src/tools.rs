@@ -20,15 +20,19 @@ pub struct Tool {
     pub pinned: Version,
     pub minimum: Version,
     pub install_url: &'static str,
+    /// kind only: the node image it must support (see `kind_supports`).
+    pub node_image: Option<&'static str>,
 }
 
-/// kind v0.24 is the first whose default CNI enforces NetworkPolicy.
+/// kind v0.24 is the first whose default CNI enforces NetworkPolicy; beyond that, a
+/// kind must support the pinned node image (`kind_supports`).
 pub const KIND: Tool = Tool {
     name: "kind",
     version_args: &["version"],
     pinned: Version(0, 32, 0),
     minimum: Version(0, 24, 0),
     install_url: "https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
+    node_image: Some(crate::cluster::kindconfig::NODE_IMAGE),
 };
 
 /// Helm 3.16 is the first with `helm template --skip-schema-validation` (helm/helm
@@ -41,7 +45,80 @@ pub const HELM: Tool = Tool {
     pinned: Version(4, 2, 2),
     minimum: Version(3, 16, 0),
     install_url: "https://helm.sh/docs/intro/install/",
+    node_image: None,
 };
+
+/// The Kubernetes minor of each kind release's default node image (kind, at each tag:
+/// pkg/apis/config/defaults/image.go), from the minimum kind on. A kind release is
+/// made for the node images its release notes list, the default the newest of them;
+/// an image newer than that is not supported (kind v0.31 writes a kubeadm v1beta3
+/// config, deprecated in Kubernetes 1.36: pkg/cluster/internal/kubeadm/config.go).
+const KIND_DEFAULT_KUBERNETES_MINOR: &[((u64, u64), u64)] = &[
+    ((0, 24), 31),
+    ((0, 25), 31),
+    ((0, 26), 32),
+    ((0, 27), 32),
+    ((0, 28), 33),
+    ((0, 29), 33),
+    ((0, 30), 34),
+    ((0, 31), 35),
+    ((0, 32), 36),
+];
+
+/// The Kubernetes minor of a `kindest/node:v1.X.Y[@sha256:…]` reference.
+fn node_image_minor(image: &str) -> Option<u64> {
+    let tag = image.split('@').next()?.rsplit_once(':')?.1;
+    Version::find(tag).map(|v| v.1)
+}
+
+/// Whether kind `v` supports `node_image`: a release of the pinned kind's minor does
+/// (the pin's own image), as does a known release whose default image is at least as
+/// new; a kind newer than any pulsedev knows is not trusted with it. `Err` says why.
+pub fn kind_supports(v: Version, node_image: &str) -> std::result::Result<(), String> {
+    if (v.0, v.1) == (KIND.pinned.0, KIND.pinned.1) {
+        return Ok(());
+    }
+    let want = node_image_minor(node_image);
+    let image = node_image.split('@').next().unwrap_or(node_image);
+    match KIND_DEFAULT_KUBERNETES_MINOR
+        .iter()
+        .find(|(kv, _)| *kv == (v.0, v.1))
+    {
+        Some((_, newest)) if want.is_some_and(|w| w <= *newest) => Ok(()),
+        Some((_, newest)) => Err(format!(
+            "kind {v} supports node images up to Kubernetes 1.{newest}, not {image} (made for kind {})",
+            KIND.pinned
+        )),
+        None => Err(format!(
+            "pulsedev does not know whether kind {v} supports the node image {image} (made for kind {})",
+            KIND.pinned
+        )),
+    }
+}
+
+impl Tool {
+    /// Why version `v` of this tool cannot be used (`None`: it can), with the error id.
+    pub fn unusable(&self, v: Version) -> Option<(ErrorKind, String)> {
+        if v < self.minimum {
+            return Some((
+                ErrorKind::ToolTooOld,
+                format!(
+                    "{} {v} is older than the minimum {}",
+                    self.name, self.minimum
+                ),
+            ));
+        }
+        let image = self.node_image?;
+        kind_supports(v, image).err().map(|why| {
+            let kind = if v < self.pinned {
+                ErrorKind::ToolTooOld
+            } else {
+                ErrorKind::ToolMissing
+            };
+            (kind, why)
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version(pub u64, pub u64, pub u64);
@@ -163,14 +240,15 @@ pub async fn ensure(tool: &Tool, dirs: &crate::state::Dirs, ui: &crate::ui::Ui) 
     let path_var = std::env::var_os("PATH");
     if let Some(found) = locate(tool, path_var.as_deref(), &cwd) {
         match version(tool, &found, Duration::from_secs(10)).await {
-            Ok(v) if v >= tool.minimum => return Ok(found),
-            Ok(v) => ui.info(&format!(
-                "{} {v} at {} is older than the minimum {}: using pulsedev's pinned {}",
-                tool.name,
-                found.display(),
-                tool.minimum,
-                tool.pinned
-            )),
+            Ok(v) => match tool.unusable(v) {
+                None => return Ok(found),
+                Some((_, why)) => ui.info(&format!(
+                    "not using {} ({why}): using pulsedev's pinned {} {}",
+                    found.display(),
+                    tool.name,
+                    tool.pinned
+                )),
+            },
             Err(e) => ui.info(&format!(
                 "{} at {} does not work ({}): using pulsedev's pinned {}",
                 tool.name,
@@ -231,6 +309,56 @@ mod tests {
             Some(Version(0, 20, 0))
         );
         assert_eq!(Version::find("no version here"), None);
+    }
+
+    /// kind v0.32's node image (v1.36.1) with each kind: only releases whose default
+    /// image is at least 1.36 (kind's defaults/image.go at each tag) are accepted.
+    #[test]
+    fn kind_is_accepted_only_with_the_node_images_it_supports() {
+        let image = crate::cluster::kindconfig::NODE_IMAGE;
+        assert_eq!(node_image_minor(image), Some(36));
+        assert_eq!(node_image_minor("kindest/node:v1.35.0"), Some(35));
+        assert!(kind_supports(Version(0, 32, 0), image).is_ok());
+        assert!(kind_supports(Version(0, 32, 3), image).is_ok());
+        let e = kind_supports(Version(0, 31, 0), image).unwrap_err();
+        assert_eq!(
+            e,
+            "kind v0.31.0 supports node images up to Kubernetes 1.35, not kindest/node:v1.36.1 (made for kind v0.32.0)"
+        );
+        assert!(kind_supports(Version(0, 24, 0), image).is_err());
+        let e = kind_supports(Version(0, 40, 0), image).unwrap_err();
+        assert!(
+            e.starts_with("pulsedev does not know whether kind v0.40.0"),
+            "{e}"
+        );
+        // An older image is fine with a kind made after it.
+        assert!(kind_supports(Version(0, 31, 0), "kindest/node:v1.35.0@sha256:00").is_ok());
+        assert!(kind_supports(Version(0, 30, 0), "kindest/node:v1.35.0@sha256:00").is_err());
+
+        assert_eq!(KIND.unusable(Version(0, 32, 0)), None);
+        assert_eq!(
+            KIND.unusable(Version(0, 31, 0)).unwrap().0,
+            ErrorKind::ToolTooOld
+        );
+        assert_eq!(
+            KIND.unusable(Version(0, 23, 0)).unwrap().0,
+            ErrorKind::ToolTooOld
+        );
+        assert_eq!(
+            KIND.unusable(Version(0, 33, 0)).unwrap().0,
+            ErrorKind::ToolMissing
+        );
+        assert_eq!(HELM.unusable(Version(3, 14, 0)), None);
+        assert!(HELM.unusable(Version(3, 13, 0)).is_some());
+        // The table covers every release from the minimum to the pin.
+        for minor in KIND.minimum.1..=KIND.pinned.1 {
+            assert!(
+                KIND_DEFAULT_KUBERNETES_MINOR
+                    .iter()
+                    .any(|(v, _)| *v == (0, minor)),
+                "kind v0.{minor}"
+            );
+        }
     }
 
     #[test]

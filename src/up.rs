@@ -430,6 +430,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
             let live = Shared::get(&s.live, "Docker")?;
             let deps = live.deps(&s.ui, &cancel);
             let mut opts = Options::new(&s.config.name, s.opts.ports);
+            opts.node_image = cluster::node_image(&|k| std::env::var(k).ok());
             opts.template = cluster::template_for(&s.config.root)?;
             opts.recreate = s.opts.recreate;
             let info = cluster::ensure(&deps, &opts, &s.session).await?;
@@ -544,12 +545,14 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                     let live = Shared::get(&s.live, "Docker")?;
                     let nodes = live.nodes_of(&info.name).await?;
                     let platform = crate::docker::platform(&docker.info().await?);
-                    Box::new(images::archive::ArchiveImport::new(
-                        docker,
-                        nodes,
-                        &platform,
-                        "overlayfs",
-                    ))
+                    // Each node's own snapshotter, as kind's image loading reads it.
+                    Box::new(
+                        interruptible(
+                            &cancel,
+                            images::archive::ArchiveImport::detect(docker, nodes, &platform),
+                        )
+                        .await?,
+                    )
                 }
             };
             let mut refs = BTreeMap::new();

@@ -64,6 +64,7 @@ pub async fn create(ctx: &Ctx, args: &ClusterCreateArgs) -> Result<()> {
     let config = ctx.cluster_config()?;
     let dirs = Dirs::from_process()?;
     let mut opts = Options::new(&config.name, port_plan(ctx, &config, args.no_host_ports));
+    opts.node_image = super::node_image(&|k| std::env::var(k).ok());
     opts.template = super::template_for(&config.root)?;
     opts.ready_timeout = Duration::from_secs(args.wait);
     opts.recreate = if args.reset {

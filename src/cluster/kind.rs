@@ -16,9 +16,31 @@ pub struct Kind<'a> {
 const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// kind picks its node provider from this variable, else auto-detects: docker when
+/// `docker -v` prints "Docker version", else nerdctl, else podman (kind v0.32.0:
+/// pkg/internal/runtime/runtime.go `GetDefault`, pkg/cluster/provider.go
+/// `DetectNodeProvider`, pkg/cluster/internal/providers/docker/util.go `IsAvailable`).
+/// pulsedev sees nodes only through the Docker API, so it always asks for docker: a
+/// machine whose `docker` is podman's shim would otherwise get podman nodes that
+/// pulsedev cannot find. `doctor` checks that `docker` is Docker's CLI.
+pub const PROVIDER_ENV: &str = "KIND_EXPERIMENTAL_PROVIDER";
+
+/// kind takes `<kubeconfig>.lock` with O_CREATE|O_EXCL around every kubeconfig write
+/// and removes it after (kind v0.32.0: pkg/cluster/internal/kubeconfig/internal/
+/// kubeconfig/lock.go, merge.go, remove.go). A kind killed in between leaves it, and
+/// every later create or delete then fails with "failed to lock config file".
+pub fn lock_file(kubeconfig: &Path) -> std::path::PathBuf {
+    let mut name = kubeconfig.as_os_str().to_owned();
+    name.push(".lock");
+    std::path::PathBuf::from(name)
+}
+
 impl Kind<'_> {
     fn cmd(&self) -> Cmd {
-        Cmd::new(self.bin)
+        let mut cmd = Cmd::new(self.bin);
+        cmd.env
+            .push((PROVIDER_ENV.to_string(), "docker".to_string()));
+        cmd
     }
 
     /// `kind get clusters`: the names of every kind cluster on this engine.

@@ -177,6 +177,17 @@ impl Options {
     }
 }
 
+/// Names a copy of the pinned node image to use instead (a mirror for machines that
+/// cannot reach Docker Hub; tests use a local stand-in). It must be the same image.
+pub const NODE_IMAGE_ENV: &str = "PULSEDEV_NODE_IMAGE";
+
+/// The node image: `kindconfig::NODE_IMAGE` unless `NODE_IMAGE_ENV` names a copy.
+pub fn node_image(env: &dyn Fn(&str) -> Option<String>) -> String {
+    env(NODE_IMAGE_ENV)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| kindconfig::NODE_IMAGE.to_string())
+}
+
 /// The template to render: `<root>/kind-config/dev.yaml` when the checkout has one
 /// (so editing it shapes the cluster), else the compiled-in copy.
 pub fn template_for(root: &Path) -> Result<String> {
@@ -222,6 +233,28 @@ impl Deps<'_> {
             runner: self.runner,
             bin: &self.kind,
         }
+    }
+
+    /// Removes a lock file a killed kind left next to pulsedev's kubeconfig. Called
+    /// only under the cluster's own lock (`Session`): that kubeconfig is pulsedev's
+    /// alone and no other kind runs on it now, so a lock there is stale.
+    fn clear_stale_kind_lock(&self, paths: &Paths) -> Result<()> {
+        let lock = kind::lock_file(&paths.kubeconfig);
+        // kind makes a plain file; anything else is not its lock and is left alone.
+        if std::fs::symlink_metadata(&lock).is_ok_and(|m| !m.is_dir()) {
+            self.ui.info(&format!(
+                "removing {}, left by a kind that was stopped while writing the kubeconfig",
+                lock.display()
+            ));
+            state::remove_file(&lock)?;
+        }
+        Ok(())
+    }
+
+    /// `kind delete cluster`, after clearing a stale kind lock (see above).
+    async fn delete_cluster(&self, name: &str, paths: &Paths) -> Result<()> {
+        self.clear_stale_kind_lock(paths)?;
+        self.kind().delete(name, &paths.kubeconfig).await
     }
 }
 
@@ -336,7 +369,7 @@ async fn ensure_inner(deps: &Deps<'_>, opts: &Options, s: &Session) -> Result<Cl
                         "removing the half-made cluster {name} an interrupted run (pid {}) left behind",
                         prev.pid
                     ));
-                    kind.delete(name, &paths.kubeconfig).await?;
+                    deps.delete_cluster(name, paths).await?;
                     exists = false;
                 }
                 for (_, a) in prev.leftovers() {
@@ -395,7 +428,7 @@ async fn ensure_inner(deps: &Deps<'_>, opts: &Options, s: &Session) -> Result<Cl
                     }
                 ));
                 guard_record(&rec, paths)?;
-                kind.delete(name, &paths.kubeconfig).await?;
+                deps.delete_cluster(name, paths).await?;
                 remove_state_files(paths)?;
                 recreated = true;
             } else {
@@ -628,6 +661,7 @@ async fn create(
     let name = opts.name.as_str();
     let paths = &s.paths;
     let j = &s.journal;
+    pull_node_image(deps, &opts.node_image).await?;
     // The kubeconfig exists, empty and 0600, before kind writes into it: kind keeps
     // the mode of an existing file, so the credentials are never world-readable.
     let i = j.started(Action::StateFile {
@@ -644,6 +678,7 @@ async fn create(
     std::fs::write(config_file.path(), &rendered.yaml)
         .map_err(|e| state::io_error("write", config_file.path(), e))?;
 
+    deps.clear_stale_kind_lock(paths)?;
     let kind = deps.kind();
     let cmd = kind.create_cmd(name, config_file.path(), &paths.kubeconfig, opts.kind_wait);
     deps.ui.info(&format!(
@@ -693,6 +728,58 @@ async fn create(
     Ok(())
 }
 
+/// Pulls the node image through the engine before `kind create`, unless present.
+/// kind would pull it itself (kind v0.32.0: pkg/cluster/internal/providers/docker/
+/// images.go `ensureNodeImages`, `docker pull` with retries) inside the time limit
+/// pulsedev puts on `kind create`, where a first run on a slow link could be killed
+/// mid-pull with no progress shown. Here it has no limit but Ctrl-C, and says how far
+/// it is: a spinner on a terminal, a line every 10 s otherwise.
+async fn pull_node_image(deps: &Deps<'_>, image: &str) -> Result<()> {
+    let started = tokio::time::Instant::now();
+    let spinner = deps
+        .ui
+        .spinner(&format!("pulling the kind node image {image}"));
+    let last_line = std::sync::Mutex::new(None::<tokio::time::Instant>);
+    let announced = std::sync::atomic::AtomicBool::new(false);
+    let report = |p: &nodes::PullProgress| {
+        if !announced.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            deps.ui.info(&format!(
+                "pulling the kind node image {image} (once per machine)"
+            ));
+        }
+        if p.layers == 0 {
+            return;
+        }
+        match &spinner {
+            Some(sp) => sp.set_message(format!("pulling the kind node image: {p}")),
+            None => {
+                let mut last = last_line.lock().expect("not poisoned");
+                let now = tokio::time::Instant::now();
+                if last.is_none_or(|t| now - t >= Duration::from_secs(10)) {
+                    *last = Some(now);
+                    deps.ui.info(&format!("pulling the kind node image: {p}"));
+                }
+            }
+        }
+    };
+    let r = unless_cancelled(deps.cancel, deps.nodes.ensure_image(image, &report)).await;
+    if let Some(sp) = spinner {
+        sp.finish_and_clear();
+    }
+    match r {
+        None => Err(Error::interrupted()),
+        Some(Err(e)) => Err(e),
+        Some(Ok(false)) => Ok(()),
+        Some(Ok(true)) => {
+            deps.ui.info(&format!(
+                "pulled the kind node image {image} in {:.0}s",
+                started.elapsed().as_secs_f64()
+            ));
+            Ok(())
+        }
+    }
+}
+
 /// Undoes, newest first, what this run's journal says it created: deletes the kind
 /// cluster it made and removes the state files it wrote. Entries recorded by other
 /// steps (`Action::Other`) are left to them.
@@ -704,7 +791,7 @@ pub async fn undo(deps: &Deps<'_>, s: &Session) -> Result<()> {
                 deps.ui.info(&format!(
                     "deleting the kind cluster {name} this run created"
                 ));
-                deps.kind().delete(name, &s.paths.kubeconfig).await?;
+                deps.delete_cluster(name, &s.paths).await?;
                 s.journal.undone(i)?;
             }
             Action::StateFile { path } => {
@@ -956,10 +1043,24 @@ pub async fn down(deps: &Deps<'_>, name: &str) -> Result<DownReport> {
     };
     if exists {
         deps.ui.info(&format!("deleting the kind cluster {name}"));
-        deps.kind().delete(name, &paths.kubeconfig).await?;
+        if let Err(e) = deps.delete_cluster(name, paths).await {
+            // kind deletes the nodes even when it fails to update the kubeconfig
+            // afterwards (kind v0.32.0: pkg/cluster/internal/delete/delete.go): when
+            // the cluster is gone, finish removing the rest.
+            if deps.kind().clusters().await?.iter().any(|n| n == name) {
+                return Err(e);
+            }
+            deps.ui.warn(&format!(
+                "kind reported an error but the cluster {name} is gone: {}",
+                e.message
+            ));
+        }
         report.cluster_deleted = true;
     }
-    report.registry_removed = deps.nodes.remove(&registry_container(name)).await?;
+    // Also under the name older releases gave it (over 63 characters for long names).
+    for container in crate::images::registry::container_names(name) {
+        report.registry_removed |= deps.nodes.remove(&container).await?;
+    }
     // A state dir holding only this run's fresh journal was not really there.
     let had_state = record.is_some()
         || std::fs::read_dir(&paths.dir)
@@ -1064,7 +1165,7 @@ pub async fn wire_registry(
     network: &str,
     reg: &RegistryRef,
 ) -> Result<Wiring> {
-    let nodes = deps.nodes.list(&target.name).await?;
+    let nodes = nodes::internal(deps.nodes.list(&target.name).await?);
     if nodes.is_empty() {
         return Err(Error::new(
             ErrorKind::ClusterCreateFailed,
@@ -1111,12 +1212,10 @@ fn kube_api(kubeconfig: &Path, context: &str) -> Box<dyn ClusterApi> {
 }
 
 impl Live {
-    /// Names of the cluster's node containers (for archive delivery).
+    /// Names of the cluster's Kubernetes node containers (for archive delivery): kind's
+    /// load balancer runs no containerd.
     pub async fn nodes_of(&self, cluster: &str) -> Result<Vec<String>> {
-        Ok(self
-            .nodes
-            .list(cluster)
-            .await?
+        Ok(nodes::internal(self.nodes.list(cluster).await?)
             .into_iter()
             .map(|n| n.name)
             .collect())

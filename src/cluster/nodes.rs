@@ -18,27 +18,48 @@ use futures::future::BoxFuture;
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The label kind puts on every node container of a cluster.
+/// The label kind puts on every container of a cluster (kind v0.32.0:
+/// pkg/cluster/internal/providers/docker/constants.go, `clusterLabelKey`).
 pub const KIND_CLUSTER_LABEL: &str = "io.x-k8s.kind.cluster";
+/// The label holding a container's role (same file, `nodeRoleLabelKey`): `control-plane`,
+/// `worker`, or `external-load-balancer` for the envoy container kind adds in front of
+/// several control-plane nodes (pkg/cluster/constants/constants.go).
+pub const KIND_ROLE_LABEL: &str = "io.x-k8s.kind.role";
 
-/// A node container of a kind cluster.
+/// A container of a kind cluster: a Kubernetes node, or kind's load balancer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub id: String,
     pub name: String,
     /// Docker's state word: running, exited, created, paused, …
     pub state: String,
+    /// The `io.x-k8s.kind.role` label ("" when absent).
+    pub role: String,
 }
 
 impl Node {
     pub fn running(&self) -> bool {
         self.state == "running"
     }
+
+    /// A Kubernetes node (runs containerd and the kubelet), not kind's external load
+    /// balancer: roles `control-plane` and `worker` only, as kind's own
+    /// `nodeutils.InternalNodes` selects them (kind v0.32.0:
+    /// pkg/cluster/nodeutils/roles.go). Images and registry hosts go only there.
+    pub fn is_internal(&self) -> bool {
+        matches!(self.role.as_str(), "control-plane" | "worker")
+    }
+}
+
+/// The Kubernetes nodes among a cluster's containers (see `Node::is_internal`).
+pub fn internal(nodes: Vec<Node>) -> Vec<Node> {
+    nodes.into_iter().filter(Node::is_internal).collect()
 }
 
 /// The Docker calls cluster management makes, and nothing more.
 pub trait Nodes: Send + Sync {
-    /// Node containers (running or not) labelled for `cluster`, sorted by name.
+    /// Every container (running or not) labelled for `cluster`, kind's load balancer
+    /// included (it must be started too), sorted by name. `internal` keeps the nodes.
     fn list(&self, cluster: &str) -> BoxFuture<'_, Result<Vec<Node>>>;
     fn start(&self, container: &str) -> BoxFuture<'_, Result<()>>;
     /// Writes `content` to `path` inside the running `container` (parents created).
@@ -47,6 +68,55 @@ pub trait Nodes: Send + Sync {
     fn connect(&self, network: &str, container: &str) -> BoxFuture<'_, Result<bool>>;
     /// Removes a container by name, forcefully; `Ok(false)` when there was none.
     fn remove(&self, container: &str) -> BoxFuture<'_, Result<bool>>;
+    /// Makes sure the engine has `image` (the kind node image): `Ok(false)` when it
+    /// already had it, else pulls it, reporting progress, and returns `Ok(true)`.
+    fn ensure_image<'a>(
+        &'a self,
+        image: &'a str,
+        progress: &'a (dyn Fn(&PullProgress) + Send + Sync),
+    ) -> BoxFuture<'a, Result<bool>>;
+}
+
+/// How far a pull has come, summed over the layers the engine reported so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullProgress {
+    pub layers: usize,
+    pub layers_done: usize,
+    pub bytes: u64,
+    pub total: u64,
+}
+
+impl std::fmt::Display for PullProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} layers", self.layers_done, self.layers)?;
+        if self.total > 0 {
+            write!(
+                f,
+                ", {:.0}/{:.0} MB",
+                self.bytes as f64 / 1e6,
+                self.total as f64 / 1e6
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `fromImage` and `tag` of the engine's pull call for a reference, as the docker CLI
+/// sends them (docker/cli: the API client's ImagePull, `getAPITagFromNamedRef`): a
+/// digest wins over a tag, so `name:tag@sha256:…` pulls exactly that digest.
+pub fn pull_params(image: &str) -> (String, String) {
+    let (named, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    // A ':' after the last '/' starts the tag (one before it is a registry port).
+    let slash = named.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match named[slash..].rfind(':') {
+        Some(i) => (&named[..slash + i], Some(&named[slash + i + 1..])),
+        None => (named, None),
+    };
+    let tag = digest.or(tag).unwrap_or("latest");
+    (name.to_string(), tag.to_string())
 }
 
 /// `Nodes` on a real engine.
@@ -116,6 +186,10 @@ impl Nodes for DockerNodes {
                         .trim_start_matches('/')
                         .to_string(),
                     state: state_word(c.state),
+                    role: c
+                        .labels
+                        .and_then(|mut l| l.remove(KIND_ROLE_LABEL))
+                        .unwrap_or_default(),
                 })
                 .collect();
             nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -230,6 +304,63 @@ impl Nodes for DockerNodes {
         })
     }
 
+    fn ensure_image<'a>(
+        &'a self,
+        image: &'a str,
+        progress: &'a (dyn Fn(&PullProgress) + Send + Sync),
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(false),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(self.err(format!("inspect the image {image}"), e)),
+            }
+            let (from_image, tag) = pull_params(image);
+            let opts = bollard::query_parameters::CreateImageOptionsBuilder::default()
+                .from_image(&from_image)
+                .tag(&tag)
+                .build();
+            // Said before the first byte moves: the pull has started.
+            progress(&PullProgress::default());
+            let mut stream = self.docker.create_image(Some(opts), None, None);
+            let mut layers: HashMap<String, (u64, u64, bool)> = HashMap::new();
+            while let Some(item) = stream.next().await {
+                let info = item.map_err(|e| {
+                    Error::new(
+                        ErrorKind::ImagePullFailed,
+                        format!("failed to pull the kind node image {image} on {}: {e}", self.host),
+                    )
+                    .with_hint(format!(
+                        "check the network and the Docker engine's proxy settings, then run `docker pull {image}` to see the engine's own error; once the image is there, `pulsedev up` goes on"
+                    ))
+                })?;
+                // Per-layer lines carry the layer id; the others are about the image.
+                let Some(id) = info.id.filter(|id| id.len() == 12) else {
+                    continue;
+                };
+                let status = info.status.unwrap_or_default();
+                let entry = layers.entry(id).or_default();
+                if let Some(d) = info.progress_detail
+                    && status.starts_with("Downloading")
+                {
+                    entry.0 = d.current.unwrap_or(0).max(0) as u64;
+                    entry.1 = d.total.unwrap_or(0).max(0) as u64;
+                }
+                if matches!(status.as_str(), "Pull complete" | "Already exists") {
+                    entry.2 = true;
+                    entry.0 = entry.1;
+                }
+                progress(&PullProgress {
+                    layers: layers.len(),
+                    layers_done: layers.values().filter(|l| l.2).count(),
+                    bytes: layers.values().map(|l| l.0).sum(),
+                    total: layers.values().map(|l| l.1).sum(),
+                });
+            }
+            Ok(true)
+        })
+    }
+
     fn remove(&self, container: &str) -> BoxFuture<'_, Result<bool>> {
         let container = container.to_string();
         Box::pin(async move {
@@ -243,5 +374,39 @@ impl Nodes for DockerNodes {
                 Err(e) => Err(self.err(format!("remove the container {container}"), e)),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_parameters_follow_the_docker_cli() {
+        let p = |s: &str| pull_params(s);
+        assert_eq!(
+            p("kindest/node:v1.36.1@sha256:3489"),
+            ("kindest/node".into(), "sha256:3489".into())
+        );
+        assert_eq!(
+            p("kindest/node:v1.36.1"),
+            ("kindest/node".into(), "v1.36.1".into())
+        );
+        assert_eq!(p("kindest/node"), ("kindest/node".into(), "latest".into()));
+        assert_eq!(
+            p("127.0.0.1:5000/kindest/node@sha256:ab"),
+            ("127.0.0.1:5000/kindest/node".into(), "sha256:ab".into())
+        );
+        assert_eq!(
+            p("127.0.0.1:5000/node"),
+            ("127.0.0.1:5000/node".into(), "latest".into())
+        );
+        let shown = PullProgress {
+            layers: 9,
+            layers_done: 3,
+            bytes: 412_000_000,
+            total: 1_000_000_000,
+        };
+        assert_eq!(shown.to_string(), "3/9 layers, 412/1000 MB");
     }
 }

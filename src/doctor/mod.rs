@@ -123,13 +123,15 @@ impl Machine {
 
 /// Runs every check concurrently; the result is in a fixed order.
 pub async fn run(config: &Config, m: &Machine) -> Vec<Check> {
-    let (docker_checks, kind, helm, inotify) = tokio::join!(
+    let (docker_checks, docker_cli, kind, helm, inotify) = tokio::join!(
         check_docker(config, m),
+        check_docker_cli(m),
         check_tool(&tools::KIND, m),
         check_tool(&tools::HELM, m),
         async { check_inotify(m) },
     );
     let (mut checks, owned_ports, rootless) = docker_checks;
+    checks.push(docker_cli);
     checks.push(kind);
     checks.push(helm);
     for (id, port) in [
@@ -347,6 +349,50 @@ fn check_disk(info: &EngineInfo, host: &str) -> Check {
     }
 }
 
+/// kind makes the nodes by running the `docker` CLI it finds on PATH (pulsedev runs
+/// kind with KIND_EXPERIMENTAL_PROVIDER=docker, see `cluster::kind::PROVIDER_ENV`).
+/// It must be Docker's own: kind's test is one line of `docker -v` starting with
+/// "Docker version" (kind v0.32.0: pkg/cluster/internal/providers/docker/util.go,
+/// `IsAvailable`); podman's `docker` shim prints "podman version …", and nodes made
+/// through it are invisible to the Docker API pulsedev uses.
+async fn check_docker_cli(m: &Machine) -> Check {
+    let id = "docker-cli";
+    let install = "install Docker's command-line client (the `docker` of Docker Engine or Docker Desktop, https://docs.docker.com/engine/install/) and put it first on PATH";
+    let Ok(path) = which::which_in("docker", m.path_var.as_deref(), &m.cwd) else {
+        return Check::fail(
+            id,
+            ErrorKind::ToolMissing,
+            "the `docker` command is not on PATH; kind runs it to create the cluster's nodes",
+            Some(install.to_string()),
+        );
+    };
+    let run = tokio::process::Command::new(&path)
+        .arg("-v")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let text = match tokio::time::timeout(m.tool_timeout, run).await {
+        Ok(Ok(out)) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(Ok(out)) => format!("exit status {}", out.status),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {}s", m.tool_timeout.as_secs_f32()),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() == 1 && lines[0].starts_with("Docker version") {
+        return Check::ok(id, format!("{} at {}", lines[0].trim(), path.display()));
+    }
+    Check::fail(
+        id,
+        ErrorKind::ToolMissing,
+        format!(
+            "`{} -v` does not say \"Docker version\" ({:?}): it is not Docker's CLI (podman's docker shim?), and kind would make the nodes with it where pulsedev cannot see them",
+            path.display(),
+            text.trim()
+        ),
+        Some(install.to_string()),
+    )
+}
+
 async fn check_tool(tool: &Tool, m: &Machine) -> Check {
     let unusable = match tools::locate(tool, m.path_var.as_deref(), &m.cwd) {
         None => Check::fail(
@@ -360,26 +406,23 @@ async fn check_tool(tool: &Tool, m: &Machine) -> Check {
         ),
         Some(path) => match tools::version(tool, &path, m.tool_timeout).await {
             Err(e) => Check::from_error(tool.name, e),
-            Ok(v) if v < tool.minimum => Check::fail(
-                tool.name,
-                ErrorKind::ToolTooOld,
-                format!(
-                    "{} {v} at {} is older than the minimum {}",
+            Ok(v) => match tool.unusable(v) {
+                Some((kind, why)) => Check::fail(
                     tool.name,
-                    path.display(),
-                    tool.minimum
+                    kind,
+                    format!("{} at {}: {why}", tool.name, path.display()),
+                    Some(format!(
+                        "install {} {}: {}",
+                        tool.name, tool.pinned, tool.install_url
+                    )),
                 ),
-                Some(format!(
-                    "upgrade to {} {}: {}",
-                    tool.name, tool.pinned, tool.install_url
-                )),
-            ),
-            Ok(v) => {
-                return Check::ok(
-                    tool.name,
-                    format!("{} {v} at {}", tool.name, path.display()),
-                );
-            }
+                None => {
+                    return Check::ok(
+                        tool.name,
+                        format!("{} {v} at {}", tool.name, path.display()),
+                    );
+                }
+            },
         },
     };
     // pulsedev fetches its pinned release itself, so an unusable tool only fails the

@@ -204,7 +204,8 @@ async fn exit_code(docker: &Docker, id: &str) -> Result<i64> {
 /// else stream the export into the import command.
 pub struct ArchiveImport {
     docker: Docker,
-    nodes: Vec<String>,
+    /// Each node with the snapshotter its containerd's CRI plugin uses.
+    nodes: Vec<(String, String)>,
     import: Vec<String>,
     present: Vec<String>,
 }
@@ -212,11 +213,85 @@ pub struct ArchiveImport {
 /// `{ref}` in a command is replaced by the image's full name as containerd stores it
 /// (`docker.io/library/pulsewatch-api:<tag>`).
 const REF: &str = "{ref}";
+/// `{snapshotter}` in a command is replaced by the node's snapshotter.
+const SNAPSHOTTER: &str = "{snapshotter}";
+
+/// The snapshotter the kubelet's containerd unpacks images with, from the output of
+/// `containerd config dump`, read as kind reads it before every image load (kind
+/// v0.32.0: pkg/cluster/nodeutils/util.go, `parseSnapshotter`): config version 2 keeps
+/// it at `plugins."io.containerd.grpc.v1.cri".containerd.snapshotter`, versions 3 and 4
+/// (containerd 2.x) at `plugins."io.containerd.cri.v1.images".snapshotter`. kind's
+/// node entrypoint switches it away from `overlayfs` on some hosts (`native` on zfs,
+/// `fuse-overlayfs` on fuseblk and some rootless setups); an image imported into
+/// another snapshotter is listed by `ctr images ls` but cannot start a pod.
+pub fn parse_snapshotter(dump: &str) -> std::result::Result<String, String> {
+    let doc: toml::Table =
+        toml::from_str(dump).map_err(|e| format!("`containerd config dump` is not TOML: {e}"))?;
+    let version = doc
+        .get("version")
+        .and_then(toml::Value::as_integer)
+        .ok_or("`containerd config dump` names no config version")?;
+    let path: &[&str] = match version {
+        2 => &[
+            "plugins",
+            "io.containerd.grpc.v1.cri",
+            "containerd",
+            "snapshotter",
+        ],
+        3 | 4 => &["plugins", "io.containerd.cri.v1.images", "snapshotter"],
+        v => {
+            return Err(format!(
+                "unknown containerd config version {v} (known: 2, 3 and 4)"
+            ));
+        }
+    };
+    let mut at = doc.get(path[0]);
+    for key in &path[1..] {
+        at = at.and_then(|v| v.get(key));
+    }
+    at.and_then(toml::Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "no snapshotter at {} (config version {version})",
+                path.join(".")
+            )
+        })
+}
+
+/// Runs `containerd config dump` in `node` and returns its CRI snapshotter.
+pub async fn node_snapshotter(docker: &Docker, node: &str) -> Result<String> {
+    let cmd = ["containerd", "config", "dump"].map(String::from);
+    let r = exec_with_stdin(
+        docker,
+        node,
+        &cmd,
+        futures::stream::empty::<std::result::Result<Bytes, std::io::Error>>(),
+    )
+    .await?;
+    let fail = |why: String| {
+        push_error(format!(
+            "failed to detect the containerd snapshotter of node {node}: {why}"
+        ))
+        .with_hint(format!(
+            "look at `docker exec {node} containerd config dump`; `--load registry` does not need it"
+        ))
+    };
+    if r.exit_code != 0 {
+        return Err(fail(format!(
+            "`containerd config dump` exited with code {}: {}",
+            r.exit_code,
+            r.stderr.trim()
+        )));
+    }
+    parse_snapshotter(&r.stdout).map_err(fail)
+}
 
 impl ArchiveImport {
     /// The kind default: `ctr` in the k8s.io namespace of every node, for the node
-    /// platform (`linux/<arch>`) and snapshotter (kind uses `overlayfs`).
-    pub fn new(engine: &Engine, nodes: Vec<String>, platform: &str, snapshotter: &str) -> Self {
+    /// platform (`linux/<arch>`), into each node's own snapshotter.
+    pub fn new(engine: &Engine, nodes: Vec<(String, String)>, platform: &str) -> Self {
         let import = [
             "ctr",
             "--namespace=k8s.io",
@@ -225,7 +300,7 @@ impl ArchiveImport {
             "--platform",
             platform,
             "--digests",
-            &format!("--snapshotter={snapshotter}"),
+            "--snapshotter={snapshotter}",
             "-",
         ]
         .map(String::from)
@@ -246,8 +321,19 @@ impl ArchiveImport {
         a
     }
 
+    /// `new`, with each node's snapshotter read from the node (`node_snapshotter`).
+    pub async fn detect(engine: &Engine, nodes: Vec<String>, platform: &str) -> Result<Self> {
+        let mut with = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let s = node_snapshotter(&engine.docker, &node).await?;
+            with.push((node, s));
+        }
+        Ok(Self::new(engine, with, platform))
+    }
+
     /// Replaces the commands (tests run busybox instead of ctr). `present` must print
-    /// something and exit 0 exactly when the node has `{ref}`.
+    /// something and exit 0 exactly when the node has `{ref}`; `{snapshotter}` is
+    /// replaced in `import`.
     pub fn with_commands(mut self, import: Vec<String>, present: Vec<String>) -> Self {
         self.import = import;
         self.present = present;
@@ -281,7 +367,7 @@ impl ArchiveImport {
     }
 
     async fn lookup(&self, image: &LocalImage) -> Result<Option<ImageRef>> {
-        for node in &self.nodes {
+        for (node, _) in &self.nodes {
             if !self.node_has(node, image).await? {
                 return Ok(None);
             }
@@ -293,12 +379,16 @@ impl ArchiveImport {
         let started = Instant::now();
         let reference = image.reference();
         let mut transfer: Option<Transfer> = None;
-        for node in &self.nodes {
+        for (node, snapshotter) in &self.nodes {
             if self.node_has(node, image).await? {
                 continue;
             }
             let name = Self::containerd_name(image);
-            let cmd: Vec<String> = self.import.iter().map(|a| a.replace(REF, &name)).collect();
+            let cmd: Vec<String> = self
+                .import
+                .iter()
+                .map(|a| a.replace(REF, &name).replace(SNAPSHOTTER, snapshotter))
+                .collect();
             let export = self.docker.export_image(&reference);
             let r = exec_with_stdin(&self.docker, node, &cmd, export).await?;
             if r.exit_code != 0 || !r.stdin_complete {
@@ -379,10 +469,14 @@ mod tests {
                 source: crate::docker::Source::Default,
             },
         };
-        let a = ArchiveImport::new(&engine, vec!["n1".into()], "linux/arm64", "overlayfs");
+        let a = ArchiveImport::new(
+            &engine,
+            vec![("n1".into(), "overlayfs".into())],
+            "linux/arm64",
+        );
         assert_eq!(
             a.import.join(" "),
-            "ctr --namespace=k8s.io images import --platform linux/arm64 --digests --snapshotter=overlayfs -"
+            "ctr --namespace=k8s.io images import --platform linux/arm64 --digests --snapshotter={snapshotter} -"
         );
         assert_eq!(
             a.present.join(" "),
@@ -402,5 +496,29 @@ mod tests {
             ArchiveImport::containerd_name(&img),
             "docker.io/library/pulsewatch-api:0123456789ab"
         );
+    }
+
+    /// `containerd config dump` as kind's node images print it: containerd 1.x
+    /// (config version 2) and 2.x (version 3), with the snapshotter kind's entrypoint
+    /// chose (kind v0.32.0: images/base/files/usr/local/bin/entrypoint,
+    /// pkg/cluster/nodeutils/util_test.go).
+    #[test]
+    fn the_snapshotter_is_read_like_kind_reads_it() {
+        let v2 = "version = 2\nroot = \"/var/lib/containerd\"\n[plugins]\n  [plugins.\"io.containerd.grpc.v1.cri\"]\n    sandbox_image = \"registry.k8s.io/pause:3.10\"\n    [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n      snapshotter = \"native\"\n      default_runtime_name = \"runc\"\n";
+        assert_eq!(parse_snapshotter(v2).unwrap(), "native");
+        let v3 = "version = 3\nroot = \"/var/lib/containerd\"\n[plugins]\n  [plugins.'io.containerd.cri.v1.images']\n    snapshotter = 'fuse-overlayfs'\n    disable_snapshot_annotations = true\n  [plugins.'io.containerd.grpc.v1.cri']\n    disable_tcp_service = true\n";
+        assert_eq!(parse_snapshotter(v3).unwrap(), "fuse-overlayfs");
+        let v4 = v3
+            .replace("version = 3", "version = 4")
+            .replace("fuse-overlayfs", "overlayfs");
+        assert_eq!(parse_snapshotter(&v4).unwrap(), "overlayfs");
+        let e = parse_snapshotter("version = 5\n").unwrap_err();
+        assert!(e.contains("unknown containerd config version 5"), "{e}");
+        let e = parse_snapshotter("version = 3\n").unwrap_err();
+        assert!(
+            e.contains("plugins.io.containerd.cri.v1.images.snapshotter"),
+            "{e}"
+        );
+        assert!(parse_snapshotter("not toml [").is_err());
     }
 }

@@ -46,7 +46,7 @@ pub struct Entry {
     /// Relative to the context root, `/`-separated.
     pub path: String,
     pub kind: EntryKind,
-    /// Permission bits (and setuid/setgid/sticky), as the tar carries them.
+    /// Permission bits as the tar carries them (`normalised_mode`).
     pub mode: u32,
     pub stat: Stat,
 }
@@ -188,10 +188,11 @@ fn walk(root: &Path, rel: &str, matcher: &Matcher, out: &mut Vec<Entry>) -> Resu
             continue;
         };
         let is_dir = kind == EntryKind::Dir;
+        let mode = normalised_mode(&kind, meta.mode());
         out.push(Entry {
             path: path.clone(),
             kind,
-            mode: meta.mode() & 0o7777,
+            mode,
             stat: Stat::of(&meta),
         });
         if is_dir {
@@ -199,6 +200,24 @@ fn walk(root: &Path, rel: &str, matcher: &Matcher, out: &mut Vec<Entry>) -> Resu
         }
     }
     Ok(())
+}
+
+/// The mode a path is sent with: 0755 for directories and for files any execute bit
+/// is set on, 0644 for other files, whatever the user's umask left on disk. With umask
+/// 027 or 077 the files on disk are unreadable to "other", and COPY keeps that mode, so
+/// the app's uid 10001 could not read or run them. The hash uses the same modes, so it
+/// changes only when what the image gets changes. Symlinks keep theirs (the tar's link
+/// mode has no effect). Docker's CLI keeps disk modes on unix but not on Windows, where
+/// they mean nothing: moby's archive package (pkg/archive, now moby/go-archive)
+/// `chmodTarEntry` in archive_windows.go sends every entry as 0755.
+/// See docs/DECISIONS.md, "Build context file modes".
+pub fn normalised_mode(kind: &EntryKind, on_disk: u32) -> u32 {
+    match kind {
+        EntryKind::Dir => 0o755,
+        EntryKind::File if on_disk & 0o111 != 0 => 0o755,
+        EntryKind::File => 0o644,
+        EntryKind::Symlink(_) => on_disk & 0o7777,
+    }
 }
 
 /// File hashes remembered by stat, one cache file per context directory.
@@ -659,6 +678,62 @@ mod tests {
         )
         .unwrap();
         assert_ne!(h(&mut none), changed);
+    }
+
+    /// What a umask leaves on disk is not what is sent: the tar carries 0644/0755, the
+    /// hash covers exactly those modes, and only the execute bit makes a difference.
+    #[test]
+    fn modes_are_normalised_in_the_tar_and_the_hash_alike() {
+        let d = fixture();
+        let r = d.path();
+        let h = || {
+            content_hash(
+                &scan(r, Path::new("Dockerfile")).unwrap(),
+                &inputs(),
+                &mut StatCache::disabled(),
+            )
+            .unwrap()
+        };
+        let chmod = |rel: &str, mode: u32| {
+            std::fs::set_permissions(r.join(rel), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        write(r, "src/run.sh", "#!/bin/sh\n");
+        chmod("src/run.sh", 0o755);
+        let umask_022 = h();
+        // The same files as umask 077 leaves them (and a group-writable one).
+        for (rel, mode) in [
+            ("src", 0o700),
+            ("src/main.rs", 0o600),
+            ("src/run.sh", 0o700),
+            ("Dockerfile", 0o664),
+        ] {
+            chmod(rel, mode);
+        }
+        assert_eq!(h(), umask_022);
+        let ctx = scan(r, Path::new("Dockerfile")).unwrap();
+        let mut tar_bytes = Vec::new();
+        write_tar(&ctx, &mut tar_bytes).unwrap();
+        let mut sent = BTreeMap::new();
+        for e in tar::Archive::new(&tar_bytes[..]).entries().unwrap() {
+            let e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            sent.insert(path, e.header().mode().unwrap());
+        }
+        assert_eq!(sent["src/"], 0o755);
+        assert_eq!(sent["src/main.rs"], 0o644);
+        assert_eq!(sent["src/run.sh"], 0o755);
+        assert_eq!(sent["Dockerfile"], 0o644);
+        for e in &ctx.entries {
+            let key = if e.kind == EntryKind::Dir {
+                format!("{}/", e.path)
+            } else {
+                e.path.clone()
+            };
+            assert_eq!(sent[&key], e.mode, "the hash saw what the tar sends: {key}");
+        }
+        // Losing the execute bit is a change the image sees.
+        chmod("src/run.sh", 0o600);
+        assert_ne!(h(), umask_022);
     }
 
     #[test]

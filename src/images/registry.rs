@@ -55,9 +55,43 @@ impl RegistrySpec {
     }
 }
 
-/// `pulsedev-<cluster>-registry`
+/// The longest DNS label (RFC 1123): the registry's container name is the host name
+/// containerd's hosts.toml on every node pulls from over the kind network.
+const DNS_LABEL_MAX: usize = 63;
+
+/// `pulsedev-<cluster>-registry` when that fits in a DNS label (cluster names up to 45
+/// characters), else `pulsedev-<first 36 characters>-registry-<8 hex of SHA-256(cluster)>`:
+/// 63 characters, deterministic, and never equal to another cluster's name (a short
+/// form ends in `-registry`, a hashed one in hex; two hashed ones differ in the hash).
 pub fn container_name(cluster: &str) -> String {
+    let plain = legacy_container_name(cluster);
+    if plain.len() <= DNS_LABEL_MAX {
+        return plain;
+    }
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(cluster.as_bytes()));
+    // Cluster names are ASCII (config::check_name), so byte slicing is safe.
+    let room = DNS_LABEL_MAX - "pulsedev-".len() - "-registry-".len() - 8;
+    let prefix = cluster[..room.min(cluster.len())].trim_end_matches('-');
+    format!("pulsedev-{prefix}-registry-{}", &hash[..8])
+}
+
+/// The name releases before the DNS-label limit gave the container; for a cluster
+/// name over 45 characters it differs from `container_name`, and such a container is
+/// replaced by `ensure` and removed by `remove` (its host name never resolved on the
+/// nodes, so it never served a pull).
+pub fn legacy_container_name(cluster: &str) -> String {
     format!("pulsedev-{cluster}-registry")
+}
+
+/// Both names of the registry container, the current one first (one when they agree).
+pub fn container_names(cluster: &str) -> Vec<String> {
+    let mut names = vec![container_name(cluster)];
+    let legacy = legacy_container_name(cluster);
+    if legacy != names[0] {
+        names.push(legacy);
+    }
+    names
 }
 
 /// What `ensure` found or did.
@@ -81,6 +115,11 @@ pub async fn ensure(engine: &Engine, spec: &RegistrySpec) -> Result<RegistryStat
     let docker = &engine.docker;
     let name = container_name(&spec.cluster);
     let mut created = false;
+    // A container an older pulsedev made under the over-long name: replace it.
+    let legacy = legacy_container_name(&spec.cluster);
+    if legacy != name {
+        remove_named(engine, &legacy, &spec.cluster).await?;
+    }
     let existing = match docker.inspect_container(&name, None).await {
         Ok(c) => Some(c),
         Err(bollard::errors::Error::DockerResponseServerError {
@@ -293,7 +332,8 @@ pub async fn connect_network(engine: &Engine, container: &str, network: &str) ->
     Ok(true)
 }
 
-/// Whether the registry container of `cluster` exists (running or not).
+/// Whether the registry container of `cluster` exists (running or not) under its
+/// current name.
 pub async fn exists(engine: &Engine, cluster: &str) -> Result<bool> {
     let name = container_name(cluster);
     match engine.docker.inspect_container(&name, None).await {
@@ -307,14 +347,45 @@ pub async fn exists(engine: &Engine, cluster: &str) -> Result<bool> {
     }
 }
 
-/// Removes the registry container of `cluster` with its anonymous /var/lib/registry
-/// volume; absent is fine.
+/// Removes the registry container of `cluster` (under its current name, and under the
+/// legacy one when that differs) with its anonymous /var/lib/registry volume; absent
+/// is fine.
 pub async fn remove(engine: &Engine, cluster: &str) -> Result<bool> {
-    let name = container_name(cluster);
+    let mut removed = false;
+    for name in container_names(cluster) {
+        removed |= remove_named(engine, &name, cluster).await?;
+    }
+    Ok(removed)
+}
+
+/// Removes the container `name` if it exists; a legacy name is removed only when
+/// the container carries our label for `cluster`.
+async fn remove_named(engine: &Engine, name: &str, cluster: &str) -> Result<bool> {
+    if name != container_name(cluster) {
+        match engine.docker.inspect_container(name, None).await {
+            Ok(c) => {
+                let ours = c
+                    .config
+                    .and_then(|c| c.labels)
+                    .is_some_and(|l| l.get(CLUSTER_LABEL).map(String::as_str) == Some(cluster));
+                if !ours {
+                    return Ok(false);
+                }
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(false),
+            Err(e) => {
+                return Err(Error::internal(format!(
+                    "failed to inspect container {name}: {e}"
+                )));
+            }
+        }
+    }
     match engine
         .docker
         .remove_container(
-            &name,
+            name,
             Some(bollard::query_parameters::RemoveContainerOptions {
                 force: true,
                 v: true,
@@ -600,6 +671,7 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(container_name("pulsedev"), "pulsedev-pulsedev-registry");
+        assert_eq!(container_names("pulsedev"), ["pulsedev-pulsedev-registry"]);
         let spec = RegistrySpec::new("ci-1", 5001);
         assert_eq!(spec.network.as_deref(), Some("kind"));
         assert!(spec.image.starts_with("registry:3@sha256:"));
@@ -633,6 +705,50 @@ mod tests {
         assert_eq!(
             manifest_digest(port, "pulsewatch-api", "t1").await.unwrap(),
             None
+        );
+    }
+
+    /// Every valid cluster name (config::check_name: up to 50 of [a-z0-9-]) gives a
+    /// registry name that is one DNS label, as containerd's hosts.toml needs.
+    #[test]
+    fn registry_names_are_dns_labels_for_the_longest_cluster_names() {
+        let dns_label = |n: &str| {
+            n.len() <= 63
+                && !n.starts_with('-')
+                && !n.ends_with('-')
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        let longest = "a".repeat(50);
+        assert!(crate::config::check_name(&longest).is_ok());
+        let mut seen = std::collections::BTreeSet::new();
+        for name in [
+            longest.clone(),
+            format!("{}b", "a".repeat(49)),
+            format!("{}-{}", "a".repeat(34), "b".repeat(15)),
+            "a".repeat(45),
+            "a".repeat(46),
+            format!("{}-x", "a".repeat(34)),
+            "x".to_string(),
+        ] {
+            let n = container_name(&name);
+            assert!(dns_label(&n), "{name} -> {n} ({} chars)", n.len());
+            assert_eq!(n, container_name(&name), "deterministic");
+            assert!(seen.insert(n.clone()), "{n} given twice");
+        }
+        assert_eq!(container_name(&"a".repeat(45)).len(), 63);
+        assert_eq!(
+            container_name(&"a".repeat(45)),
+            format!("pulsedev-{}-registry", "a".repeat(45))
+        );
+        let long = container_name(&longest);
+        assert_eq!(long.len(), 63, "{long}");
+        assert!(long.starts_with(&format!("pulsedev-{}-registry-", "a".repeat(36))));
+        // A hashed name can never be the short name of another cluster.
+        assert!(!long.ends_with("-registry"));
+        assert_eq!(
+            container_names(&longest),
+            [long, format!("pulsedev-{longest}-registry")]
         );
     }
 }

@@ -19,7 +19,7 @@ struct Sandbox {
 /// cluster name given by `--name`. `None` when no engine answers (laptop skip).
 fn sandbox(name: &str, mode: &str) -> Option<Sandbox> {
     let host = docker_host()?;
-    let pd = Pd::new().tool("kind", FAKE_KIND);
+    let pd = fakes::with_node_image(Pd::new().tool("kind", FAKE_KIND), &host);
     let kind = pd.home.path().join("fake-kind");
     std::fs::create_dir_all(&kind).unwrap();
     let api = FakeApi::start(&format!("{name}-control-plane"));
@@ -144,7 +144,8 @@ fn create_runs_kind_with_exact_arguments_and_the_rendered_config() {
             .unwrap();
     assert_eq!(record["name"], "dev");
     assert_eq!(record["context"], "kind-dev");
-    assert!(record["node_image"].as_str().unwrap().contains("@sha256:"));
+    // The node image named by PULSEDEV_NODE_IMAGE (the sandbox's local stand-in).
+    assert_eq!(record["node_image"], fakes::NODE_IMAGE);
     // The node readiness was confirmed through the API, with our kubeconfig.
     assert!(
         sb.api
@@ -535,7 +536,7 @@ fn a_run_killed_mid_create_is_cleaned_up_by_the_next_one() {
 #[test]
 fn two_ci_runs_at_once_get_their_own_names_kubeconfigs_and_ports() {
     let Some(host) = docker_host() else { return };
-    let pd = Pd::new().tool("kind", FAKE_KIND);
+    let pd = fakes::with_node_image(Pd::new().tool("kind", FAKE_KIND), &host);
     let kind = pd.home.path().join("fake-kind");
     std::fs::create_dir_all(&kind).unwrap();
     let api = FakeApi::start("node");
@@ -650,7 +651,15 @@ fn stopped_node_containers_are_started_on_reuse_real_docker() {
     let node = format!("{name}-control-plane");
     rt.block_on(async {
         let d = fakes::docker(&host).await;
-        fakes::run_container(&d, &node, &[("io.x-k8s.kind.cluster", &name)]).await;
+        fakes::run_container(
+            &d,
+            &node,
+            &[
+                ("io.x-k8s.kind.cluster", &name),
+                ("io.x-k8s.kind.role", "control-plane"),
+            ],
+        )
+        .await;
     });
     ok(&sb.create(&[]));
     rt.block_on(async {
@@ -716,6 +725,7 @@ fn registry_wiring_against_real_containers() {
     let Some(host) = docker_host() else { return };
     let name = fakes::unique("pdt-wire");
     let node = format!("{name}-control-plane");
+    let lb = format!("{name}-external-load-balancer");
     let registry = cluster::registry_container(&name);
     let network = fakes::unique("pdt-net");
     let rt = fakes::rt();
@@ -728,7 +738,27 @@ fn registry_wiring_against_real_containers() {
     .unwrap();
     rt.block_on(async {
         let d = fakes::docker(&host).await;
-        fakes::run_container(&d, &node, &[("io.x-k8s.kind.cluster", &name)]).await;
+        fakes::run_container(
+            &d,
+            &node,
+            &[
+                ("io.x-k8s.kind.cluster", &name),
+                ("io.x-k8s.kind.role", "control-plane"),
+            ],
+        )
+        .await;
+        // kind's envoy in front of several control planes carries the cluster label
+        // too, with its own role (kind v0.32.0: pkg/cluster/internal/providers/docker/
+        // provision.go labels it; pkg/cluster/constants/constants.go names the role).
+        fakes::run_container(
+            &d,
+            &lb,
+            &[
+                ("io.x-k8s.kind.cluster", &name),
+                ("io.x-k8s.kind.role", "external-load-balancer"),
+            ],
+        )
+        .await;
         fakes::run_container(&d, &registry, &[]).await;
         d.create_network(bollard::models::NetworkCreateRequest {
             name: network.clone(),
@@ -798,12 +828,17 @@ fn registry_wiring_against_real_containers() {
             .network_settings
             .and_then(|n| n.networks)
             .is_some_and(|n| n.contains_key(&network));
+        let lb_hosts =
+            fakes::cat(&d, &lb, "/etc/containerd/certs.d/localhost:5001/hosts.toml").await;
         fakes::remove_container(&d, &node).await;
+        fakes::remove_container(&d, &lb).await;
         fakes::remove_container(&d, &registry).await;
         let _ = d.remove_network(&network).await;
 
         let first = first.unwrap();
+        // The load balancer is no node: nothing is written there.
         assert_eq!(first.nodes, std::slice::from_ref(&node));
+        assert!(lb_hosts.contains("No such file"), "{lb_hosts}");
         assert!(first.connected);
         assert!(
             !second.unwrap().connected,
@@ -852,7 +887,7 @@ fn a_missing_kind_is_fetched_verified_cached_and_used_offline() {
         format!("/kind/v0.32.0/kind-{platform}"),
         script.clone(),
     )]);
-    let pd = Pd::new();
+    let pd = fakes::with_node_image(Pd::new(), &host);
     let pins = pd.home.path().join("pins.toml");
     std::fs::write(
         &pins,
@@ -1075,4 +1110,306 @@ fn a_second_pulsedev_on_the_same_cluster_is_told_to_wait() {
         "{}",
         run.stderr
     );
+}
+
+// ---- kind as it really behaves: provider choice, kubeconfig lock ----
+
+/// With podman's `docker` shim first on PATH (podman-docker), kind left to itself
+/// makes podman nodes the Docker API never sees. pulsedev pins the docker provider
+/// for every call, as kind's KIND_EXPERIMENTAL_PROVIDER allows.
+#[test]
+fn kind_always_runs_with_the_docker_provider() {
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    let pd = sb
+        .pd
+        .tool("docker", r#"[ "$1" = -v ] && echo "podman version 4.3.1""#)
+        .tool("podman", r#"[ "$1" = -v ] && echo "podman version 4.3.1""#);
+    let sb = Sandbox { pd, ..sb };
+    ok(&sb.create(&[]));
+    ok(&sb.pd.run_with(&["down"]));
+    let providers = fakes::kind_providers(&sb.kind);
+    assert!(!providers.is_empty());
+    assert!(
+        providers.iter().all(|p| p == "docker"),
+        "{providers:?} for {:?}",
+        sb.calls()
+    );
+    assert!(kind_clusters(&sb.kind).is_empty(), "down deleted it");
+}
+
+/// Ctrl-C while kind holds `<kubeconfig>.lock` (pulsedev kills kind's process group):
+/// the lock stays behind. The clean-up delete, `down` and the next `up` must not be
+/// wedged by it ("failed to lock config file").
+#[test]
+fn a_kubeconfig_lock_left_by_a_killed_kind_wedges_nothing() {
+    let Some(sb) = sandbox("dev", "hang-in-lock") else {
+        return;
+    };
+    let lock = sb.state().join("kubeconfig.lock");
+    let child = sb
+        .pd
+        .command_with(&["cluster", "create", "--wait", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("kind to take its lock", Duration::from_secs(20), || {
+        sb.kind.join("hang.pid").exists()
+    });
+    assert!(lock.exists());
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("kubeconfig.lock, left by a kind that was stopped"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("failed to lock config file"), "{stderr}");
+    assert!(kind_clusters(&sb.kind).is_empty(), "the undo deleted it");
+
+    // A stale lock in front of a create, then in front of a delete.
+    let sb = sb.with_env("FAKE_KIND_MODE", "ok");
+    std::fs::create_dir_all(sb.state()).unwrap();
+    std::fs::write(&lock, "").unwrap();
+    ok(&sb.create(&[]));
+    assert!(!lock.exists());
+    std::fs::write(&lock, "").unwrap();
+    let run = sb.pd.run_with(&["down"]);
+    ok(&run);
+    assert!(kind_clusters(&sb.kind).is_empty());
+    assert!(!sb.state().exists(), "{}", run.stderr);
+}
+
+/// kind fails `delete` after deleting the nodes when it cannot update the kubeconfig
+/// (kind v0.32.0: pkg/cluster/internal/delete/delete.go): `down` finishes anyway.
+#[test]
+fn down_finishes_when_kind_deleted_the_nodes_but_failed_after() {
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    ok(&sb.create(&[]));
+    // A kind that fails its kubeconfig update once the nodes are gone, whatever the
+    // lock: a directory where the lock file would go cannot be removed by pulsedev's
+    // stale-lock clean-up as a file, so kind's O_EXCL open fails.
+    let lock = sb.state().join("kubeconfig.lock");
+    std::fs::create_dir_all(lock.join("held")).unwrap();
+    let run = sb.pd.run_with(&["down"]);
+    assert!(kind_clusters(&sb.kind).is_empty());
+    let _ = std::fs::remove_dir_all(&lock);
+    ok(&run);
+    assert!(
+        run.stderr
+            .contains("kind reported an error but the cluster dev is gone"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A kind on PATH made for older node images (v0.31: up to Kubernetes 1.35) is not used
+/// with kind v0.32's node image (v1.36.1); the pinned release is fetched instead, and
+/// the run says why.
+#[test]
+fn a_kind_that_does_not_support_the_node_image_is_replaced_by_the_pinned_one() {
+    let Some(host) = docker_host() else { return };
+    let script = format!("#!/bin/sh\n{FAKE_KIND}\n").into_bytes();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let platform = format!("linux-{arch}");
+    let mirror = fakes::Mirror::start(vec![(
+        format!("/kind/v0.32.0/kind-{platform}"),
+        script.clone(),
+    )]);
+    // The kind on PATH answers `version` only; anything else run with it fails.
+    let pd = fakes::with_node_image(Pd::new(), &host).tool(
+        "kind",
+        r#"[ "$1" = version ] && { echo "kind v0.31.0 go1.25.5 linux/amd64"; exit 0; }
+echo "ERROR: the kind on PATH ran: $*" >&2; exit 1"#,
+    );
+    let pins = pd.home.path().join("pins.toml");
+    std::fs::write(
+        &pins,
+        format!(
+            "[kind]\nversion = \"v0.32.0\"\n[kind.{platform}]\nurl = \"https://github.com/kubernetes-sigs/kind/releases/download/v0.32.0/kind-{platform}\"\nsha256 = \"{}\"\n",
+            sha256_hex(&script)
+        ),
+    )
+    .unwrap();
+    let kind = pd.home.path().join("fake-kind");
+    std::fs::create_dir_all(&kind).unwrap();
+    let api = FakeApi::start("dev-control-plane");
+    let [http, https, registry] = free_ports();
+    let pd = pd
+        .env("DOCKER_HOST", host)
+        .env("FAKE_KIND_DIR", kind.display().to_string())
+        .env("FAKE_API", api.url.clone())
+        .env("PULSEDEV_TOOLS_MIRROR", mirror.url.clone())
+        .env("PULSEDEV_TOOLS_PINS", pins.display().to_string())
+        .args(&[
+            "--name",
+            "dev",
+            "--http-port",
+            &http.to_string(),
+            "--https-port",
+            &https.to_string(),
+            "--registry-port",
+            &registry.to_string(),
+        ]);
+    let run = pd.run_with(&["cluster", "create", "--wait", "5"]);
+    ok(&run);
+    assert!(
+        run.stderr.contains(
+            "kind v0.31.0 supports node images up to Kubernetes 1.35, not kindest/node:v1.36.1 (made for kind v0.32.0)): using pulsedev's pinned kind v0.32.0"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("the kind on PATH ran"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        kind_calls(&kind)
+            .iter()
+            .any(|c| c.starts_with("create cluster --name dev")),
+        "{:?}",
+        kind_calls(&kind)
+    );
+    ok(&pd.run_with(&["down"]));
+}
+
+/// The node image is pulled through the engine before `kind create` (so kind's time
+/// limit never covers a download), with progress, and only when it is missing. Here
+/// the "node image" lives only in a real registry on loopback, named by digest.
+#[test]
+fn the_node_image_is_pulled_before_kind_create_and_only_once() {
+    use futures::StreamExt;
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    let host = docker_host().unwrap();
+    let registry = crate::support::registry::LocalRegistry::start();
+    let repo = format!("127.0.0.1:{}/kindest-node", registry.port);
+    let tag = crate::support::build::nonce();
+    let rt = fakes::rt();
+    let image = rt.block_on(async {
+        // An image of its own (a 4 MiB layer no other image has), pushed, then removed
+        // from the engine with its layers: the pull has something to download.
+        let engine = crate::support::docker::engine("node image pull")
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nonce"), &tag).unwrap();
+        std::fs::write(
+            dir.path().join("noise"),
+            crate::support::build::noise(4 << 20, 7),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY nonce noise /\n",
+        )
+        .unwrap();
+        let built = crate::support::build::build(&engine, "kindnode", dir.path()).await;
+        let d = &engine.docker;
+        d.tag_image(
+            &built.reference(),
+            Some(bollard::query_parameters::TagImageOptions {
+                repo: Some(repo.clone()),
+                tag: Some(tag.clone()),
+            }),
+        )
+        .await
+        .unwrap();
+        let mut push = d.push_image(
+            &repo,
+            Some(bollard::query_parameters::PushImageOptions {
+                tag: Some(tag.clone()),
+                ..Default::default()
+            }),
+            None,
+        );
+        while let Some(item) = push.next().await {
+            item.unwrap();
+        }
+        let digest =
+            pulsedev::images::registry::manifest_digest(registry.port, "kindest-node", &tag)
+                .await
+                .unwrap()
+                .expect("pushed");
+        for r in [format!("{repo}:{tag}"), built.reference()] {
+            let _ = d
+                .remove_image(
+                    &r,
+                    Some(bollard::query_parameters::RemoveImageOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                    None,
+                )
+                .await;
+        }
+        let image = format!("{repo}:{tag}@{digest}");
+        assert!(d.inspect_image(&image).await.is_err());
+        image
+    });
+    let sb = sb.with_env("PULSEDEV_NODE_IMAGE", &image);
+    let run = sb.create(&[]);
+    let present = rt.block_on(async {
+        fakes::docker(&host)
+            .await
+            .inspect_image(&image)
+            .await
+            .is_ok()
+    });
+    ok(&run);
+    assert!(present, "the node image was pulled");
+    let pulled = run
+        .stderr
+        .find(&format!("pulled the kind node image {image} in "))
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    let creating = run
+        .stderr
+        .find("creating the kind cluster dev")
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    assert!(pulled < creating, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("pulling the kind node image: "),
+        "progress is shown: {}",
+        run.stderr
+    );
+    assert!(
+        registry.log_text().contains(&format!(
+            "/v2/kindest-node/manifests/{}",
+            &image[image.find('@').unwrap() + 1..]
+        )),
+        "{}",
+        registry.log_text()
+    );
+    // Present now: the next create pulls nothing.
+    ok(&sb.pd.run_with(&["down"]));
+    let again = sb.create(&[]);
+    ok(&again);
+    assert!(!again.stderr.contains("pulling"), "{}", again.stderr);
+    ok(&sb.pd.run_with(&["down"]));
+    rt.block_on(async {
+        let d = fakes::docker(&host).await;
+        let _ = d
+            .remove_image(
+                &image,
+                Some(bollard::query_parameters::RemoveImageOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+                None,
+            )
+            .await;
+    });
 }

@@ -520,4 +520,87 @@ fn low_ports_are_not_failures_when_docker_is_missing_for_a_normal_user() {
         let c = check(&doc, id);
         assert_ne!(c["status"], "fail", "{id}: {doc:#}");
     }
+/// kind runs `docker` from PATH to make the nodes: doctor says when it is missing or
+/// is not Docker's CLI (kind's own test: `docker -v` starts with "Docker version").
+#[test]
+fn doctor_checks_the_docker_cli_kind_runs() {
+    let Some(host) = docker_host() else { return };
+    let run = Pd::new()
+        .good_tools()
+        .free_ports()
+        .env("DOCKER_HOST", &host)
+        .args(&["doctor", "--output", "json"])
+        .run();
+    let doc = run.json();
+    let cli = check(&doc, "docker-cli");
+    assert_eq!(cli["status"], "ok", "{doc:#}");
+    assert!(
+        cli["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Docker version 28.2.2, build e6534b4 at "),
+        "{cli:#}"
+    );
+
+    // podman-docker's shim.
+    let run = Pd::new()
+        .good_tools()
+        .tool("docker", r#"[ "$1" = -v ] && echo "podman version 4.3.1""#)
+        .free_ports()
+        .env("DOCKER_HOST", &host)
+        .args(&["doctor", "--output", "json"])
+        .run();
+    assert_eq!(run.code, 3, "{run:?}");
+    let doc = run.json();
+    let cli = check(&doc, "docker-cli");
+    assert_eq!(cli["status"], "fail");
+    assert_eq!(cli["problem"], "tool-missing");
+    let msg = cli["message"].as_str().unwrap();
+    assert!(msg.contains("\"podman version 4.3.1\""), "{msg}");
+    assert!(msg.contains("not Docker's CLI"), "{msg}");
+
+    // None at all: a PATH holding only the fake tools (scripts of builtins).
+    let pd = Pd::new().good_tools().free_ports();
+    std::fs::remove_file(pd.bin.join("docker")).unwrap();
+    let only = pd.bin.display().to_string();
+    let run = pd
+        .env("PATH", only)
+        .env("DOCKER_HOST", &host)
+        .args(&["doctor", "--output", "json"])
+        .run();
+    assert_eq!(run.code, 3, "{run:?}");
+    let doc = run.json();
+    let cli = check(&doc, "docker-cli");
+    assert_eq!(cli["status"], "fail");
+    assert!(
+        cli["message"]
+            .as_str()
+            .unwrap()
+            .contains("`docker` command is not on PATH"),
+        "{cli:#}"
+    );
+}
+
+/// A kind older than the node image's pairing is not "ok" just because it is newer
+/// than the minimum: doctor names the node image it cannot run.
+#[test]
+fn a_kind_made_for_older_node_images_is_flagged() {
+    let pd = Pd::new()
+        .good_tools()
+        .free_ports()
+        .tool("kind", r#"echo "kind v0.31.0 go1.25.5 linux/amd64""#);
+    let sock = pd.home.path().join("nobody.sock");
+    let run = pd
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(&["doctor", "--output", "json"])
+        .run();
+    let doc = run.json();
+    let kind = check(&doc, "kind");
+    assert_eq!(kind["problem"], "tool-too-old", "{kind:#}");
+    assert_ne!(kind["status"], "ok", "{kind:#}");
+    let msg = kind["message"].as_str().unwrap();
+    assert!(
+        msg.contains("kind v0.31.0 supports node images up to Kubernetes 1.35, not kindest/node:v1.36.1 (made for kind v0.32.0)"),
+        "{msg}"
+    );
 }

@@ -11,20 +11,54 @@ use std::sync::{Arc, Mutex};
 /// A `kind` that appends its argv to `$FAKE_KIND_DIR/log` (one line per call) and
 /// keeps the clusters it "made" in `$FAKE_KIND_DIR/clusters`. `FAKE_KIND_MODE`:
 /// ok (default), slow (2 s, then ok), hang (records the cluster, then sleeps),
-/// fail (kind's kubeadm failure text), exists (kind's "already exist" text).
+/// hang-in-lock (records the cluster, takes the kubeconfig lock, then sleeps: killed
+/// there, it leaves the lock), fail (kind's kubeadm failure text), exists (kind's
+/// "already exist" text).
 /// `create cluster` copies its --config to `$FAKE_KIND_DIR/config-<name>.yaml` and
 /// writes --kubeconfig pointing at `$FAKE_API` (default https://127.0.0.1:6443).
+///
+/// Like kind v0.32.0 it also:
+/// - picks its node provider per call and records it in `$FAKE_KIND_DIR/providers`:
+///   KIND_EXPERIMENTAL_PROVIDER when set, announced on stderr (pkg/internal/runtime/
+///   runtime.go), else docker when `docker -v` prints one line starting "Docker
+///   version", then nerdctl, then podman, else docker (pkg/cluster/provider.go
+///   `DetectNodeProvider`, pkg/cluster/internal/providers/*/util.go `IsAvailable`).
+///   Clusters made by another provider live in `clusters.<provider>`: invisible to
+///   docker, as podman's nodes are to the Docker API.
+/// - takes `<kubeconfig>.lock` with O_EXCL around its kubeconfig writes (pkg/cluster/
+///   internal/kubeconfig/internal/kubeconfig/lock.go): a lock already there fails
+///   `create` after the nodes exist (create.go exports the kubeconfig after every
+///   action, and deletes nothing then) and fails `delete` after the nodes are gone
+///   (pkg/cluster/internal/delete/delete.go), both with "failed to lock config file".
 pub const FAKE_KIND: &str = r#"
 d="${FAKE_KIND_DIR:?FAKE_KIND_DIR is not set}"
 echo "$*" >> "$d/log"
 touch "$d/clusters"
 verb="$1 $2"
 case "$verb" in
-  "version "*) echo "kind v0.32.0 go1.24.2 linux/amd64"; exit 0 ;;
-  "get clusters")
-    if [ -s "$d/clusters" ]; then cat "$d/clusters"; else echo "No kind clusters found." >&2; fi
-    exit 0 ;;
+  "version "*) echo "${FAKE_KIND_VERSION:-kind v0.32.0 go1.24.2 linux/amd64}"; exit 0 ;;
 esac
+case "${KIND_EXPERIMENTAL_PROVIDER:-}" in
+  docker|podman) provider="$KIND_EXPERIMENTAL_PROVIDER"
+    echo "using $provider due to KIND_EXPERIMENTAL_PROVIDER" >&2 ;;
+  nerdctl|finch|nerdctl.lima) provider=nerdctl
+    echo "using $KIND_EXPERIMENTAL_PROVIDER due to KIND_EXPERIMENTAL_PROVIDER" >&2 ;;
+  *)
+    [ -n "${KIND_EXPERIMENTAL_PROVIDER:-}" ] && echo "ignoring unknown value "$KIND_EXPERIMENTAL_PROVIDER" for KIND_EXPERIMENTAL_PROVIDER" >&2
+    v="$(docker -v 2>/dev/null)"
+    if [ "$(printf '%s
+' "$v" | wc -l)" = 1 ] && [ "${v#Docker version}" != "$v" ]; then provider=docker
+    elif [ "$(nerdctl -v 2>/dev/null | cut -c1-15)" = "nerdctl version" ]; then provider=nerdctl
+    elif [ "$(podman -v 2>/dev/null | cut -c1-14)" = "podman version" ]; then provider=podman
+    else provider=docker; fi ;;
+esac
+echo "$provider" >> "$d/providers"
+cf="$d/clusters"
+[ "$provider" = docker ] || { cf="$d/clusters.$provider"; touch "$cf"; }
+if [ "$verb" = "get clusters" ]; then
+  if [ -s "$cf" ]; then cat "$cf"; else echo "No kind clusters found." >&2; fi
+  exit 0
+fi
 name=kind; config=; kubeconfig=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,6 +68,11 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+lock() {
+  if ( set -C; : > "$kubeconfig.lock" ) 2>/dev/null; then return 0; fi
+  echo "ERROR: failed to lock config file: open $kubeconfig.lock: file exists" >&2
+  exit 1
+}
 if [ "$verb" = "create cluster" ]; then
   [ -n "$config" ] && cp "$config" "$d/config-$name.yaml"
   case "${FAKE_KIND_MODE:-ok}" in
@@ -45,13 +84,22 @@ if [ "$verb" = "create cluster" ]; then
       echo "ERROR: failed to create cluster: failed to init node with kubeadm: command \"docker exec --privileged $name-control-plane kubeadm init --skip-phases=preflight --config=/kind/kubeadm.conf --skip-token-print --v=6\" failed with error: exit status 1" >&2
       exit 1 ;;
     hang)
-      echo "$name" >> "$d/clusters"
+      echo "$name" >> "$cf"
       echo "Creating cluster \"$name\" ..." >&2
+      echo $$ > "$d/hang.pid"
+      exec sleep 300 ;;
+    hang-in-lock)
+      echo "$name" >> "$cf"
+      echo "Creating cluster \"$name\" ..." >&2
+      lock
       echo $$ > "$d/hang.pid"
       exec sleep 300 ;;
     slow) sleep 2 ;;
   esac
-  echo "$name" >> "$d/clusters"
+  echo "$name" >> "$cf"
+  echo "Creating cluster \"$name\" ..." >&2
+  echo " ✓ Ensuring node image (kindest/node:v1.36.1) 🖼" >&2
+  lock
   server="${FAKE_API:-https://127.0.0.1:6443}"
   cat > "$kubeconfig" <<KC
 apiVersion: v1
@@ -72,19 +120,32 @@ users:
   user:
     token: fake-token
 KC
-  echo "Creating cluster \"$name\" ..." >&2
-  echo " ✓ Ensuring node image (kindest/node:v1.36.1) 🖼" >&2
+  rm -f "$kubeconfig.lock"
   echo "Set kubectl context to \"kind-$name\"" >&2
   exit 0
 fi
 if [ "$verb" = "delete cluster" ]; then
   echo "Deleting cluster \"$name\" ..." >&2
-  grep -vx "$name" "$d/clusters" > "$d/clusters.new"; mv "$d/clusters.new" "$d/clusters"
+  grep -vx "$name" "$cf" > "$cf.new"; mv "$cf.new" "$cf"
+  lock
+  rm -f "$kubeconfig.lock"
   exit 0
 fi
 echo "ERROR: unknown command" >&2
 exit 1
 "#;
+
+/// The provider the fake kind used for each call but `version`, in order.
+pub fn kind_providers(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("providers"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `docker -v` of Docker's own CLI (kind checks only the start of this line).
+pub const FAKE_DOCKER_CLI: &str = r#"[ "$1" = -v ] && echo "Docker version 28.2.2, build e6534b4""#;
 
 /// The recorded kind calls, one string per call.
 pub fn kind_calls(dir: &Path) -> Vec<String> {
@@ -304,6 +365,14 @@ pub async fn ensure_node_image(d: &bollard::Docker) {
             panic!("test image build failed: {e:?}");
         }
     }
+}
+
+/// Names the busybox stand-in as the kind node image (PULSEDEV_NODE_IMAGE), building it
+/// first: `cluster create` then finds the image present and pulls nothing, as on a
+/// machine that pulled the real one before.
+pub fn with_node_image(pd: crate::harness::Pd, host: &str) -> crate::harness::Pd {
+    rt().block_on(async { ensure_node_image(&docker(host).await).await });
+    pd.env("PULSEDEV_NODE_IMAGE", NODE_IMAGE)
 }
 
 /// Runs a busybox container named `name` with `labels`; it sleeps until removed.

@@ -110,6 +110,7 @@ impl Pd {
             r#"[ "$1" = version ] && echo "kind v0.32.0 go1.24.2 linux/amd64""#,
         )
         .tool("helm", r#"[ "$1" = version ] && echo "v4.2.1+g5cf6a4e""#)
+        .tool("docker", crate::fakes::FAKE_DOCKER_CLI)
     }
 
     /// Ports nobody holds, so port checks are independent of the machine.

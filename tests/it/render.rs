@@ -49,6 +49,62 @@ fn render_dev_is_deterministic_and_snapshotted() {
     insta::assert_snapshot!("render_dev", first.stdout);
 }
 
+/// What the real pods run, as rendered: Postgres probes as its superuser and database
+/// (pg_isready defaults to the role "postgres", absent here, and the server logs a FATAL
+/// per probe), Flyway without its update check (blocked by the NetworkPolicy), and
+/// the dev DNS allow leaving out web and the data stores, which open no connection.
+#[test]
+fn rendered_probes_args_and_dns_policy_are_what_the_pods_need() {
+    let run = Pd::new()
+        .with_helm()
+        .cwd(repo_root())
+        .args(&["render", "--env", "dev"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let objects = pulsedev::kube::parse("render", &run.stdout).unwrap();
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|m| m.kind() == kind && m.name().starts_with(name))
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .object
+            .data
+            .clone()
+    };
+    let pg = &find("StatefulSet", "postgres")["spec"]["template"]["spec"]["containers"][0];
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            pg[probe]["exec"]["command"],
+            serde_json::json!([
+                "pg_isready",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "5432",
+                "-U",
+                "pulsewatch",
+                "-d",
+                "pulsewatch"
+            ]),
+            "{probe}"
+        );
+    }
+    let job = &find("Job", "migrations")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        job["args"],
+        serde_json::json!(["-skipCheckForUpdate", "migrate"])
+    );
+    let dns = &find("NetworkPolicy", "allow-dns")["spec"]["podSelector"];
+    assert_eq!(
+        dns["matchExpressions"],
+        serde_json::json!([{
+            "key": "app.kubernetes.io/name",
+            "operator": "NotIn",
+            "values": ["web", "postgres", "redis"]
+        }])
+    );
+}
+
 #[test]
 fn render_staging_and_prod_use_external_secrets() {
     for env in ["staging", "prod"] {

@@ -217,7 +217,15 @@ impl World {
                 })
                 .await;
             let node = format!("{name}-control-plane");
-            fakes::run_container(&d, &node, &[("io.x-k8s.kind.cluster", &name)]).await;
+            fakes::run_container(
+                &d,
+                &node,
+                &[
+                    ("io.x-k8s.kind.cluster", &name),
+                    ("io.x-k8s.kind.role", "control-plane"),
+                ],
+            )
+            .await;
             d.connect_network(
                 &network,
                 bollard::models::NetworkConnectRequest {
@@ -237,8 +245,9 @@ impl World {
 
         let api = FakeApiServer::start(opts(Options::new(&name)));
         let [http, https, registry] = free_ports();
-        let pd = Pd::new()
+        let pd = fakes::with_node_image(Pd::new(), &host)
             .tool("kind", FAKE_KIND)
+            .tool("docker", fakes::FAKE_DOCKER_CLI)
             .with_helm()
             .env("DOCKER_HOST", &host)
             .env("FAKE_API", api.url())

@@ -189,6 +189,23 @@ class NetworkPolicies(unittest.TestCase):
                     for peer in rule["from"]:
                         self.assertEqual(peer["podSelector"], {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}, f"{env}: {p}")
 
+    def test_web_and_the_data_stores_open_no_egress(self):
+        # What their policies' comments promise: no policy selecting their pods lets
+        # anything out (the dev namespace's allow-dns among them).
+        problems = []
+        for env, objs in all_objects().items():
+            policies = [o for o in objs if o.kind == "NetworkPolicy"]
+            for w in workloads(objs):
+                labels = lib.pod_labels(w)
+                if labels.get("app.kubernetes.io/name") not in ("web", "postgres", "redis"):
+                    continue
+                for p in policies:
+                    spec = p.doc["spec"]
+                    if (p.namespace == w.namespace and "Egress" in spec.get("policyTypes", [])
+                            and spec.get("egress") and lib.selector_matches(spec.get("podSelector"), labels)):
+                        problems.append(f"{env}: {p} lets {w} open connections")
+        self.assertEqual(problems, [], "\n".join(problems))
+
     def test_selector_matching(self):
         self.assertTrue(lib.selector_matches({"matchLabels": {"a": "1"}}, {"a": "1", "b": "2"}))
         self.assertFalse(lib.selector_matches({"matchLabels": {"a": "1"}}, {"a": "2"}))
@@ -246,6 +263,26 @@ class Images(unittest.TestCase):
             if env_of(env) != "dev" and not (digest and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)):
                 problems.append(f"{env}: {w}: image {image} is not pinned by digest")
         self.assertEqual(problems, [], "\n".join(problems))
+
+    def test_postgres_probes_connect_as_its_superuser(self):
+        # Without -U/-d pg_isready connects as "postgres", a role that does not exist
+        # here, and the server logs a FATAL for every probe.
+        user = re.search(r'pub const DB_USER: &str = "([^"]+)";', (REPO / "src/secrets.rs").read_text()).group(1)
+        seen = 0
+        for env, objs in all_objects().items():
+            for w in workloads(objs):
+                if w.name != "postgres":
+                    continue
+                [c] = lib.pod_spec(w)["containers"]
+                env_vars = {e["name"]: e.get("value") for e in c.get("env") or []}
+                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    cmd = c[probe]["exec"]["command"]
+                    seen += 1
+                    self.assertEqual(cmd[0], "pg_isready", f"{env}: {probe}")
+                    args = dict(zip(cmd[1::2], cmd[2::2]))
+                    self.assertEqual(args.get("-U"), user, f"{env}: {probe}: {cmd}")
+                    self.assertEqual(args.get("-d"), env_vars["POSTGRES_DB"], f"{env}: {probe}: {cmd}")
+        self.assertGreater(seen, 0)
 
     def test_dev_data_stores_pinned_by_digest(self):
         for env, w, image in self.images():
@@ -402,6 +439,14 @@ class Migrations(unittest.TestCase):
                         ann = o.doc["metadata"].get("annotations") or {}
                         self.assertEqual(ann.get("helm.sh/hook"), "pre-install,pre-upgrade", str(o))
                         self.assertLess(int(ann["helm.sh/hook-weight"]), int(job.doc["metadata"]["annotations"]["helm.sh/hook-weight"]))
+
+    def test_flyway_skips_its_update_check(self):
+        # Flyway asks the internet for a newer release unless told not to; the Job's
+        # NetworkPolicy blocks that (and it would be a needless call home).
+        for env, objs in all_objects().items():
+            [job] = [o for o in objs if o.kind == "Job"]
+            [c] = lib.pod_spec(job)["containers"]
+            self.assertEqual(c["args"], ["-skipCheckForUpdate", "migrate"], f"{env}: {job}")
 
     def test_job_name_follows_the_image_and_the_pod_template(self):
         def name(*sets):

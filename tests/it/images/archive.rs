@@ -158,8 +158,12 @@ async fn archive_delivery_imports_once_and_reports_failures() {
     let import =
         sh("/bin/busybox cat > /data/image.tar && /bin/busybox echo '{ref}' >> /data/imported");
     let present = sh("/bin/busybox grep -qxF '{ref}' /data/imported && /bin/busybox echo yes");
-    let a = ArchiveImport::new(&engine, vec![container.clone()], "linux/amd64", "overlayfs")
-        .with_commands(import, present.clone());
+    let a = ArchiveImport::new(
+        &engine,
+        vec![(container.clone(), "overlayfs".into())],
+        "linux/amd64",
+    )
+    .with_commands(import, present.clone());
     assert_eq!(a.mode(), "archive");
     assert_eq!(a.present(&image).await.unwrap(), None);
 
@@ -188,11 +192,15 @@ async fn archive_delivery_imports_once_and_reports_failures() {
     assert_eq!(again.transfer, None);
 
     // An importer that fails: image-push-failed with its exit code and stderr.
-    let failing = ArchiveImport::new(&engine, vec![container.clone()], "linux/amd64", "overlayfs")
-        .with_commands(
-            sh("/bin/busybox cat >/dev/null; /bin/busybox echo 'ctr: no space left' >&2; exit 3"),
-            sh("exit 1"),
-        );
+    let failing = ArchiveImport::new(
+        &engine,
+        vec![(container.clone(), "overlayfs".into())],
+        "linux/amd64",
+    )
+    .with_commands(
+        sh("/bin/busybox cat >/dev/null; /bin/busybox echo 'ctr: no space left' >&2; exit 3"),
+        sh("exit 1"),
+    );
     let e = failing.deliver(&image).await.unwrap_err();
     assert_eq!(e.id(), "image-push-failed");
     assert!(e.message.contains("exited with code 3"), "{}", e.message);
@@ -203,4 +211,109 @@ async fn archive_delivery_imports_once_and_reports_failures() {
     );
 
     cleanup(&engine, &container, &image).await;
+}
+
+/// A node whose `containerd config dump` prints `dump` and whose `ctr` records its
+/// arguments in /data/ctr.log (an import reads the whole archive; `images ls` lists
+/// nothing), like a kind node whose entrypoint switched the snapshotter.
+async fn kind_like_node(engine: &Engine, dump: &str) -> (LocalImage, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = build::nonce();
+    std::fs::copy("/bin/busybox", dir.path().join("busybox")).unwrap();
+    std::fs::write(dir.path().join("nonce"), &nonce).unwrap();
+    std::fs::write(dir.path().join("dump.toml"), dump).unwrap();
+    std::fs::write(
+        dir.path().join("containerd"),
+        "#!/bin/busybox sh\n[ \"$1 $2\" = \"config dump\" ] || exit 2\nexec /bin/busybox cat /data/dump.toml\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("ctr"),
+        "#!/bin/busybox sh\necho \"$*\" >> /data/ctr.log\ncase \"$*\" in *' images import '*) /bin/busybox cat > /dev/null ;; esac\nexit 0\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["containerd", "ctr"] {
+        std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY containerd ctr /usr/local/bin/\nCOPY dump.toml nonce /data/\nCMD [\"/bin/busybox\", \"sleep\", \"3600\"]\n",
+    )
+    .unwrap();
+    let image = build::build(engine, "kindnode", dir.path()).await;
+    let name = format!("pdtest-kindnode-{nonce}");
+    engine
+        .docker
+        .create_container(
+            Some(bollard::query_parameters::CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            }),
+            bollard::models::ContainerCreateBody {
+                image: Some(image.reference()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    engine.docker.start_container(&name, None).await.unwrap();
+    (image, name, dir)
+}
+
+/// The import goes into the snapshotter the node's containerd uses, read from the
+/// node as kind reads it (kind v0.32.0: pkg/cluster/nodeutils/util.go), not an
+/// assumed `overlayfs`: here `native`, as kind's entrypoint sets it on zfs.
+#[tokio::test]
+async fn archive_import_uses_the_snapshotter_the_node_reports() {
+    let Some(engine) = docker::engine("archive_import_uses_the_snapshotter_the_node_reports").await
+    else {
+        return;
+    };
+    let dump = "version = 3\nroot = \"/var/lib/containerd\"\n[plugins]\n  [plugins.'io.containerd.cri.v1.images']\n    snapshotter = 'native'\n";
+    let (image, container, _dir) = kind_like_node(&engine, dump).await;
+    assert_eq!(
+        archive::node_snapshotter(&engine.docker, &container)
+            .await
+            .unwrap(),
+        "native"
+    );
+    let platform = pulsedev::docker::platform(&engine.info().await.unwrap());
+    let a = ArchiveImport::detect(&engine, vec![container.clone()], &platform)
+        .await
+        .unwrap();
+    let d = a.deliver(&image).await.unwrap();
+    assert!(d.transfer.is_some());
+    let log = archive::exec_with_stdin(
+        &engine.docker,
+        &container,
+        &sh("/bin/busybox cat /data/ctr.log"),
+        futures::stream::empty::<Result<Bytes, std::io::Error>>(),
+    )
+    .await
+    .unwrap()
+    .stdout;
+    let import = log
+        .lines()
+        .find(|l| l.contains("images import"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(
+        import,
+        format!(
+            "--namespace=k8s.io images import --platform {platform} --digests --snapshotter=native -"
+        )
+    );
+
+    // A node whose containerd cannot say: image-push-failed naming the node.
+    let broken = "version = 3\n";
+    let (image2, container2, _dir2) = kind_like_node(&engine, broken).await;
+    let e = match ArchiveImport::detect(&engine, vec![container2.clone()], &platform).await {
+        Ok(_) => panic!("detected a snapshotter in {broken:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.id(), "image-push-failed");
+    assert!(e.message.contains(&container2), "{}", e.message);
+    cleanup(&engine, &container, &image).await;
+    cleanup(&engine, &container2, &image2).await;
 }

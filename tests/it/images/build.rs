@@ -106,7 +106,9 @@ fn status_of(run: &Run, service: &str) -> (String, String) {
 
 fn remove_images(tags: &[String]) {
     for t in tags.iter().filter(|t| !t.is_empty()) {
-        let _ = Command::new("docker").args(["rmi", "-f", t]).output();
+        let _ = Command::new("docker")
+            .args(["rmi", "--no-prune", "-f", t])
+            .output();
     }
 }
 
@@ -309,4 +311,98 @@ fn ctrl_c_stops_running_builds_and_exits_130() {
     );
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["error"]["id"], "interrupted");
+}
+
+/// A context written under umask 077 (files 0600, directories and executables 0700,
+/// owned by whoever wrote them) is built and run as uid 10001, as the charts run the
+/// app: pulsedev sends normalised modes (0644, 0755), so the unprivileged user can
+/// read the files and run the programs, as it can for a user whose umask is 022.
+#[tokio::test]
+async fn a_context_written_under_umask_077_runs_as_uid_10001() {
+    use crate::support::{build as b, docker};
+    use futures::StreamExt;
+    let Some(engine) = docker::engine("a_context_written_under_umask_077_runs_as_uid_10001").await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = b::nonce();
+    // The writing happens in a shell of its own: umask is per process, and this test
+    // must not change the test runner's.
+    let script = format!(
+        "umask 077 && cd '{}' && cp /bin/busybox busybox && mkdir app && \
+         printf 'hello %s\\n' {nonce} > app/greeting.txt && \
+         printf '#!/bin/busybox sh\\n/bin/busybox cat /app/greeting.txt\\n/bin/busybox ls -ld /app /app/greeting.txt /app/run\\n' > app/run && \
+         chmod u+x app/run && \
+         printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nCOPY app/ /app/\\nUSER 10001:10001\\nCMD [\"/app/run\"]\\n' > Dockerfile",
+        dir.path().display()
+    );
+    let st = std::process::Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(crate::fakes::mode(&dir.path().join("app")), 0o700);
+    assert_eq!(
+        crate::fakes::mode(&dir.path().join("app/greeting.txt")),
+        0o600
+    );
+    assert_eq!(crate::fakes::mode(&dir.path().join("app/run")), 0o700);
+
+    let image = b::build(&engine, "umask", dir.path()).await;
+    let name = format!("pdtest-umask-{nonce}");
+    let d = &engine.docker;
+    d.create_container(
+        Some(bollard::query_parameters::CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        }),
+        bollard::models::ContainerCreateBody {
+            image: Some(image.reference()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    d.start_container(&name, None).await.unwrap();
+    let mut wait = d.wait_container(
+        &name,
+        None::<bollard::query_parameters::WaitContainerOptions>,
+    );
+    // A non-zero exit arrives as an error item; the logs below say why.
+    let code = match wait.next().await {
+        Some(Ok(r)) => r.status_code,
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+        other => panic!("{other:?}"),
+    };
+    let mut logs = d.logs(
+        &name,
+        Some(bollard::query_parameters::LogsOptions {
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        }),
+    );
+    let mut out = String::new();
+    while let Some(Ok(chunk)) = logs.next().await {
+        out.push_str(&chunk.to_string());
+    }
+    let _ = d
+        .remove_container(
+            &name,
+            Some(bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+    b::remove_image(&engine, &image.reference()).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("hello {nonce}")), "{out}");
+    let modes: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("/app"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(modes, ["drwxr-xr-x", "-rw-r--r--", "-rwxr-xr-x"], "{out}");
 }

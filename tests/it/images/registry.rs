@@ -200,3 +200,78 @@ async fn the_registry_container_is_created_reused_restarted_and_pushed_to() {
     )
     .await;
 }
+
+/// The longest valid cluster name (50 characters): the registry container's name is a
+/// DNS label that another container on the network resolves (containerd's hosts.toml
+/// pulls from it by that name), and a container an older pulsedev made under the
+/// over-long name is replaced.
+#[tokio::test]
+async fn the_longest_cluster_name_gives_a_resolvable_registry_name() {
+    let Some(engine) =
+        docker::engine("the_longest_cluster_name_gives_a_resolvable_registry_name").await
+    else {
+        return;
+    };
+    let nonce = build::nonce();
+    let cluster = format!("{nonce}-{}", "x".repeat(49 - nonce.len()));
+    assert_eq!(cluster.len(), 50);
+    assert!(pulsedev::config::check_name(&cluster).is_ok());
+    let name = reg::container_name(&cluster);
+    let legacy = reg::legacy_container_name(&cluster);
+    assert!(name.len() <= 63 && legacy.len() > 63, "{name} {legacy}");
+
+    let stand_in_dir = tempfile::tempdir().unwrap();
+    registry::stand_in_context(stand_in_dir.path());
+    let stand_in = build::build(&engine, "registry-stand-in", stand_in_dir.path()).await;
+    let network = format!("pdtest-longname-{nonce}");
+    let d = &engine.docker;
+    d.create_network(bollard::models::NetworkCreateRequest {
+        name: network.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // What an older pulsedev left: the same registry under the old name.
+    let fd = crate::fakes::docker(&crate::harness::docker_host().unwrap()).await;
+    crate::fakes::run_container(&fd, &legacy, &[(reg::CLUSTER_LABEL, &cluster)]).await;
+
+    let spec = RegistrySpec {
+        cluster: cluster.clone(),
+        port: registry::free_port(),
+        image: stand_in.reference(),
+        network: Some(network.clone()),
+    };
+    let s = reg::ensure(&engine, &spec).await.unwrap();
+    assert_eq!(s.container, name);
+    let legacy_left = d.inspect_container(&legacy, None).await.is_ok();
+
+    // A busybox on the same network looks the name up through Docker's DNS.
+    let client = format!("pdtest-resolver-{nonce}");
+    crate::fakes::run_container(&fd, &client, &[]).await;
+    d.connect_network(
+        &network,
+        bollard::models::NetworkConnectRequest {
+            container: client.clone(),
+            endpoint_config: None,
+        },
+    )
+    .await
+    .unwrap();
+    let lookup = pulsedev::images::archive::exec_with_stdin(
+        d,
+        &client,
+        &["nslookup".to_string(), name.clone()],
+        futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
+    )
+    .await
+    .unwrap();
+
+    crate::fakes::remove_container(&fd, &client).await;
+    let removed = reg::remove(&engine, &cluster).await.unwrap();
+    crate::fakes::remove_container(&fd, &legacy).await;
+    let _ = d.remove_network(&network).await;
+    assert!(!legacy_left, "the old-named container was replaced");
+    assert_eq!(lookup.exit_code, 0, "{lookup:?}");
+    assert!(lookup.stdout.contains(&name), "{lookup:?}");
+    assert!(removed);
+}

@@ -17,7 +17,11 @@ spec:
     - name: flyway
       image: {{ include "pw.image" . | quote }}
       imagePullPolicy: {{ $v.image.pullPolicy }}
-      args: ["migrate"]
+      # -skipCheckForUpdate: Flyway otherwise asks the internet for a newer release on
+      # every run, which the NetworkPolicy blocks (flag: flyway/flyway
+      # flyway-commandline/src/main/java/org/flywaydb/commandline/CommandLineArguments.java,
+      # SKIP_CHECK_FOR_UPDATE_FLAG).
+      args: ["-skipCheckForUpdate", "migrate"]
       envFrom:
         - configMapRef:
             name: {{ include "pw.fullname" . }}
