@@ -520,6 +520,8 @@ fn low_ports_are_not_failures_when_docker_is_missing_for_a_normal_user() {
         let c = check(&doc, id);
         assert_ne!(c["status"], "fail", "{id}: {doc:#}");
     }
+}
+
 /// kind runs `docker` from PATH to make the nodes: doctor says when it is missing or
 /// is not Docker's CLI (kind's own test: `docker -v` starts with "Docker version").
 #[test]
