@@ -77,6 +77,9 @@ pub struct Timing {
     pub concurrency: usize,
     /// Log lines collected from each crashing container.
     pub log_lines: i64,
+    /// How long an object deleted to be recreated (an immutable field changed) may take
+    /// to be gone (finalizers) before the apply fails.
+    pub recreate: Duration,
 }
 
 impl Default for Timing {
@@ -87,6 +90,7 @@ impl Default for Timing {
             discovery_catch_up: Duration::from_secs(30),
             concurrency: 8,
             log_lines: 20,
+            recreate: Duration::from_secs(60),
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Engine {
     discovery: discovery::Discovery,
     timing: Timing,
     progress: ProgressFn,
+    /// API server warnings already said (each is said once per engine).
+    warned: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Engine {
@@ -109,6 +115,7 @@ impl Engine {
             client,
             timing: Timing::default(),
             progress: Arc::new(|_| {}),
+            warned: Arc::default(),
         }
     }
 
@@ -129,6 +136,19 @@ impl Engine {
 
     fn say(&self, line: &str) {
         (self.progress)(line);
+    }
+
+    /// Says an API server warning about `what`, once.
+    fn warn(&self, what: &str, text: &str) {
+        let line = format!("warning: {what}: {text}");
+        let new = self
+            .warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(line.clone());
+        if new {
+            self.say(&line);
+        }
     }
 }
 

@@ -317,7 +317,7 @@ impl FakeApiServer {
 
     /// Every request as method, path and query with the parameters sorted by name and
     /// decoded, e.g.
-    /// `PATCH /apis/apps/v1/namespaces/x/deployments/api?fieldManager=pulsedev&force=true`
+    /// `PATCH /apis/apps/v1/namespaces/x/deployments/api?fieldManager=pulsedev&fieldValidation=Strict&force=true`
     /// or `GET /api/v1/namespaces/x/pods?labelSelector=app=api`.
     pub fn requests(&self) -> Vec<String> {
         self.state().calls.iter().map(Call::line).collect()
@@ -3215,6 +3215,7 @@ mod tests {
                 discovery_catch_up: Duration::from_secs(10),
                 concurrency: 8,
                 log_lines: 5,
+                recreate: Duration::from_secs(10),
             })
             .with_progress(move |l| sink.lock().unwrap().push(l.to_string()));
         (engine, lines)
@@ -3370,7 +3371,7 @@ metadata: {name: demo}
         let requests = api.requests();
         assert!(
             requests.iter().any(|r| r
-                == "PATCH /apis/apps/v1/namespaces/demo/deployments/api?fieldManager=pulsedev&force=true"),
+                == "PATCH /apis/apps/v1/namespaces/demo/deployments/api?fieldManager=pulsedev&fieldValidation=Strict&force=true"),
             "{requests:#?}"
         );
         assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
@@ -3773,7 +3774,7 @@ spec:
     }
 
     #[test]
-    fn a_changed_template_rolls_out_and_a_changed_job_template_is_immutable() {
+    fn a_changed_template_rolls_out_and_a_changed_job_template_is_recreated() {
         let api = FakeApiServer::start(Options::new("test"));
         let dir = tempfile::tempdir().unwrap();
         let pick = |image: &str| {
@@ -3834,19 +3835,44 @@ spec:
             let replica_sets = api.objects_of("ReplicaSet");
             assert_eq!(replica_sets.len(), 2);
             assert!(replica_sets.iter().any(|r| r["spec"]["replicas"] == 0));
-            // A Job's pod template cannot change.
+            // A Job's pod template cannot change (422 Invalid, "field is immutable"): the
+            // engine deletes the Job with its pods and applies it again.
+            let old_uid =
+                api.object("Job", "demo", "migrations-1a2b").unwrap()["metadata"]["uid"].clone();
             engine
                 .apply(&parse("v3", &pick(":v2")).unwrap(), &options, &cancel)
                 .await
-                .unwrap_err()
+                .unwrap();
+            old_uid
         });
-        assert_eq!(e.id(), "apply-failed");
-        let details = e.details.join("\n");
-        assert!(details.contains("Job demo/migrations-1a2b"), "{details}");
-        assert!(
-            details.contains("field is immutable (422 Invalid)"),
-            "{details}"
+        let job = api.object("Job", "demo", "migrations-1a2b").unwrap();
+        assert_ne!(job["metadata"]["uid"], e, "a new Job");
+        assert_eq!(
+            job["spec"]["template"]["spec"]["containers"][0]["image"],
+            "localhost:5001/pulsewatch/migrations:v2"
         );
+        let calls = api.calls();
+        let refused = calls
+            .iter()
+            .position(|c| {
+                c.method == "PATCH" && c.target.contains("/jobs/migrations-1a2b") && c.status == 422
+            })
+            .expect("the changed template was refused first");
+        let deleted = calls
+            .iter()
+            .position(|c| c.method == "DELETE" && c.target.contains("/jobs/migrations-1a2b"))
+            .expect("then the Job was deleted");
+        assert!(refused < deleted);
+        assert!(
+            calls[deleted]
+                .body
+                .contains("\"propagationPolicy\":\"Background\""),
+            "{}",
+            calls[deleted].body
+        );
+        assert!(calls[deleted + 1..].iter().any(|c| c.method == "PATCH"
+            && c.target.contains("/jobs/migrations-1a2b")
+            && c.status == 201));
     }
 
     #[test]
@@ -3947,7 +3973,7 @@ spec:
     fn yaml_apply_conflicts_not_found_selectors_and_unknown_routes_over_plain_http() {
         let api = FakeApiServer::start(Options::new("test"));
         let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  labels: {tier: web, stack: s}\ndata: {k: v}\n";
-        let apply = "/api/v1/namespaces/default/configmaps/a?fieldManager=pulsedev&force=true";
+        let apply = "/api/v1/namespaces/default/configmaps/a?fieldManager=pulsedev&fieldValidation=Strict&force=true";
         let (code, body) = raw(&api, "PATCH", apply, "application/apply-patch+yaml", yaml);
         assert_eq!(code, 201, "{body}");
         let stored: Value = serde_json::from_str(&body).unwrap();
