@@ -37,6 +37,7 @@ mod status;
 mod testing;
 mod wait;
 mod webhook;
+mod yaml11;
 
 use std::sync::Arc;
 use std::time::Duration;
