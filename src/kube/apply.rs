@@ -20,11 +20,12 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::{Candidate, hooks_of};
 use super::client::with_warnings;
 use super::discovery::{Resolved, parse_gvk};
 use super::manifest::Manifest;
 use super::wait::{Target, TargetKind};
-use super::webhook::WebhookGate;
+use super::webhook::{Backoff, WebhookGate};
 use super::{Engine, FIELD_MANAGER, STACK_LABEL, cancellable, describe, human_duration};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -38,6 +39,8 @@ pub struct ApplyOptions {
     pub default_namespace: String,
     /// Webhooks that must answer before objects they serve are applied.
     pub gates: Vec<WebhookGate>,
+    /// Retry timing of the gates of webhook configurations in the set (`admission`).
+    pub admission_backoff: Backoff,
 }
 
 impl ApplyOptions {
@@ -46,6 +49,7 @@ impl ApplyOptions {
             stack: stack.to_string(),
             default_namespace: default_namespace.to_string(),
             gates: Vec::new(),
+            admission_backoff: Backoff::default(),
         }
     }
 
@@ -109,17 +113,21 @@ pub(crate) enum Group {
     Foundation,
     /// Workloads and the Services in front of them.
     Workloads,
-    /// Routing, admission (webhook configurations only once their servers exist),
-    /// aggregated APIs, and custom resources (often served by a webhook).
+    /// Admission webhook configurations: once their servers are applied, before what
+    /// they intercept (which is gated on them, see `admission`).
+    Admission,
+    /// Routing, admission policies, aggregated APIs, and custom resources (often
+    /// served by a webhook).
     Routing,
 }
 
 impl Group {
-    const ALL: [Group; 5] = [
+    const ALL: [Group; 6] = [
         Group::Namespaces,
         Group::Crds,
         Group::Foundation,
         Group::Workloads,
+        Group::Admission,
         Group::Routing,
     ];
 
@@ -129,6 +137,7 @@ impl Group {
             Group::Crds => "custom resource definitions",
             Group::Foundation => "configuration, identities and policies",
             Group::Workloads => "workloads and services",
+            Group::Admission => "admission webhook configurations",
             Group::Routing => "routing, admission and custom resources",
         }
     }
@@ -182,9 +191,12 @@ pub(crate) fn group_of(api_version: &str, kind: &str) -> Group {
         | "PodDisruptionBudget"
         | "IngressClass"
         | "RuntimeClass" => Group::Foundation,
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
+            if group == "admissionregistration.k8s.io" =>
+        {
+            Group::Admission
+        }
         "Ingress"
-        | "MutatingWebhookConfiguration"
-        | "ValidatingWebhookConfiguration"
         | "ValidatingAdmissionPolicy"
         | "ValidatingAdmissionPolicyBinding"
         | "APIService" => Group::Routing,
@@ -333,6 +345,23 @@ impl Engine {
 
         let mut report = ApplyReport::default();
         let mut gated = vec![false; options.gates.len()];
+        let hooks: Vec<_> = ordered.iter().flat_map(|m| hooks_of(m)).collect();
+        // Labels of the set's namespaces, for webhooks' namespaceSelectors; the API server
+        // adds `kubernetes.io/metadata.name` to every namespace.
+        let ns_labels = |ns: &str| -> serde_json::Map<String, serde_json::Value> {
+            let mut labels: serde_json::Map<String, serde_json::Value> = ordered
+                .iter()
+                .find(|m| {
+                    group_of(m.api_version(), m.kind()) == Group::Namespaces && m.name() == ns
+                })
+                .and_then(|m| m.object.metadata.labels.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            labels.insert("kubernetes.io/metadata.name".into(), ns.into());
+            labels
+        };
         for group in Group::ALL {
             let members: Vec<usize> = (0..ordered.len())
                 .filter(|&i| group_of(ordered[i].api_version(), ordered[i].kind()) == group)
@@ -345,6 +374,21 @@ impl Engine {
                     self.gate_webhook(gate, cancel).await?;
                     gated[g] = true;
                 }
+            }
+            if group > Group::Admission && !hooks.is_empty() {
+                let candidates: Vec<Candidate> = members
+                    .iter()
+                    .filter_map(|&i| {
+                        let r = resolved[i].as_ref()?;
+                        Some(Candidate {
+                            manifest: ordered[i],
+                            resolved: r,
+                            object: prepared(ordered[i], r, options),
+                        })
+                    })
+                    .collect();
+                self.gate_admission(&hooks, &candidates, &ns_labels, &options.admission_backoff)
+                    .await?;
             }
             self.say(&format!("applying {} ({})", group.words(), members.len()));
             let results: Vec<(usize, OneResult)> =
@@ -444,24 +488,8 @@ impl Engine {
     /// line naming the object, its origin and the server's message. An immutable-field
     /// refusal recreates the object where [`recreate_policy`] allows it.
     async fn apply_one(&self, m: &Manifest, r: &Resolved, options: &ApplyOptions) -> OneResult {
-        let mut obj: DynamicObject = m.object.clone();
-        let namespace = r.namespaced.then(|| {
-            m.namespace()
-                .unwrap_or(&options.default_namespace)
-                .to_string()
-        });
-        obj.metadata.namespace = namespace.clone();
-        // Fields the server owns; a manifest copied from `kubectl get` may carry them.
-        obj.metadata.resource_version = None;
-        obj.metadata.uid = None;
-        obj.metadata.creation_timestamp = None;
-        obj.metadata.managed_fields = None;
-        if !options.stack.is_empty() {
-            obj.metadata
-                .labels
-                .get_or_insert_with(Default::default)
-                .insert(STACK_LABEL.to_string(), options.stack.clone());
-        }
+        let obj = prepared(m, r, options);
+        let namespace = obj.metadata.namespace.clone();
         let api: Api<DynamicObject> = match &namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &r.resource),
             None => Api::all_with(self.client.clone(), &r.resource),
@@ -577,6 +605,29 @@ impl Engine {
             tokio::time::sleep(self.timing.poll).await;
         }
     }
+}
+
+/// The object to send for `m`: its namespace filled in, server-owned fields dropped, the
+/// stack label stamped.
+fn prepared(m: &Manifest, r: &Resolved, options: &ApplyOptions) -> DynamicObject {
+    let mut obj: DynamicObject = m.object.clone();
+    obj.metadata.namespace = r.namespaced.then(|| {
+        m.namespace()
+            .unwrap_or(&options.default_namespace)
+            .to_string()
+    });
+    // Fields the server owns; a manifest copied from `kubectl get` may carry them.
+    obj.metadata.resource_version = None;
+    obj.metadata.uid = None;
+    obj.metadata.creation_timestamp = None;
+    obj.metadata.managed_fields = None;
+    if !options.stack.is_empty() {
+        obj.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(STACK_LABEL.to_string(), options.stack.clone());
+    }
+    obj
 }
 
 /// `Deployment ns/name` or `ClusterRole name`.
@@ -1092,6 +1143,168 @@ metadata:
         assert_eq!(recreate_policy("example.com/v1", "Job"), None);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn objects_a_new_webhook_intercepts_wait_until_it_serves() {
+        let text = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec: {ingressClassName: nginx, rules: [{host: pulsewatch.localhost}]}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: ingress-admission}
+webhooks:
+- name: validate.nginx.ingress.kubernetes.io
+  clientConfig: {service: {namespace: ingress, name: ingress-admission}}
+  rules: [{apiGroups: [networking.k8s.io], apiVersions: [v1], resources: [ingresses], operations: [CREATE, UPDATE]}]
+  sideEffects: None
+  admissionReviewVersions: [v1]
+"#;
+        let ms = parse("platform/ingress", text).unwrap();
+        let slices = "/apis/discovery.k8s.io/v1/namespaces/ingress/endpointslices";
+        let slice_list = |ready: Option<bool>| {
+            let endpoints = match ready {
+                None => json!([]),
+                Some(r) => json!([{"addresses": ["10.244.0.7"], "conditions": {"ready": r}}]),
+            };
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {},
+                "items": [{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": "ingress-admission-x1", "namespace": "ingress",
+                        "labels": {"kubernetes.io/service-name": "ingress-admission"}},
+                    "addressType": "IPv4", "endpoints": endpoints}]})
+        };
+        let ingress = "/apis/networking.k8s.io/v1/namespaces/pulsewatch-dev/ingresses/web";
+        let refused = "Internal error occurred: failed calling webhook \"validate.nginx.ingress.kubernetes.io\": failed to call webhook: Post \"https://ingress-admission.ingress.svc:443/networking/v1/ingresses?timeout=10s\": dial tcp 10.96.0.12:443: connect: connection refused";
+        let dry = || Exchange::patch(ingress).query("dryRun", "All");
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get("/apis/admissionregistration.k8s.io/v1").ok(resource_list(
+                "admissionregistration.k8s.io/v1",
+                &[("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", false)],
+            )))
+            .then(Exchange::get("/apis/networking.k8s.io/v1").ok(resource_list(
+                "networking.k8s.io/v1",
+                &[("ingresses", "Ingress", true)],
+            )))
+            .then(ssa("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/ingress-admission"))
+            .then(Exchange::get(slices).query("labelSelector", "kubernetes.io/service-name=ingress-admission").ok(slice_list(None)))
+            .then(Exchange::get(slices).ok(slice_list(Some(false))))
+            .then(Exchange::get(slices).ok(slice_list(Some(true))))
+            .then(dry().fail(500, "InternalError", refused))
+            .then(Exchange::get(slices).ok(slice_list(Some(true))))
+            .then(dry().echo())
+            .then(ssa(ingress).check(|seen| assert!(!seen.query.contains_key("dryRun"), "{seen}")))
+            .start();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut options = ApplyOptions::new("pulsewatch", "pulsewatch-dev");
+        options.admission_backoff = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(2),
+            cap: Duration::from_secs(60),
+            jitter: 0.0,
+        };
+        engine(client, lines.clone())
+            .apply(&ms, &options, &CancellationToken::new())
+            .await
+            .unwrap();
+        mock.finish().await;
+        let lines = lines.lock().unwrap().join("\n");
+        let who = "webhook validate.nginx.ingress.kubernetes.io (ValidatingWebhookConfiguration ingress-admission) gates Ingress pulsewatch-dev/web: not ready yet";
+        assert!(
+            lines.contains(&format!(
+                "{who} (service ingress/ingress-admission has no ready endpoints); retrying in 1.0s"
+            )),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("connect: connection refused (500 InternalError)); retrying in 2.0s"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("ValidatingWebhookConfiguration ingress-admission): ready"),
+            "{lines}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_webhook_that_never_serves_is_webhook_not_ready_within_its_cap() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: m}\nwebhooks:\n- name: m.example.com\n  clientConfig: {service: {namespace: sys, name: hook}}\n  rules: [{apiGroups: [\"\"], apiVersions: [v1], resources: [configmaps], operations: [CREATE]}]\n";
+        let ms = parse("x.yaml", text).unwrap();
+        // The ConfigMap is in an earlier group than the configuration: not gated.
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get("/api/v1").ok(core_v1()))
+            .then(
+                Exchange::get("/apis/admissionregistration.k8s.io/v1").ok(resource_list(
+                    "admissionregistration.k8s.io/v1",
+                    &[(
+                        "mutatingwebhookconfigurations",
+                        "MutatingWebhookConfiguration",
+                        false,
+                    )],
+                )),
+            )
+            .then(ssa("/api/v1/namespaces/pulsewatch-dev/configmaps/probe"))
+            .then(ssa(
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/m",
+            ))
+            .start();
+        engine(client, Arc::default())
+            .apply(
+                &ms,
+                &ApplyOptions::new("pulsewatch", "pulsewatch-dev"),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        mock.finish().await;
+
+        // A custom resource after it, whose service never gets an endpoint.
+        let text = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: v}\nwebhooks:\n- name: v.example.com\n  clientConfig: {service: {namespace: sys, name: hook}}\n  rules: [{apiGroups: [example.com], apiVersions: [\"*\"], resources: [\"*\"], operations: [\"*\"]}]\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n";
+        let ms = parse("y.yaml", text).unwrap();
+        let slices = "/apis/discovery.k8s.io/v1/namespaces/sys/endpointslices";
+        let empty = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {}, "items": []});
+        let mut scenario = Scenario::new()
+            .then(
+                Exchange::get("/apis/admissionregistration.k8s.io/v1").ok(resource_list(
+                    "admissionregistration.k8s.io/v1",
+                    &[(
+                        "validatingwebhookconfigurations",
+                        "ValidatingWebhookConfiguration",
+                        false,
+                    )],
+                )),
+            )
+            .then(Exchange::get("/apis/example.com/v1").ok(resource_list(
+                "example.com/v1",
+                &[("widgets", "Widget", true)],
+            )))
+            .then(ssa(
+                "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/v",
+            ));
+        // 1 s, then 2 s delays up to a 6 s cap: looks at 0, 1, 3 and 5 s.
+        for _ in 0..4 {
+            scenario = scenario.then(Exchange::get(slices).ok(empty.clone()));
+        }
+        let (client, mock) = scenario.start();
+        let mut options = ApplyOptions::new("pulsewatch", "pulsewatch-dev");
+        options.admission_backoff = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(2),
+            cap: Duration::from_secs(6),
+            jitter: 0.0,
+        };
+        let e = engine(client, Arc::default())
+            .apply(&ms, &options, &CancellationToken::new())
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "webhook-not-ready");
+        assert_eq!(
+            e.message,
+            "the webhook v.example.com (ValidatingWebhookConfiguration v) did not admit a dry-run of Widget pulsewatch-dev/w within 6s (4 attempts)"
+        );
+        assert_eq!(e.details, ["service sys/hook has no ready endpoints"]);
+    }
+
     #[test]
     fn groups_follow_dependencies() {
         let g = group_of;
@@ -1117,6 +1330,20 @@ metadata:
             g(
                 "admissionregistration.k8s.io/v1",
                 "ValidatingWebhookConfiguration"
+            ),
+            Group::Admission
+        );
+        assert_eq!(
+            g(
+                "admissionregistration.k8s.io/v1",
+                "MutatingWebhookConfiguration"
+            ),
+            Group::Admission
+        );
+        assert_eq!(
+            g(
+                "admissionregistration.k8s.io/v1",
+                "ValidatingAdmissionPolicy"
             ),
             Group::Routing
         );

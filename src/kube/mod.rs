@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod apply;
 pub mod client;
 mod diagnose;
