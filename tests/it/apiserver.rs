@@ -43,6 +43,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+mod fields;
+mod immutable;
+mod schema;
+mod webhooks;
+
 // ---------------------------------------------------------------------------------------
 // Options
 // ---------------------------------------------------------------------------------------
@@ -81,6 +86,15 @@ pub struct Options {
     pub latency: Duration,
     /// Answers to give instead of the real one (see [`Fault`]).
     pub faults: Vec<Fault>,
+    /// Webhook configurations' servers: how long they have no endpoints, then refuse
+    /// connections, after the configuration is stored (see apiserver/webhooks.rs).
+    pub webhook_startup: webhooks::Startup,
+    /// Requests whose path contains one of these are read and never answered (a paused
+    /// node): the connection stays open until the server stops.
+    pub hang: Vec<String>,
+    /// (path contains, text): answers to matching requests carry `Warning: 299 - "text"`,
+    /// as the API server's deprecation and validation warnings do.
+    pub warnings: Vec<(String, String)>,
 }
 
 /// A canned failure: the next `times` requests whose method is `method` (or any, when
@@ -126,6 +140,9 @@ impl Options {
             webhook_refusals: 0,
             latency: Duration::ZERO,
             faults: Vec::new(),
+            webhook_startup: (Duration::ZERO, Duration::ZERO),
+            hang: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -186,6 +203,21 @@ impl Options {
 
     pub fn latency(mut self, d: Duration) -> Options {
         self.latency = d;
+        self
+    }
+
+    pub fn webhook_startup(mut self, no_endpoints: Duration, refused: Duration) -> Options {
+        self.webhook_startup = (no_endpoints, refused);
+        self
+    }
+
+    pub fn hang(mut self, path_contains: &str) -> Options {
+        self.hang.push(path_contains.to_string());
+        self
+    }
+
+    pub fn warn(mut self, path_contains: &str, text: &str) -> Options {
+        self.warnings.push((path_contains.into(), text.into()));
         self
     }
 }
@@ -428,6 +460,9 @@ struct Response {
     code: u16,
     content_type: &'static str,
     body: Vec<u8>,
+    /// Texts of `Warning` headers (RFC 7234 code 299, agent `-`, as
+    /// k8s.io/apiserver pkg/endpoints/filters/warning.go writes them).
+    warnings: Vec<String>,
 }
 
 impl Response {
@@ -436,6 +471,7 @@ impl Response {
             code,
             content_type: "application/json",
             body: serde_json::to_vec(v).unwrap(),
+            warnings: Vec::new(),
         }
     }
 
@@ -444,6 +480,7 @@ impl Response {
             code,
             content_type: "text/plain",
             body: t.as_bytes().to_vec(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -465,9 +502,25 @@ fn serve(conn: TcpStream, shared: &Shared, stop: &AtomicBool) {
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let hung = {
+            let st = shared.state.lock().unwrap();
+            st.opts.hang.iter().any(|h| req.path.contains(h.as_str()))
+        };
+        if hung {
+            // Accepted and read, never answered, until the server stops.
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::park_timeout(Duration::from_millis(20));
+            }
+            return;
+        }
         let resp = handle(shared, req);
+        let warnings: String = resp
+            .warnings
+            .iter()
+            .map(|w| format!("Warning: 299 - {}\r\n", serde_json::to_string(w).unwrap()))
+            .collect();
         let head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nAudit-Id: fake\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nAudit-Id: fake\r\n{warnings}\r\n",
             resp.code,
             reason_phrase(resp.code),
             resp.content_type,
@@ -602,7 +655,12 @@ fn handle(shared: &Shared, req: Request) -> Response {
     let mut st = shared.state.lock().unwrap();
     st.reconcile();
     st.last_apply = None;
-    let resp = st.route(&req);
+    let mut resp = st.route(&req);
+    for (path, text) in &st.opts.warnings {
+        if req.path.contains(path.as_str()) && !resp.warnings.contains(text) {
+            resp.warnings.push(text.clone());
+        }
+    }
     st.reconcile();
     let finished = shared.started.elapsed();
     if let Some((kind, namespace, name, changed)) = st.last_apply.take() {
@@ -1001,6 +1059,8 @@ struct State {
     unexpected: Vec<String>,
     applies: Vec<ApplyRecord>,
     last_apply: Option<(String, String, String, bool)>,
+    /// Webhook configuration name → when it was first stored (apiserver/webhooks.rs).
+    webhook_seen: HashMap<String, Instant>,
 }
 
 fn now_rfc3339() -> String {
@@ -1268,6 +1328,7 @@ impl State {
             unexpected: Vec::new(),
             applies: Vec::new(),
             last_apply: None,
+            webhook_seen: HashMap::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             st.upsert(
@@ -1994,6 +2055,10 @@ impl State {
             }
             _ => {}
         }
+        immutable::check_ranges(r, obj)?;
+        if let Some(old) = old {
+            immutable::check_update(r, old, obj)?;
+        }
         if let Some(old) = old {
             obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
             obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
@@ -2111,7 +2176,13 @@ impl State {
                 Ok(o) => o,
                 Err(e) => return e,
             };
+            if let Err(e) = fields::check_apply(r, &obj) {
+                return e;
+            }
             if let Err(e) = self.admit(r, ns) {
+                return e;
+            }
+            if let Err(e) = webhooks::admit(self, r, &obj) {
                 return e;
             }
             if let Err(e) = self.finish(r, &mut obj, old.as_ref()) {
@@ -2181,7 +2252,14 @@ impl State {
             let n = format!("{prefix}{}", short_hash(&self.rv, 5));
             obj["metadata"]["name"] = json!(n);
         }
+        let warnings = match fields::check_write(r, &mut obj, req) {
+            Ok(w) => w,
+            Err(e) => return e,
+        };
         if let Err(e) = self.admit(r, ns) {
+            return e;
+        }
+        if let Err(e) = webhooks::admit(self, r, &obj) {
             return e;
         }
         let name = str_of(&obj, &["metadata", "name"]).to_string();
@@ -2201,7 +2279,9 @@ impl State {
         }
         let manager = req.q("fieldManager").unwrap_or("kube-rs").to_string();
         let stored = self.store(r, obj, None, &manager, "Update", req.dry_run());
-        Response::json(201, &stored)
+        let mut resp = Response::json(201, &stored);
+        resp.warnings = warnings;
+        resp
     }
 
     fn put(&mut self, r: &Res, ns: Option<&str>, name: &str, req: &Request) -> Response {
@@ -2213,7 +2293,14 @@ impl State {
             Ok(o) => o,
             Err(e) => return e,
         };
+        let warnings = match fields::check_write(r, &mut obj, req) {
+            Ok(w) => w,
+            Err(e) => return e,
+        };
         if let Err(e) = self.admit(r, ns) {
+            return e;
+        }
+        if let Err(e) = webhooks::admit(self, r, &obj) {
             return e;
         }
         if let Err(e) = self.finish(r, &mut obj, Some(&old)) {
@@ -2221,7 +2308,9 @@ impl State {
         }
         let manager = req.q("fieldManager").unwrap_or("kube-rs").to_string();
         let stored = self.store(r, obj, Some(&old), &manager, "Update", req.dry_run());
-        Response::json(200, &stored)
+        let mut resp = Response::json(200, &stored);
+        resp.warnings = warnings;
+        resp
     }
 
     fn delete(&mut self, r: &Res, ns: Option<&str>, name: &str) -> Response {
@@ -2375,6 +2464,7 @@ impl State {
         let node = format!("{}-control-plane", self.opts.cluster_name);
         let ready = self.opts.node_ready;
         self.ensure_node(&node, ready);
+        webhooks::reconcile(self);
         let keys: Vec<Key> = self.objects.keys().cloned().collect();
         for k in keys {
             if !self.objects.contains_key(&k) {
