@@ -116,17 +116,16 @@ pub(super) fn check_update(r: &Res, old: &Value, new: &Value) -> Result<(), Resp
                 ));
             }
         }
-        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") | ("batch", "Job") => {
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") | ("batch", "Job")
             if !ns["selector"].is_null()
                 && !os["selector"].is_null()
-                && ns["selector"] != os["selector"]
-            {
-                return Err(invalid(
-                    r,
-                    name,
-                    vec![immutable("spec.selector", &ns["selector"])],
-                ));
-            }
+                && ns["selector"] != os["selector"] =>
+        {
+            return Err(invalid(
+                r,
+                name,
+                vec![immutable("spec.selector", &ns["selector"])],
+            ));
         }
         ("", "PersistentVolumeClaim") => {
             let other = changed(os, ns, &["resources", "volumeAttributesClassName"]);
