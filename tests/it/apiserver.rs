@@ -43,6 +43,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+#[cfg(test)]
+mod fidelity;
 mod fields;
 mod immutable;
 mod schema;
