@@ -24,6 +24,16 @@
 //! Seeded: namespaces default, kube-system, kube-public, kube-node-lease; StorageClass
 //! `standard`; node `<cluster>-control-plane`.
 //!
+//! Real-server validation, each behaviour cited in its module: unknown fields checked
+//! against the Kubernetes 1.36 schemas kubernetes-validate ships (apiserver/schema.rs,
+//! apiserver/fields.rs: server-side apply fails with the typed-patch 500, create/update
+//! follow `fieldValidation` Warn/Ignore/Strict with `Warning` headers); immutable fields
+//! and file-mode ranges as 422 Invalid (apiserver/immutable.rs); admission webhooks with a
+//! start-up (no endpoints, connection refused, serving) and their EndpointSlices
+//! (apiserver/webhooks.rs). Transport: canned `Warning` headers (`Options::warn`), slow
+//! (`latency`) and hung (`Options::hang`) requests; plain HTTP only (kind serves TLS with a
+//! client certificate: not reproduced, kube-rs's rustls path is not exercised here).
+//!
 //! Not modelled: watches (answered 404 and recorded as unexpected), field ownership
 //! beyond one managedFields entry per manager (an apply replaces the object's fields
 //! except status and server-set metadata), resourceVersion preconditions, RBAC,
