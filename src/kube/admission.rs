@@ -362,12 +362,23 @@ webhooks:
             hooks[0].service,
             Some(("widgets-system".into(), "widgets-webhook".into()))
         );
-        let other = parse(
-            "o.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: webhooks}\nwebhooks: [{name: x}]\n",
-        )
-        .unwrap();
-        assert!(hooks_of(&other[0]).is_empty());
+        // Only these two kinds of admissionregistration.k8s.io carry webhooks to gate on.
+        for (av, kind) in [
+            ("v1", "ConfigMap"),
+            ("example.com/v1", "ValidatingWebhookConfiguration"),
+            (
+                "admissionregistration.k8s.io/v1",
+                "ValidatingAdmissionPolicy",
+            ),
+        ] {
+            let text = format!(
+                "apiVersion: {av}\nkind: {kind}\nmetadata: {{name: w}}\nwebhooks: [{{name: x, clientConfig: {{service: {{namespace: a, name: b}}}}, rules: []}}]\n"
+            );
+            assert!(
+                hooks_of(&parse("o.yaml", &text).unwrap()[0]).is_empty(),
+                "{av} {kind}"
+            );
+        }
     }
 
     #[test]

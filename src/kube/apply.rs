@@ -1103,6 +1103,15 @@ metadata:
         let required = json!({"code": 422, "reason": "Invalid", "message": "field is immutable",
             "details": {"causes": [{"reason": "FieldValueRequired", "message": "field is immutable", "field": "spec"}]}});
         assert!(!is_immutable_refusal(&st(required)));
+        // Both halves of the StatefulSet sentence are needed.
+        for message in [
+            "Forbidden: updates to spec.foo need a restart",
+            "Forbidden: host ports are forbidden",
+        ] {
+            let one = json!({"code": 422, "reason": "Invalid", "message": message,
+                "details": {"causes": [{"reason": "FieldValueForbidden", "message": message, "field": "spec"}]}});
+            assert!(!is_immutable_refusal(&st(one)), "{message}");
+        }
         // No causes: the message decides.
         assert!(is_immutable_refusal(&st(
             json!({"code": 422, "reason": "Invalid", "message": "Job.batch \"m\" is invalid: spec.template: field is immutable"})
@@ -1303,6 +1312,42 @@ webhooks:
             "the webhook v.example.com (ValidatingWebhookConfiguration v) did not admit a dry-run of Widget pulsewatch-dev/w within 6s (4 attempts)"
         );
         assert_eq!(e.details, ["service sys/hook has no ready endpoints"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_invalid_answer_for_a_recreatable_kind_deletes_nothing() {
+        let text =
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec: {replicas: -1}\n";
+        let ms = parse("charts/api", text).unwrap();
+        let message = "Deployment.apps \"api\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0";
+        // Any DELETE would be an unexpected request and fail the scenario.
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get("/apis/apps/v1").ok(apps_v1()))
+            .then(
+                Exchange::patch("/apis/apps/v1/namespaces/pulsewatch-dev/deployments/api").reply(
+                    422,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+                        "reason": "Invalid", "code": 422,
+                        "details": {"name": "api", "group": "apps", "kind": "Deployment",
+                            "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: -1: must be greater than or equal to 0", "field": "spec.replicas"}]}}),
+                ),
+            )
+            .start();
+        let e = Engine::new(client)
+            .apply(
+                &ms,
+                &ApplyOptions::new("pulsewatch", "pulsewatch-dev"),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(
+            e.details,
+            [format!(
+                "Deployment pulsewatch-dev/api (charts/api document 1): {message} (422 Invalid)"
+            )]
+        );
     }
 
     #[test]
