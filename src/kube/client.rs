@@ -11,7 +11,7 @@
 //! API server that accepted the connection and stopped answering (a kind node being
 //! restarted, a paused container) waits forever, past any `--timeout`. Every request
 //! here has a deadline ([`REQUEST_TIMEOUT`]) from sending to the answer's headers, and
-//! the connection a read timeout of the same length for the body.
+//! the connection a read timeout of twice that for a body that stalls.
 //!
 //! Warnings: the API server reports deprecated APIs, dropped fields and the like in
 //! `Warning: 299 - "text"` headers (RFC 7234 §5.5 as used by k8s.io/apiserver
@@ -226,8 +226,9 @@ pub async fn connect_with_timeout(path: &Path, context: &str, timeout: Duration)
         })?;
     // The read timeout bounds a body that stops mid-way; counted from the request's
     // write, not from when a pooled connection went idle (kube's advice on
-    // `reset_reader_on_write`).
-    config.read_timeout = Some(timeout);
+    // `reset_reader_on_write`). Twice the deadline, so that a request without any answer
+    // ends by the deadline below, whose error names the server and the request.
+    config.read_timeout = Some(timeout.saturating_mul(2));
     config.reset_reader_on_write = true;
     config.connect_timeout = Some(config.connect_timeout.unwrap_or(timeout).min(timeout));
     let guard = Guard {
