@@ -1,8 +1,10 @@
 //! Server-side apply of a set of manifests, in an order that works the first time:
 //! Namespaces, then CRDs (wait Established, then rediscover until their kinds resolve),
 //! then the rest in dependency groups (foundation: config, RBAC, policy; workloads and
-//! Services; routing, admission and custom resources). Objects within a group are
-//! independent and go concurrently; groups go one after the other.
+//! Services; admission webhook configurations; routing, admission policies and custom
+//! resources). Objects within a group are independent and go concurrently; groups go one
+//! after the other. Objects a webhook configuration of the set intercepts wait until it
+//! serves (`admission`).
 //!
 //! Owns: the ordering, the resolution of every kind through discovery (never a guessed
 //! plural), stamping the stack label, the SSA request (field manager `pulsedev`, force,
@@ -138,7 +140,7 @@ impl Group {
             Group::Foundation => "configuration, identities and policies",
             Group::Workloads => "workloads and services",
             Group::Admission => "admission webhook configurations",
-            Group::Routing => "routing, admission and custom resources",
+            Group::Routing => "routing, admission policies and custom resources",
         }
     }
 }
