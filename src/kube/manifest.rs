@@ -1,8 +1,8 @@
 //! Manifests: multi-document YAML (a `helm template` stream, a file of plain objects)
 //! turned into `DynamicObject`s that remember where they came from.
 //!
-//! Owns: splitting a stream into documents, skipping empty and comment-only ones, the
-//! basic shape checks (apiVersion, kind, metadata.name), and naming the source file and
+//! Owns: splitting a stream into documents, skipping empty and comment-only ones, reading
+//! each with the YAML rules kubectl uses (`yaml11`), the basic shape checks (apiVersion, kind, metadata.name), and naming the source file and
 //! document index of every problem. Must not talk to the API server: whether a kind exists
 //! is discovery's business (`apply`).
 
@@ -172,12 +172,19 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Manifest>> {
             continue;
         }
         let at = format!("{source} document {} (line {})", doc.index, doc.line);
-        let value: serde_json::Value = match serde_saphyr::from_str(&doc.text) {
-            Ok(v) => v,
-            Err(e) => {
-                let first = e.to_string();
-                let first = first.lines().next().unwrap_or_default().to_string();
-                problems.push(format!("{at}: invalid YAML: {first}"));
+        // Read as kubectl and Helm read it (YAML 1.1 scalars: `0644` is 420), see yaml11.
+        let value: serde_json::Value = match super::yaml11::document(&doc.text) {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(found) => {
+                for p in found {
+                    // The document's text starts on its marker's line.
+                    let line = doc.line + p.line.saturating_sub(1);
+                    problems.push(format!(
+                        "{source} document {} (line {line}): {}",
+                        doc.index, p.message
+                    ));
+                }
                 continue;
             }
         };
@@ -361,6 +368,38 @@ spec:
         );
     }
 
+    /// kubectl and Helm read `0644` as octal (420) and `0400` as 256 (sigs.k8s.io/yaml,
+    /// goyaml.v2 resolve.go); a YAML 1.2 reader would apply 644 and 400 (mode 0620).
+    #[test]
+    fn file_modes_are_read_as_kubectl_reads_them() {
+        let text = "---\n# Source: postgres/templates/statefulset.yaml\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: postgres}\nspec:\n  template:\n    spec:\n      volumes:\n      - name: init\n        configMap: {name: init, defaultMode: 0644}\n      - name: creds\n        secret: {secretName: creds, defaultMode: 0400}\n      - name: quoted\n        secret: {secretName: q, defaultMode: \"0400\"}\n";
+        let ms = parse("helm template postgres", text).unwrap();
+        let vols = &ms[0].object.data["spec"]["template"]["spec"]["volumes"];
+        assert_eq!(vols[0]["configMap"]["defaultMode"], 420);
+        assert_eq!(vols[1]["secret"]["defaultMode"], 256);
+        assert_eq!(
+            vols[2]["secret"]["defaultMode"], "0400",
+            "quoted stays a string"
+        );
+        let sent = serde_json::to_string(&vols[0]["configMap"]).unwrap();
+        assert!(sent.contains("\"defaultMode\":420"), "{sent}");
+    }
+
+    #[test]
+    fn a_value_kubectl_cannot_send_is_refused_with_file_and_line() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\ndata:\n  ratio: .inf\n";
+        let e = parse("dev/cm.yaml", text).unwrap_err();
+        assert_eq!(e.id(), "apply-failed");
+        assert_eq!(e.details.len(), 1);
+        assert!(
+            e.details[0].starts_with(
+                "dev/cm.yaml document 2 (line 9): `.inf` is a number JSON cannot carry"
+            ),
+            "{}",
+            e.details[0]
+        );
+    }
+
     #[test]
     fn lists_are_expanded() {
         let text = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n";
@@ -383,7 +422,7 @@ spec:
             "dev/bad.yaml document 2 (line 4): Secret is missing apiVersion, metadata.name"
         );
         assert!(
-            e.details[1].starts_with("dev/bad.yaml document 3 (line 7): invalid YAML:"),
+            e.details[1].starts_with("dev/bad.yaml document 3 (line 9): invalid YAML:"),
             "{}",
             e.details[1]
         );

@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod apply;
 pub mod client;
 mod diagnose;
@@ -37,6 +38,7 @@ mod status;
 mod testing;
 mod wait;
 mod webhook;
+mod yaml11;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +79,9 @@ pub struct Timing {
     pub concurrency: usize,
     /// Log lines collected from each crashing container.
     pub log_lines: i64,
+    /// How long an object deleted to be recreated (an immutable field changed) may take
+    /// to be gone (finalizers) before the apply fails.
+    pub recreate: Duration,
 }
 
 impl Default for Timing {
@@ -87,6 +92,7 @@ impl Default for Timing {
             discovery_catch_up: Duration::from_secs(30),
             concurrency: 8,
             log_lines: 20,
+            recreate: Duration::from_secs(60),
         }
     }
 }
@@ -100,6 +106,8 @@ pub struct Engine {
     discovery: discovery::Discovery,
     timing: Timing,
     progress: ProgressFn,
+    /// API server warnings already said (each is said once per engine).
+    warned: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Engine {
@@ -109,6 +117,7 @@ impl Engine {
             client,
             timing: Timing::default(),
             progress: Arc::new(|_| {}),
+            warned: Arc::default(),
         }
     }
 
@@ -129,6 +138,19 @@ impl Engine {
 
     fn say(&self, line: &str) {
         (self.progress)(line);
+    }
+
+    /// Says an API server warning about `what`, once.
+    fn warn(&self, what: &str, text: &str) {
+        let line = format!("warning: {what}: {text}");
+        let new = self
+            .warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(line.clone());
+        if new {
+            self.say(&line);
+        }
     }
 }
 
