@@ -712,13 +712,18 @@ async fn cmd_trust(ctx: &Ctx, args: TrustArgs) -> Result<()> {
                 Error::new(ErrorKind::NotReady, "the local CA has not been issued yet")
                     .with_hint("run `pulsedev up` and wait until it finishes, then run again")
             })?;
-        trust::write_cert(&cert, &pem)?;
+        let dest = if args.out.is_some() {
+            trust::Dest::UserPath
+        } else {
+            trust::Dest::State
+        };
+        trust::write_cert(&cert, &pem, dest)?;
         said.push(format!(
             "wrote the local CA certificate to {}",
             cert.display()
         ));
         if args.install {
-            said.push(trust::install(&store()?, &cert, &config.name)?);
+            said.push(trust::install(&store()?, &pem, &cert, &config.name)?);
         } else {
             said.push(format!(
                 "use it with `curl --cacert {} https://api.pulsewatch.localhost{}/health`, or trust it system-wide with `sudo pulsedev trust --install`",
