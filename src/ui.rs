@@ -3,6 +3,9 @@
 //!
 //! Owns: how things look. Data goes to stdout; logs, progress and prompts to stderr.
 //! Must not decide what to do: it renders what commands hand it.
+//!
+//! Every string leaves the process through this module, and each is scrubbed of the
+//! known secret values on the way out (`crate::redact`): call sites never need to.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::error::Error;
+use crate::redact::{scrub, scrub_json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -137,6 +141,10 @@ pub fn paint(on: bool, style: Style, text: &str) -> String {
 /// hint: stop that process, or choose another port with `--https-port`
 /// ```
 pub fn render_error(e: &Error, color: bool) -> String {
+    scrub(&render_error_raw(e, color)).into_owned()
+}
+
+fn render_error_raw(e: &Error, color: bool) -> String {
     let mut out = format!(
         "{}: {}\n",
         paint(color, Style::Red, &format!("error[{}]", e.id())),
@@ -161,6 +169,10 @@ pub fn render_error(e: &Error, color: bool) -> String {
 
 /// The JSON form of an error, inside `{"ok": false, "error": …}`.
 pub fn error_json(e: &Error) -> serde_json::Value {
+    scrub_json(&error_json_raw(e))
+}
+
+fn error_json_raw(e: &Error) -> serde_json::Value {
     let mut v = json!({
         "id": e.id(),
         "message": e.message,
@@ -209,7 +221,7 @@ impl Ui {
             Progress::Lines => format!("[{}] {msg}", elapsed(self.started.elapsed())),
             _ => msg.to_string(),
         };
-        let _ = writeln!(std::io::stderr(), "{line}");
+        let _ = writeln!(std::io::stderr(), "{}", scrub(&line));
     }
 
     /// A line shown only with `--verbose`.
@@ -221,19 +233,19 @@ impl Ui {
 
     pub fn warn(&self, msg: &str) {
         let tag = paint(self.mode.color_stderr, Style::Yellow, "warning");
-        let _ = writeln!(std::io::stderr(), "{tag}: {msg}");
+        let _ = writeln!(std::io::stderr(), "{tag}: {}", scrub(msg));
     }
 
     /// Data for stdout (human mode).
     pub fn out(&self, text: &str) {
         let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.write_all(scrub(text).as_bytes());
         let _ = stdout.flush();
     }
 
     /// The single JSON document of `--output json`.
     pub fn out_json(&self, value: &serde_json::Value) {
-        let text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+        let text = serde_json::to_string_pretty(&scrub_json(value)).expect("JSON values serialize");
         self.out(&format!("{text}\n"));
     }
 
@@ -242,7 +254,7 @@ impl Ui {
         if self.mode.progress != Progress::Bars {
             return None;
         }
-        let bar = indicatif::ProgressBar::new_spinner().with_message(msg.to_string());
+        let bar = indicatif::ProgressBar::new_spinner().with_message(scrub(msg).into_owned());
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
                 .expect("valid template"),
@@ -303,7 +315,7 @@ impl TaskLines {
                     bar.enable_steady_tick(Duration::from_millis(100));
                     bar
                 });
-                bar.set_message(msg.to_string());
+                bar.set_message(scrub(msg).into_owned());
             }
             None if important => self.ui.info(&format!("{task}: {msg}")),
             None => self.ui.debug(&format!("{task}: {msg}")),
@@ -319,7 +331,7 @@ impl TaskLines {
                         indicatif::ProgressStyle::with_template("  {prefix} {wide_msg}")
                             .expect("valid template"),
                     );
-                    bar.finish_with_message(msg.to_string());
+                    bar.finish_with_message(scrub(msg).into_owned());
                 }
             }
             None => self.ui.info(&format!("{task}: {msg}")),
