@@ -886,10 +886,18 @@ fn a_missing_kind_is_fetched_verified_cached_and_used_offline() {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr.contains("warning: PULSEDEV_TOOLS_PINS=")
+            && run.stderr.contains("warning: PULSEDEV_TOOLS_MIRROR="),
+        "overridden pins and mirror are said loudly: {}",
+        run.stderr
+    );
     let cached = pd
         .home
         .path()
-        .join("cache/pulsedev/tools/kind/v0.32.0/kind");
+        .join("cache/pulsedev/tools/kind/v0.32.0")
+        .join(sha256_hex(&script))
+        .join("kind");
     assert_eq!(std::fs::read(&cached).unwrap(), script);
     assert_eq!(mode(&cached), 0o755);
     assert_eq!(mirror.hits.lock().unwrap().len(), 1);
@@ -901,6 +909,73 @@ fn a_missing_kind_is_fetched_verified_cached_and_used_offline() {
     ok(&run);
     assert!(!run.stderr.contains("downloading"), "{}", run.stderr);
     assert_eq!(mirror.hits.lock().unwrap().len(), 1);
+
+    // Issue 13: what those pins brought is not "kind v0.32.0" for the compiled-in pins.
+    let plain = pd
+        .without("PULSEDEV_TOOLS_PINS")
+        .without("PULSEDEV_TOOLS_MIRROR");
+    let doctor = plain.run_with(&["doctor", "--output", "json"]);
+    let kind_check = doctor.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "kind")
+        .cloned()
+        .unwrap();
+    assert!(
+        !kind_check["message"]
+            .as_str()
+            .unwrap()
+            .contains("from pulsedev's cache"),
+        "{kind_check:#}"
+    );
+}
+
+/// Issue 13: a script planted where the cached kind lives is not run: `doctor` fails
+/// the check, `down` refuses it (and deletes it) instead of running it.
+#[test]
+fn a_planted_cached_kind_is_refused_not_run() {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let (_, asset) = pulsedev::tools::fetch::lookup(
+        pulsedev::tools::fetch::PINS,
+        "kind",
+        &format!("linux-{arch}"),
+    )
+    .unwrap();
+    let pd = Pd::new().args(&["--name", "dev"]);
+    let witness = pd.home.path().join("planted-ran");
+    let bin = pulsedev::tools::fetch::cached_path(
+        &pd.home.path().join("cache/pulsedev/tools"),
+        &asset.unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\ntouch {}\necho kind v0.32.0 go1.24 linux/amd64\n",
+            witness.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let doctor = pd.run_with(&["doctor", "--output", "json"]);
+    let doc = doctor.json();
+    let kind_check = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "kind")
+        .cloned()
+        .unwrap();
+    assert_eq!(kind_check["status"], "fail", "{kind_check:#}");
+    assert_eq!(kind_check["problem"], "tool-checksum-mismatch");
+    assert!(!bin.exists(), "the planted file was deleted");
+    assert!(!witness.exists(), "the planted file never ran");
 }
 
 #[test]
@@ -931,6 +1006,12 @@ fn a_download_that_does_not_match_the_pins_is_refused_and_deleted() {
             .contains("does not match its pinned checksum; it was deleted")
     );
     let dir = pd.home.path().join("cache/pulsedev/tools/kind/v0.32.0");
+    let dir = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .expect("the pin's directory")
+        .unwrap()
+        .path();
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
