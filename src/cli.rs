@@ -336,7 +336,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
     runtime.shutdown_background();
     match result {
         Ok(()) => exit::SUCCESS,
-        Err(e) => {
+        Err(mut e) => {
+            if e.kind == ErrorKind::Interrupted {
+                let signal = SIGNALLED.load(std::sync::atomic::Ordering::SeqCst);
+                e.exit = Some(interrupted_exit_code(signal));
+            }
             if !(e.emitted && ui.json()) {
                 ui.error(&e);
             }
@@ -345,17 +349,44 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
 }
 
-/// First Ctrl-C: cancel, so running steps stop and clean up what this run made.
-/// Second Ctrl-C: leave at once.
+/// The signal that interrupted this run (0: none yet).
+static SIGNALLED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The exit code of an interrupted run: 128 + the signal, as shells report a process
+/// a signal ended (130 Ctrl-C/SIGINT, 143 SIGTERM, 129 SIGHUP), so a supervisor sees
+/// which one it was; the cleanup is the same for all three.
+pub fn interrupted_exit_code(signal: i32) -> i32 {
+    match signal {
+        0 => exit::INTERRUPTED,
+        s => 128 + s,
+    }
+}
+
+/// First SIGINT (Ctrl-C), SIGTERM (`kill`, CI cancelling a job, `timeout`) or SIGHUP
+/// (the terminal went away): cancel, so running steps stop and undo what this run made.
+/// A second one: leave at once.
 async fn watch_interrupts(cancel: CancellationToken) {
-    if tokio::signal::ctrl_c().await.is_err() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         return;
-    }
+    };
+    let mut next = async || -> i32 {
+        tokio::select! {
+            _ = int.recv() => libc::SIGINT,
+            _ = term.recv() => libc::SIGTERM,
+            _ = hup.recv() => libc::SIGHUP,
+        }
+    };
+    let first = next().await;
+    SIGNALLED.store(first, std::sync::atomic::Ordering::SeqCst);
     cancel.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!("interrupted again: exiting without cleaning up");
-        std::process::exit(exit::INTERRUPTED);
-    }
+    let again = next().await;
+    eprintln!("interrupted again: exiting without cleaning up");
+    std::process::exit(interrupted_exit_code(again));
 }
 
 fn usage_error(e: clap::Error, args: &[OsString]) -> i32 {

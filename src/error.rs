@@ -160,6 +160,7 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     pub const MACHINE_NOT_READY: i32 = 3;
     pub const CONFIG_INVALID: i32 = 4;
+    /// Ctrl-C; SIGTERM and SIGHUP exit 128 + their number (143, 129).
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -182,6 +183,9 @@ pub struct Details {
     /// The command already wrote its JSON document, which embeds this error
     /// (doctor's check list): the renderer must not write a second one.
     pub emitted: bool,
+    /// An exit code other than the kind's: `interrupted` by SIGTERM (143) or SIGHUP
+    /// (129) rather than Ctrl-C (130).
+    pub exit: Option<i32>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -195,6 +199,7 @@ impl Error {
             details: Vec::new(),
             data: None,
             emitted: false,
+            exit: None,
         }))
     }
 
@@ -228,7 +233,7 @@ impl Error {
     }
 
     pub fn exit_code(&self) -> i32 {
-        self.kind.exit_code()
+        self.exit.unwrap_or_else(|| self.kind.exit_code())
     }
 }
 

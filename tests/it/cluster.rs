@@ -419,6 +419,55 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Issue 13: SIGTERM (a CI job cancelled, `timeout`, `kill`) and SIGHUP (the terminal
+/// closed) during `cluster create` are handled like Ctrl-C: this run's cluster is
+/// deleted, no temporary file is left, the journal says `undone`, and the exit code
+/// is 128 + the signal.
+#[test]
+fn sigterm_and_sighup_during_create_undo_like_ctrl_c() {
+    for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGHUP, 129)] {
+        let Some(sb) = sandbox("dev", "hang") else {
+            return;
+        };
+        let child = sb
+            .pd
+            .command_with(&["cluster", "create", "--wait", "5"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("kind create", Duration::from_secs(20), || {
+            sb.calls().iter().any(|c| c.starts_with("create cluster"))
+        });
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "signal {signal}: {stderr}");
+        assert!(stderr.contains("error[interrupted]"), "{stderr}");
+        assert!(
+            sb.calls()
+                .last()
+                .unwrap()
+                .starts_with("delete cluster --name dev"),
+            "{:?}",
+            sb.calls()
+        );
+        assert!(kind_clusters(&sb.kind).is_empty());
+        let j: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(sb.state().join("journal.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(j["status"], "undone", "{j:#}");
+        let left: Vec<String> = std::fs::read_dir(sb.state())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+}
+
 #[test]
 fn ctrl_c_undoes_what_this_run_created_and_the_next_run_starts_clean() {
     let Some(sb) = sandbox("dev", "hang") else {
