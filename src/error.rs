@@ -22,6 +22,8 @@ pub enum ErrorKind {
     PreflightFailed,
     ConfigInvalid,
     ClusterCreateFailed,
+    /// Another pulsedev holds the cluster's lock (its pid is named).
+    ClusterBusy,
     /// An existing cluster was made from a different definition (kind config, ports,
     /// node image) than the one pulsedev would use now.
     ClusterDrift,
@@ -50,7 +52,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 27] = [
+    pub const ALL: [ErrorKind; 28] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -61,6 +63,7 @@ impl ErrorKind {
         ErrorKind::PreflightFailed,
         ErrorKind::ConfigInvalid,
         ErrorKind::ClusterCreateFailed,
+        ErrorKind::ClusterBusy,
         ErrorKind::ClusterDrift,
         ErrorKind::NotAKindContext,
         ErrorKind::ImageBuildFailed,
@@ -97,6 +100,7 @@ impl ErrorKind {
             ErrorKind::PreflightFailed => "preflight-failed",
             ErrorKind::ConfigInvalid => "config-invalid",
             ErrorKind::ClusterCreateFailed => "cluster-create-failed",
+            ErrorKind::ClusterBusy => "cluster-busy",
             ErrorKind::ClusterDrift => "cluster-drift",
             ErrorKind::NotAKindContext => "not-a-kind-context",
             ErrorKind::ImageBuildFailed => "image-build-failed",
@@ -135,6 +139,7 @@ impl ErrorKind {
             ErrorKind::Usage => exit::USAGE,
             ErrorKind::Interrupted => exit::INTERRUPTED,
             ErrorKind::ClusterCreateFailed
+            | ErrorKind::ClusterBusy
             | ErrorKind::ClusterDrift
             | ErrorKind::ImageBuildFailed
             | ErrorKind::ImagePushFailed

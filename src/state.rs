@@ -297,6 +297,19 @@ pub fn touch_private(path: &Path) -> Result<()> {
     }
 }
 
+/// Moves an unreadable file out of the way (`<name>.unreadable-<unix seconds>` beside
+/// it) so the run can go on without it, and returns the new path. Kept, not deleted:
+/// it may help to find out what broke it.
+pub fn set_aside(path: &Path) -> Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let to = path.with_file_name(format!("{name}.unreadable-{secs}"));
+    std::fs::rename(path, &to).map_err(|e| io_error("set aside", path, e))?;
+    Ok(to)
+}
+
 /// Removes a file; a missing file is fine.
 pub fn remove_file(path: &Path) -> Result<bool> {
     match std::fs::remove_file(path) {

@@ -234,6 +234,8 @@ pub struct Session {
     pub journal: Journal,
     /// The journal an earlier run left, read before this run's replaced it.
     pub previous: Option<Record>,
+    /// Said to the user once the run has a `Ui` (an unreadable journal set aside).
+    pub warnings: Vec<String>,
     _lock: FileLock,
 }
 
@@ -245,7 +247,7 @@ pub fn begin(dirs: &Dirs, name: &str, command: &str) -> Result<Session> {
         Ok(l) => l,
         Err(pid) => {
             return Err(Error::new(
-                ErrorKind::ClusterCreateFailed,
+                ErrorKind::ClusterBusy,
                 format!(
                     "another pulsedev{} is working on the cluster {name}",
                     pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
@@ -255,13 +257,14 @@ pub fn begin(dirs: &Dirs, name: &str, command: &str) -> Result<Session> {
         }
     };
     state::private_dir(&paths.dir)?;
-    let previous = journal::read(&paths.journal)?;
+    let (previous, warning) = journal::read(&paths.journal)?;
     let journal = Journal::begin(&paths.journal, command)?;
     Ok(Session {
         name: name.to_string(),
         paths,
         journal,
         previous,
+        warnings: warning.into_iter().collect(),
         _lock: lock,
     })
 }
@@ -309,6 +312,9 @@ pub async fn ensure(deps: &Deps<'_>, opts: &Options, session: &Session) -> Resul
 }
 
 async fn ensure_inner(deps: &Deps<'_>, opts: &Options, s: &Session) -> Result<ClusterInfo> {
+    for w in &s.warnings {
+        deps.ui.warn(w);
+    }
     let name = opts.name.as_str();
     let paths = &s.paths;
     let kind = deps.kind();
@@ -936,9 +942,24 @@ pub struct DownReport {
 /// name that pulsedev did not make is refused (`not-a-kind-context`).
 pub async fn down(deps: &Deps<'_>, name: &str) -> Result<DownReport> {
     let s = begin(deps.dirs, name, "pulsedev down")?;
+    for w in &s.warnings {
+        deps.ui.warn(w);
+    }
     let paths = &s.paths;
-    let record = read_record(paths)?;
+    // `down` must always be able to remove what pulsedev made: an unreadable record
+    // still shows pulsedev made the cluster (only pulsedev writes it, after a create).
+    let (record, unreadable_record) = match read_record(paths) {
+        Ok(r) => (r, false),
+        Err(e) => {
+            deps.ui.warn(&format!(
+                "{}; going on: it still shows pulsedev made the cluster {name}",
+                e.message
+            ));
+            (None, true)
+        }
+    };
     let made_by_us = record.is_some()
+        || unreadable_record
         || s.previous.as_ref().is_some_and(|p| {
             p.entries.iter().any(|e| {
                 e.status != EntryStatus::Undone
@@ -968,6 +989,7 @@ pub async fn down(deps: &Deps<'_>, name: &str) -> Result<DownReport> {
     report.registry_removed = deps.nodes.remove(&registry_container(name)).await?;
     // A state dir holding only this run's fresh journal was not really there.
     let had_state = record.is_some()
+        || unreadable_record
         || std::fs::read_dir(&paths.dir)
             .map(|d| d.flatten().any(|e| e.path() != paths.journal))
             .unwrap_or(false)

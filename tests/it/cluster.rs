@@ -284,6 +284,51 @@ fn down_removes_everything_and_twice_is_fine() {
     assert!(!sb.state().exists());
 }
 
+/// Issue 13: a corrupted journal.json or cluster.json (a crash mid-write on a
+/// filesystem without ordered writes, a hand edit) must never leave the user deleting
+/// files by hand: the journal is set aside with a warning and the run goes on, and
+/// `down` removes the cluster an unreadable record describes.
+#[test]
+fn corrupt_state_files_never_dead_end() {
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    ok(&sb.create(&[]));
+    std::fs::write(sb.state().join("journal.json"), "{\"pid\": 12, \"entr").unwrap();
+    let run = sb.create(&[]);
+    ok(&run);
+    assert!(
+        run.stderr
+            .contains("warning: the journal of an earlier run was unreadable"),
+        "{}",
+        run.stderr
+    );
+    let aside: Vec<String> = std::fs::read_dir(sb.state())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("journal.json.unreadable-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "set aside, not deleted");
+
+    // Now the ownership record: `down` still removes the cluster.
+    std::fs::write(sb.state().join("cluster.json"), "\u{0}\u{0}garbage").unwrap();
+    std::fs::write(sb.state().join("journal.json"), "not json").unwrap();
+    let run = sb.pd.run_with(&["down"]);
+    ok(&run);
+    assert!(
+        run.stderr.contains("cluster.json is unreadable"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("deleted the kind cluster dev"),
+        "{}",
+        run.stdout
+    );
+    assert!(kind_clusters(&sb.kind).is_empty());
+    assert!(!sb.state().exists());
+}
+
 #[test]
 fn a_kind_cluster_pulsedev_did_not_make_is_never_touched() {
     let Some(sb) = sandbox("theirs", "ok") else {
@@ -1194,6 +1239,7 @@ fn a_second_pulsedev_on_the_same_cluster_is_told_to_wait() {
     unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
     first.wait().unwrap();
     assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("error[cluster-busy]"), "{}", run.stderr);
     assert!(
         run.stderr.contains(&format!(
             "another pulsedev (pid {}) is working on the cluster dev",
