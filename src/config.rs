@@ -357,8 +357,16 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
     } else {
+        // Echo at most 60 characters of what was given: a 50 MB `--name` must not
+        // come back in full.
+        let shown: String = name.chars().take(60).collect();
+        let shown = if shown.len() < name.len() {
+            format!("{shown:?}… ({} bytes)", name.len())
+        } else {
+            format!("{name:?}")
+        };
         Err(format!(
-            "{name:?} is not a valid cluster name: use 1-50 lowercase letters, digits and '-', not starting or ending with '-'"
+            "{shown} is not a valid cluster name: use 1-50 lowercase letters, digits and '-', not starting or ending with '-'"
         ))
     }
 }
@@ -922,6 +930,11 @@ build_args = { NODE_ENV = "production" }
         for bad in ["", "-a", "a-", "Caps", "under_score", &"x".repeat(51)] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+        // A huge name is not echoed back in full.
+        let huge = "X".repeat(50 << 20);
+        let e = check_name(&huge).unwrap_err();
+        assert!(e.len() < 300, "{} bytes", e.len());
+        assert!(e.contains("52428800 bytes"), "{e}");
     }
 
     #[test]

@@ -324,7 +324,8 @@ impl StatCache {
             ));
         }
         let dir = file.parent().expect("cache file has a parent");
-        std::fs::create_dir_all(dir)?;
+        // 0700: the cache lists the context's file names (crate::state::private_dir).
+        crate::state::private_dir(dir).map_err(|e| io::Error::other(e.message.clone()))?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(text.as_bytes())?;
         tmp.persist(file).map_err(|e| e.error)?;
@@ -805,6 +806,10 @@ mod tests {
         let first = content_hash(&ctx, &inputs(), &mut c).unwrap();
         assert_eq!((c.hits, c.misses), (0, 4));
         c.save(later).unwrap();
+        // The cache names the context's files: private, like the rest of the cache.
+        let dir = c.file.as_ref().unwrap().parent().unwrap();
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
 
         let mut c = StatCache::load(cache_dir.path(), r);
         let second = content_hash(&ctx, &inputs(), &mut c).unwrap();
