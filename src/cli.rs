@@ -111,6 +111,10 @@ pub struct UpArgs {
     /// Publish no HTTP/HTTPS host ports (CI jobs that only use the API)
     #[arg(long)]
     pub no_host_ports: bool,
+    /// Let a custom kind config bind the API server or host ports beyond 127.0.0.1
+    /// (reachable from the network); refused otherwise
+    #[arg(long)]
+    pub allow_external_binds: bool,
     /// Add-ons to install too: `observability` (Prometheus, Grafana, Loki, Tempo, an
     /// OpenTelemetry Collector); also `observability = true` in pulsedev.toml
     #[arg(long = "with", value_name = "ADD-ON", value_parser = ["observability"])]
@@ -190,6 +194,10 @@ pub struct ClusterCreateArgs {
     /// Publish no HTTP/HTTPS host ports (CI jobs that only use the API)
     #[arg(long)]
     pub no_host_ports: bool,
+    /// Let a custom kind config bind the API server or host ports beyond 127.0.0.1
+    /// (reachable from the network); refused otherwise
+    #[arg(long)]
+    pub allow_external_binds: bool,
 }
 
 #[derive(Debug, Args)]
@@ -536,6 +544,7 @@ fn up_options(ctx: &Ctx, config: &Config, args: &UpArgs, reset: bool) -> crate::
         },
         timeout: Duration::from_secs(args.timeout.max(1)),
         ports: crate::cluster::cmd::port_plan(ctx, config, args.no_host_ports),
+        allow_external_binds: args.allow_external_binds,
     }
 }
 

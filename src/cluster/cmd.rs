@@ -66,6 +66,7 @@ pub async fn create(ctx: &Ctx, args: &ClusterCreateArgs) -> Result<()> {
     let mut opts = Options::new(&config.name, port_plan(ctx, &config, args.no_host_ports));
     opts.template = super::template_for(&config.root)?;
     opts.ready_timeout = Duration::from_secs(args.wait);
+    opts.allow_external_binds = args.allow_external_binds;
     opts.recreate = if args.reset {
         Recreate::Always
     } else if args.recreate {

@@ -159,6 +159,9 @@ pub struct Options {
     pub ready_poll: Duration,
     /// Start node containers that exist but are stopped (else report the fix).
     pub start_stopped: bool,
+    /// A kind config that binds the API server or host ports beyond loopback is
+    /// refused unless this is set (`--allow-external-binds`).
+    pub allow_external_binds: bool,
 }
 
 impl Options {
@@ -173,6 +176,7 @@ impl Options {
             ready_timeout: Duration::from_secs(180),
             ready_poll: Duration::from_secs(1),
             start_stopped: true,
+            allow_external_binds: false,
         }
     }
 }
@@ -369,6 +373,26 @@ async fn ensure_inner(deps: &Deps<'_>, opts: &Options, s: &Session) -> Result<Cl
         node_image: &opts.node_image,
         ports: ports.0,
     })?;
+    let external = kindconfig::external_binds(&rendered.yaml);
+    if !external.is_empty() {
+        if !opts.allow_external_binds {
+            return Err(Error::new(
+                ErrorKind::ConfigInvalid,
+                format!(
+                    "the kind cluster definition ({}) makes the cluster reachable from the network: {}",
+                    kindconfig::TEMPLATE_PATH,
+                    external.join("; ")
+                ),
+            )
+            .with_hint(
+                "bind to \"127.0.0.1\" (set `listenAddress: \"127.0.0.1\"` on each extraPortMappings entry), or pass `--allow-external-binds` if you mean to expose it",
+            ));
+        }
+        deps.ui.warn(&format!(
+            "--allow-external-binds: the cluster is reachable from the network: {}",
+            external.join("; ")
+        ));
+    }
 
     if resumed {
         write_record(paths, opts, &rendered, ports, None)?;

@@ -329,6 +329,44 @@ fn corrupt_state_files_never_dead_end() {
     assert!(!sb.state().exists());
 }
 
+/// Issue 13: a kind config that binds the API server or a host port on 0.0.0.0 is
+/// refused before kind runs, unless `--allow-external-binds` asks for it (then said).
+#[test]
+fn binds_beyond_loopback_need_an_explicit_flag() {
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    let open = pulsedev::cluster::kindconfig::TEMPLATE.replace(
+        "apiServerAddress: \"127.0.0.1\"",
+        "apiServerAddress: \"0.0.0.0\"",
+    );
+    sb.pd.write("kind-config/dev.yaml", &open);
+    let run = sb.create(&["--output", "json"]);
+    assert_eq!(run.code, 4, "{run:#?}");
+    let doc = run.json();
+    assert_eq!(doc["error"]["id"], "config-invalid");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the API server listens on 0.0.0.0"),
+        "{doc:#}"
+    );
+    assert!(
+        !sb.calls().iter().any(|c| c.starts_with("create")),
+        "kind never ran: {:?}",
+        sb.calls()
+    );
+    let run = sb.create(&["--allow-external-binds"]);
+    ok(&run);
+    assert!(
+        run.stderr
+            .contains("warning: --allow-external-binds: the cluster is reachable from the network"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn a_kind_cluster_pulsedev_did_not_make_is_never_touched() {
     let Some(sb) = sandbox("theirs", "ok") else {
