@@ -114,9 +114,10 @@ fn check(yaml: &str) -> Result<()> {
 }
 
 /// The binds of a rendered kind config that reach beyond this machine, described for
-/// the user. kind's defaults (pkg/apis/config/v1alpha4/default.go): the API server on
-/// 127.0.0.1 when `apiServerAddress` is empty, an extraPortMappings entry on 0.0.0.0
-/// when its `listenAddress` is empty, so an entry without one is external too.
+/// the user. kind's defaults: the API server on 127.0.0.1 when `apiServerAddress` is
+/// empty (pkg/apis/config/v1alpha4/default.go); an extraPortMappings entry on 0.0.0.0
+/// when its `listenAddress` is empty (pkg/cluster/internal/providers/docker/provision.go,
+/// `generatePortMappings`), so an entry without one is external too.
 pub fn external_binds(yaml: &str) -> Vec<String> {
     let Ok(v) = serde_saphyr::from_str::<serde_json::Value>(yaml) else {
         return Vec::new();
