@@ -932,23 +932,40 @@ fn ctrl_c_after_a_failure_still_exits_130_and_keeps_the_failure() {
     )
     .unwrap();
     // kind hangs, so the run is still busy when platform-charts has already failed.
-    let child =
+    let mut child =
         w.pd.command_with(&["up", "--timeout", "60"])
             .env("FAKE_KIND_MODE", "hang")
-            .stdout(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Interrupt once the failure is on stderr (observed, not guessed with a sleep: on
+    // a busy machine the chart step can take well over a second).
+    let (failed_tx, failed_rx) = std::sync::mpsc::channel();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        let mut line = String::new();
+        while err.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.contains("platform-charts: FAILED") {
+                let _ = failed_tx.send(());
+            }
+            all.push_str(&line);
+            line.clear();
+        }
+        all
+    });
+    let _ = failed_rx.recv_timeout(Duration::from_secs(120));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !w.kind_dir.join("hang.pid").exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(500));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let status = child.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("error[interrupted]"), "{stderr}");
     assert!(
         stderr.contains("before that: chart-fetch-failed"),
