@@ -136,6 +136,10 @@ pub struct UpArgs {
     /// Publish no HTTP/HTTPS host ports (CI jobs that only use the API)
     #[arg(long)]
     pub no_host_ports: bool,
+    /// Let a custom kind config bind the API server or host ports beyond 127.0.0.1
+    /// (reachable from the network); refused otherwise
+    #[arg(long)]
+    pub allow_external_binds: bool,
     /// Add-ons to install too: `observability` (Prometheus, Grafana, Loki, Tempo, an
     /// OpenTelemetry Collector); also `observability = true` in pulsedev.toml
     #[arg(long = "with", value_name = "ADD-ON", value_parser = ["observability"])]
@@ -216,6 +220,10 @@ pub struct ClusterCreateArgs {
     /// Publish no HTTP/HTTPS host ports (CI jobs that only use the API)
     #[arg(long)]
     pub no_host_ports: bool,
+    /// Let a custom kind config bind the API server or host ports beyond 127.0.0.1
+    /// (reachable from the network); refused otherwise
+    #[arg(long)]
+    pub allow_external_binds: bool,
 }
 
 #[derive(Debug, Args)]
@@ -362,7 +370,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
     runtime.shutdown_background();
     match result {
         Ok(()) => exit::SUCCESS,
-        Err(e) => {
+        Err(mut e) => {
+            if e.kind == ErrorKind::Interrupted {
+                let signal = SIGNALLED.load(std::sync::atomic::Ordering::SeqCst);
+                e.exit = Some(interrupted_exit_code(signal));
+            }
             if !(e.emitted && ui.json()) {
                 ui.error(&e);
             }
@@ -371,17 +383,44 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
 }
 
-/// First Ctrl-C: cancel, so running steps stop and clean up what this run made.
-/// Second Ctrl-C: leave at once.
+/// The signal that interrupted this run (0: none yet).
+static SIGNALLED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The exit code of an interrupted run: 128 + the signal, as shells report a process
+/// a signal ended (130 Ctrl-C/SIGINT, 143 SIGTERM, 129 SIGHUP), so a supervisor sees
+/// which one it was; the cleanup is the same for all three.
+pub fn interrupted_exit_code(signal: i32) -> i32 {
+    match signal {
+        0 => exit::INTERRUPTED,
+        s => 128 + s,
+    }
+}
+
+/// First SIGINT (Ctrl-C), SIGTERM (`kill`, CI cancelling a job, `timeout`) or SIGHUP
+/// (the terminal went away): cancel, so running steps stop and undo what this run made.
+/// A second one: leave at once.
 async fn watch_interrupts(cancel: CancellationToken) {
-    if tokio::signal::ctrl_c().await.is_err() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         return;
-    }
+    };
+    let mut next = async || -> i32 {
+        tokio::select! {
+            _ = int.recv() => libc::SIGINT,
+            _ = term.recv() => libc::SIGTERM,
+            _ = hup.recv() => libc::SIGHUP,
+        }
+    };
+    let first = next().await;
+    SIGNALLED.store(first, std::sync::atomic::Ordering::SeqCst);
     cancel.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!("interrupted again: exiting without cleaning up");
-        std::process::exit(exit::INTERRUPTED);
-    }
+    let again = next().await;
+    eprintln!("interrupted again: exiting without cleaning up");
+    std::process::exit(interrupted_exit_code(again));
 }
 
 fn usage_error(e: clap::Error, args: &[OsString]) -> i32 {
@@ -565,6 +604,7 @@ fn up_options(ctx: &Ctx, config: &Config, args: &UpArgs, reset: bool) -> crate::
         },
         timeout: Duration::from_secs(args.timeout),
         ports: crate::cluster::cmd::port_plan(ctx, config, args.no_host_ports),
+        allow_external_binds: args.allow_external_binds,
     }
 }
 
@@ -786,13 +826,18 @@ async fn cmd_trust(ctx: &Ctx, args: TrustArgs) -> Result<()> {
                 Error::new(ErrorKind::NotReady, "the local CA has not been issued yet")
                     .with_hint("run `pulsedev up` and wait until it finishes, then run again")
             })?;
-        trust::write_cert(&cert, &pem)?;
+        let dest = if args.out.is_some() {
+            trust::Dest::UserPath
+        } else {
+            trust::Dest::State
+        };
+        trust::write_cert(&cert, &pem, dest)?;
         said.push(format!(
             "wrote the local CA certificate to {}",
             cert.display()
         ));
         if args.install {
-            said.push(trust::install(&store()?, &cert, &config.name)?);
+            said.push(trust::install(&store()?, &pem, &cert, &config.name)?);
         } else {
             said.push(format!(
                 "use it with `curl --cacert {} https://api.pulsewatch.localhost{}/health`, or trust it system-wide with `sudo pulsedev trust --install`",

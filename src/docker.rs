@@ -50,7 +50,32 @@ pub struct Endpoint {
 /// Resolves the endpoint like the docker CLI: DOCKER_HOST, then DOCKER_CONTEXT, then
 /// `currentContext` of `$DOCKER_CONFIG/config.json` (default `~/.docker`), whose
 /// `contexts/meta/<sha256(name)>/meta.json` names the host.
+///
+/// DOCKER_TLS_VERIFY (any non-empty value, as the docker CLI reads it: docker/cli
+/// cli/flags/options.go
+/// `dockerTLSVerify = os.Getenv("DOCKER_TLS_VERIFY") != ""`) asks for TLS to a tcp://
+/// engine. pulsedev speaks no TLS to the engine, so such an endpoint is refused rather
+/// than spoken to in plaintext.
 pub fn resolve(env: &dyn Fn(&str) -> Option<String>, home: Option<&Path>) -> Result<Endpoint> {
+    let endpoint = resolve_host(env, home)?;
+    let tls_asked = env("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
+    let plain = endpoint.host.starts_with("tcp://") || endpoint.host.starts_with("http://");
+    if tls_asked && plain {
+        return Err(Error::new(
+            ErrorKind::DockerUnreachable,
+            format!(
+                "DOCKER_TLS_VERIFY is set, but pulsedev cannot speak TLS to the Docker engine at {} ({}); refusing to talk to it in plaintext",
+                endpoint.host, endpoint.source
+            ),
+        )
+        .with_hint(
+            "forward the engine's socket over ssh (`ssh -L /tmp/docker.sock:/var/run/docker.sock HOST`) and set DOCKER_HOST=unix:///tmp/docker.sock, or unset DOCKER_TLS_VERIFY if that engine really listens without TLS",
+        ));
+    }
+    Ok(endpoint)
+}
+
+fn resolve_host(env: &dyn Fn(&str) -> Option<String>, home: Option<&Path>) -> Result<Endpoint> {
     if let Some(host) = env("DOCKER_HOST").filter(|h| !h.is_empty()) {
         return Ok(Endpoint {
             host,
@@ -421,5 +446,49 @@ mod tests {
         assert_eq!(platform(&i), "linux/amd64");
         i.architecture = "aarch64".into();
         assert_eq!(platform(&i), "linux/arm64");
+    }
+
+    /// Issue 13: with DOCKER_TLS_VERIFY set, a tcp:// engine must not be spoken to in
+    /// plaintext.
+    #[test]
+    fn tls_asked_for_a_tcp_engine_is_refused_not_downgraded() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let e = resolve(
+            &env(&[
+                ("DOCKER_HOST", "tcp://10.0.0.5:2376"),
+                ("DOCKER_TLS_VERIFY", "1"),
+            ]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.id(), "docker-unreachable");
+        assert!(e.message.contains("refusing to talk to it in plaintext"));
+        assert!(
+            resolve(
+                &env(&[
+                    ("DOCKER_HOST", "tcp://10.0.0.5:2375"),
+                    ("DOCKER_TLS_VERIFY", "")
+                ]),
+                None
+            )
+            .is_ok()
+        );
+        assert!(
+            resolve(
+                &env(&[
+                    ("DOCKER_HOST", "unix:///run/docker.sock"),
+                    ("DOCKER_TLS_VERIFY", "1")
+                ]),
+                None
+            )
+            .is_ok()
+        );
     }
 }

@@ -22,6 +22,8 @@ pub enum ErrorKind {
     PreflightFailed,
     ConfigInvalid,
     ClusterCreateFailed,
+    /// Another pulsedev holds the cluster's lock (its pid is named).
+    ClusterBusy,
     /// An existing cluster was made from a different definition (kind config, ports,
     /// node image) than the one pulsedev would use now.
     ClusterDrift,
@@ -52,7 +54,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 28] = [
+    pub const ALL: [ErrorKind; 29] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -63,6 +65,7 @@ impl ErrorKind {
         ErrorKind::PreflightFailed,
         ErrorKind::ConfigInvalid,
         ErrorKind::ClusterCreateFailed,
+        ErrorKind::ClusterBusy,
         ErrorKind::ClusterDrift,
         ErrorKind::NotAKindContext,
         ErrorKind::ImageBuildFailed,
@@ -100,6 +103,7 @@ impl ErrorKind {
             ErrorKind::PreflightFailed => "preflight-failed",
             ErrorKind::ConfigInvalid => "config-invalid",
             ErrorKind::ClusterCreateFailed => "cluster-create-failed",
+            ErrorKind::ClusterBusy => "cluster-busy",
             ErrorKind::ClusterDrift => "cluster-drift",
             ErrorKind::NotAKindContext => "not-a-kind-context",
             ErrorKind::ImageBuildFailed => "image-build-failed",
@@ -139,6 +143,7 @@ impl ErrorKind {
             ErrorKind::Usage => exit::USAGE,
             ErrorKind::Interrupted => exit::INTERRUPTED,
             ErrorKind::ClusterCreateFailed
+            | ErrorKind::ClusterBusy
             | ErrorKind::ClusterDrift
             | ErrorKind::ImageBuildFailed
             | ErrorKind::ImagePushFailed
@@ -165,6 +170,7 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     pub const MACHINE_NOT_READY: i32 = 3;
     pub const CONFIG_INVALID: i32 = 4;
+    /// Ctrl-C; SIGTERM and SIGHUP exit 128 + their number (143, 129).
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -187,6 +193,9 @@ pub struct Details {
     /// The command already wrote its JSON document, which embeds this error
     /// (doctor's check list): the renderer must not write a second one.
     pub emitted: bool,
+    /// An exit code other than the kind's: `interrupted` by SIGTERM (143) or SIGHUP
+    /// (129) rather than Ctrl-C (130).
+    pub exit: Option<i32>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -200,6 +209,7 @@ impl Error {
             details: Vec::new(),
             data: None,
             emitted: false,
+            exit: None,
         }))
     }
 
@@ -233,7 +243,7 @@ impl Error {
     }
 
     pub fn exit_code(&self) -> i32 {
-        self.kind.exit_code()
+        self.exit.unwrap_or_else(|| self.kind.exit_code())
     }
 }
 

@@ -12,6 +12,7 @@ pub mod helm;
 pub mod images;
 pub mod kube;
 pub mod plan;
+pub mod redact;
 pub mod secrets;
 pub mod stack;
 pub mod state;

@@ -17,6 +17,18 @@ pub const APP_SECRET: &str = "pulsewatch-app";
 pub const DB_USER: &str = "pulsewatch";
 pub const GRAFANA_SECRET: &str = "grafana-admin";
 
+/// The keys of pulsedev's Secrets that hold secret values (usernames do not): what
+/// `crate::redact` is fed with, from the values generated and from the cluster.
+pub const SECRET_KEYS: [(&str, &str); 3] = [
+    (DB_SECRET, "password"),
+    (APP_SECRET, "jwt-secret"),
+    (GRAFANA_SECRET, "admin-password"),
+];
+
+pub fn is_secret_key(secret: &str, key: &str) -> bool {
+    SECRET_KEYS.contains(&(secret, key))
+}
+
 pub struct DevSecrets {
     db_password: String,
     jwt_secret: String,

@@ -88,59 +88,226 @@ fn sudo_user_home() -> Option<PathBuf> {
     Some(PathBuf::from(dir.to_string_lossy().into_owned()))
 }
 
-/// Creates `dir` and its missing parents with mode 0700.
+/// Who the files pulsedev writes belong to: the user pulsedev works for. Under `sudo`
+/// (root with `SUDO_UID`/`SUDO_GID`) that is the invoking user, so `sudo pulsedev trust
+/// --install` leaves `ca.crt` in the user's state directory owned by the user (a later
+/// run without sudo can replace it) and never writes into a directory someone else
+/// controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    /// From the effective ids and the environment (parameters so tests can drive it).
+    /// `SUDO_UID` counts only when we are root: sudo sets it, and a non-root process
+    /// could not give files away anyway.
+    pub fn resolve(euid: u32, egid: u32, env: &dyn Fn(&str) -> Option<String>) -> Owner {
+        let id = |k: &str| env(k).and_then(|v| v.trim().parse::<u32>().ok());
+        match (euid, id("SUDO_UID"), id("SUDO_GID")) {
+            (0, Some(uid), Some(gid)) => Owner { uid, gid },
+            (0, Some(uid), None) => Owner { uid, gid: uid },
+            _ => Owner {
+                uid: euid,
+                gid: egid,
+            },
+        }
+    }
+
+    /// The owner for this process, decided once.
+    pub fn of_process() -> Owner {
+        static OWNER: std::sync::OnceLock<Owner> = std::sync::OnceLock::new();
+        *OWNER.get_or_init(|| {
+            // SAFETY: geteuid/getegid have no preconditions.
+            let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+            Owner::resolve(euid, egid, &|k| std::env::var(k).ok())
+        })
+    }
+
+    /// Gives `file` to this owner when we are root and the owner is someone else
+    /// (fchown on the open file: no path to swap underneath).
+    fn give(self, file: &std::fs::File, path: &Path) -> std::io::Result<()> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || self.uid == 0 {
+            return Ok(());
+        }
+        std::os::unix::fs::fchown(file, Some(self.uid), Some(self.gid)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("give {} to uid {}: {e}", path.display(), self.uid),
+            )
+        })
+    }
+}
+
+/// Creates `dir` and its missing parents with mode 0700, owned by the process's
+/// [`Owner`].
 pub fn private_dir(dir: &Path) -> Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io_error("create the directory", dir, e))
+    private_dir_as(dir, Owner::of_process())
+}
+
+/// As [`private_dir`], for an explicit owner.
+pub fn private_dir_as(dir: &Path, owner: Owner) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if std::fs::symlink_metadata(d).is_ok() {
+            break;
+        }
+        missing.push(d);
+        cur = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => {
+                let f = std::fs::File::open(d).map_err(|e| io_error("open", d, e))?;
+                owner.give(&f, d).map_err(|e| io_error("create", d, e))?;
+            }
+            // Another process made it meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("create the directory", d, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a directory pulsedev would write its state into when it is a symbolic link
+/// or belongs to someone other than `owner` (or root): under sudo, a root process must
+/// not write where another user decides what the names point at.
+pub fn check_owned(dir: &Path, owner: Owner) -> Result<()> {
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| io_error("inspect", dir, e))?;
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("refusing to write into {}: {why}", dir.display()),
+        )
+        .with_hint(format!(
+            "pulsedev keeps its state in a private directory of the user it runs for (uid {}); remove {} or give it back to that user (`chown -R {}:{} {}`), then run again",
+            owner.uid,
+            dir.display(),
+            owner.uid,
+            owner.gid,
+            dir.display()
+        ))
+    };
+    if meta.file_type().is_symlink() {
+        return Err(refuse("it is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory".into()));
+    }
+    if meta.uid() != owner.uid && meta.uid() != 0 {
+        return Err(refuse(format!(
+            "it belongs to uid {}, not to uid {} pulsedev runs for",
+            meta.uid(),
+            owner.uid
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically: a 0600 temporary file in the same directory,
 /// renamed over `path`. Readers never see a half-written file, and the content is
-/// never readable by others, not even for a moment.
+/// never readable by others, not even for a moment. The directory must be pulsedev's
+/// (see [`check_owned`]); a symbolic link at `path` is replaced, never followed.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_state_file(path, bytes, 0o600, Owner::of_process())
+}
+
+/// [`write_private`] with a chosen mode and owner: the directory is created (0700) and
+/// checked, then the file is written by [`write_atomic`].
+pub fn write_state_file(path: &Path, bytes: &[u8], mode: u32, owner: Owner) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    private_dir(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
+    private_dir_as(dir, owner)?;
+    check_owned(dir, owner)?;
+    write_atomic(path, bytes, mode, owner)
+}
+
+/// Writes `bytes` to `path` by a fresh temporary file in the same directory (created
+/// with O_EXCL and O_NOFOLLOW under a random name, so nothing planted can redirect the
+/// write), given to `owner`, synced, then renamed over `path`. rename(2) replaces a
+/// symbolic link at `path` instead of writing through it.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: Owner) -> Result<()> {
+    write_atomic_io(path, bytes, mode, owner).map_err(|e| io_error("write", path, e))
+}
+
+/// [`write_atomic`] with the plain I/O error (callers that explain a denial).
+pub fn write_atomic_io(path: &Path, bytes: &[u8], mode: u32, owner: Owner) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    loop {
+        let tmp = dir.join(format!(".{name}.{:016x}.tmp", fastrand::u64(..)));
+        let mut f = match OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_error("write", path, e)
-    })
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(f) => f,
+            // A 64-bit random name taken: someone planted it; pick another.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        };
+        let result = (|| {
+            owner.give(&f, path)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return result;
+    }
 }
 
 /// Creates an empty 0600 file at `path` unless one exists (for files another program,
-/// like kind, writes into: they keep the mode we gave them).
+/// like kind, writes into: they keep the mode we gave them). A symbolic link there is
+/// refused (O_NOFOLLOW), not followed.
 pub fn touch_private(path: &Path) -> Result<()> {
+    let owner = Owner::of_process();
     if let Some(dir) = path.parent() {
-        private_dir(dir)?;
+        private_dir_as(dir, owner)?;
+        check_owned(dir, owner)?;
     }
     match OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
     {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(f) => owner
+            .give(&f, path)
+            .map_err(|e| io_error("create", path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(Error::internal(format!(
+                    "refusing to use {}: it is a symbolic link",
+                    path.display()
+                ))
+                .with_hint(format!("remove {} and run again", path.display())));
+            }
+            Ok(())
+        }
         Err(e) => Err(io_error("create", path, e)),
     }
+}
+
+/// Moves an unreadable file out of the way (`<name>.unreadable-<unix seconds>` beside
+/// it) so the run can go on without it, and returns the new path. Kept, not deleted:
+/// it may help to find out what broke it.
+pub fn set_aside(path: &Path) -> Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let to = path.with_file_name(format!("{name}.unreadable-{secs}"));
+    std::fs::rename(path, &to).map_err(|e| io_error("set aside", path, e))?;
+    Ok(to)
 }
 
 /// Removes a file; a missing file is fine.
@@ -220,5 +387,74 @@ mod tests {
         assert!(remove_file(&f).unwrap());
         assert!(!remove_file(&f).unwrap());
         assert_eq!(read_optional(&f).unwrap(), None);
+    }
+
+    #[test]
+    fn the_owner_is_the_sudo_user_only_when_root() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let sudo = env(&[("SUDO_UID", "1000"), ("SUDO_GID", "1001")]);
+        assert_eq!(
+            Owner::resolve(0, 0, &sudo),
+            Owner {
+                uid: 1000,
+                gid: 1001
+            }
+        );
+        // A user who set SUDO_UID themselves gives nothing away.
+        assert_eq!(
+            Owner::resolve(500, 500, &sudo),
+            Owner { uid: 500, gid: 500 }
+        );
+        assert_eq!(Owner::resolve(0, 0, &env(&[])), Owner { uid: 0, gid: 0 });
+        assert_eq!(
+            Owner::resolve(0, 0, &env(&[("SUDO_UID", "x")])),
+            Owner { uid: 0, gid: 0 }
+        );
+    }
+
+    /// Directories pulsedev creates for the invoking user are theirs, from the top
+    /// missing one down (as root only: nobody else can give files away).
+    #[test]
+    fn directories_made_for_the_invoking_user_are_theirs() {
+        use std::os::unix::fs::MetadataExt;
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let user = Owner {
+            uid: 4242,
+            gid: 4343,
+        };
+        let f = t.path().join("a/b/journal.json");
+        write_state_file(&f, b"{}", 0o600, user).unwrap();
+        for p in [t.path().join("a"), t.path().join("a/b"), f.clone()] {
+            let m = std::fs::metadata(&p).unwrap();
+            assert_eq!((m.uid(), m.gid()), (4242, 4343), "{}", p.display());
+        }
+        assert_eq!(mode(&t.path().join("a")), 0o700);
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(t.path().join("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["journal.json"]);
+    }
+
+    #[test]
+    fn a_symlink_planted_for_touch_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        let k = t.path().join("kubeconfig");
+        std::os::unix::fs::symlink(&target, &k).unwrap();
+        let e = touch_private(&k).unwrap_err();
+        assert!(e.message.contains("symbolic link"), "{}", e.message);
     }
 }

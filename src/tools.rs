@@ -208,11 +208,33 @@ pub fn pins_text() -> Result<String> {
     }
 }
 
+/// Warnings for the user when the trust anchors of tool downloads are overridden
+/// (a mirror, other pins): said loudly on every use, since whoever controls those
+/// decides what pulsedev runs.
+pub fn override_warnings(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(p) = env(fetch::PINS_VAR).filter(|v| !v.is_empty()) {
+        out.push(format!(
+            "{}={p}: tool checksums come from this file, not from pulsedev's compiled-in pins; pulsedev runs whatever it vouches for",
+            fetch::PINS_VAR
+        ));
+    }
+    if let Some(m) = env(fetch::MIRROR_VAR).filter(|v| !v.is_empty()) {
+        out.push(format!(
+            "{}={m}: tools are downloaded from this mirror (still checked against the pins)",
+            fetch::MIRROR_VAR
+        ));
+    }
+    out
+}
+
 /// What pulsedev can do when `tool` is not usable from PATH.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fallback {
-    /// A verified copy of the pinned release is in the cache.
+    /// A copy of the pinned release is in the cache, verified against the pin now.
     Cached { path: PathBuf, version: String },
+    /// The cache holds a file that does not match the pin (deleted now).
+    Tampered { why: String },
     /// The pinned release for this platform has a checksum: `up` downloads it.
     Download { version: String },
     /// Nothing pinned for this platform: the user must install it.
@@ -223,12 +245,22 @@ pub fn fallback(tool: &Tool, tools_dir: &Path, pins: &str) -> Fallback {
     let Ok((version, asset)) = fetch::lookup(pins, tool.name, &fetch::this_platform()) else {
         return Fallback::Unavailable;
     };
-    if let Some(path) = fetch::cached(tools_dir, tool.name, &version) {
-        return Fallback::Cached { path, version };
+    let Some(asset) = asset else {
+        return Fallback::Unavailable;
+    };
+    match fetch::cached(tools_dir, &asset) {
+        Ok(Some(path)) => return Fallback::Cached { path, version },
+        Ok(None) => {}
+        Err(e) => {
+            return Fallback::Tampered {
+                why: e.message.clone(),
+            };
+        }
     }
-    match asset {
-        Some(a) if a.sha256.is_some() => Fallback::Download { version },
-        _ => Fallback::Unavailable,
+    if asset.sha256.is_some() {
+        Fallback::Download { version }
+    } else {
+        Fallback::Unavailable
     }
 }
 
@@ -258,11 +290,16 @@ pub async fn ensure(tool: &Tool, dirs: &crate::state::Dirs, ui: &crate::ui::Ui) 
             )),
         }
     }
+    for w in override_warnings(&|k| std::env::var(k).ok()) {
+        ui.warn(&w);
+    }
     let pins = pins_text()?;
     let platform = fetch::this_platform();
     let (pinned, asset) = fetch::lookup(&pins, tool.name, &platform)?;
     let tools_dir = dirs.tools();
-    if let Some(p) = fetch::cached(&tools_dir, tool.name, &pinned) {
+    if let Some(a) = &asset
+        && let Some(p) = fetch::cached(&tools_dir, a)?
+    {
         return Ok(p);
     }
     let Some(asset) = asset else {
@@ -284,7 +321,7 @@ pub async fn ensure(tool: &Tool, dirs: &crate::state::Dirs, ui: &crate::ui::Ui) 
         "{} is not on PATH (or too old): downloading {} {} from {url}",
         tool.name, tool.name, pinned
     ));
-    let path = fetch::fetch(&asset, &url, &tools_dir).await?;
+    let path = fetch::fetch(&asset, &url, &tools_dir, fetch::Limits::for_asset(&asset)).await?;
     ui.info(&format!(
         "verified its SHA-256 and cached it at {}",
         path.display()

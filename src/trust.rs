@@ -99,13 +99,25 @@ fn copy_denied(e: &std::io::Error, target: &Path) -> Error {
     err
 }
 
-/// Adds `cert` to the store as `pulsedev-<cluster>.crt` and rebuilds the store.
-/// Returns what was done, for the user.
-pub fn install(store: &Store, cert: &Path, cluster: &str) -> Result<String> {
+/// Adds the certificate `pem` (just read from the cluster and written to `cert`) to
+/// the store as `pulsedev-<cluster>.crt` and rebuilds the store. Returns what was
+/// done, for the user. The anchor is written from `pem`, never re-read from `cert`:
+/// that file sits in a directory the user controls, and a root run must not copy
+/// whatever it points at by then into the trust store.
+pub fn install(store: &Store, pem: &[u8], cert: &Path, cluster: &str) -> Result<String> {
     match &store.dir {
         Some(dir) => {
             let target = dir.join(anchor_name(cluster));
-            std::fs::copy(cert, &target).map_err(|e| copy_denied(&e, &target))?;
+            // The store directory is root's: the anchor stays root's (no sudo owner).
+            // SAFETY: geteuid/getegid have no preconditions.
+            let me = unsafe {
+                crate::state::Owner {
+                    uid: libc::geteuid(),
+                    gid: libc::getegid(),
+                }
+            };
+            crate::state::write_atomic_io(&target, pem, 0o644, me)
+                .map_err(|e| copy_denied(&e, &target))?;
             if !store.update.is_empty() {
                 run(&store.update)?;
             }
@@ -167,8 +179,28 @@ pub fn uninstall(store: &Store, cert: &Path, cluster: &str) -> Result<String> {
     }
 }
 
-/// Writes the CA certificate (public, so 0644) and returns its path.
-pub fn write_cert(path: &Path, pem: &[u8]) -> Result<()> {
+/// Where `write_cert` writes: pulsedev's own state directory (checked to be the
+/// user's, see `state::check_owned`) or a file the user named with `--out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    State,
+    UserPath,
+}
+
+/// Writes the CA certificate (public, so 0644), atomically and without following a
+/// symbolic link at `path`, owned by the user pulsedev runs for (the invoking user
+/// under sudo).
+pub fn write_cert(path: &Path, pem: &[u8], dest: Dest) -> Result<()> {
+    write_cert_as(path, pem, dest, crate::state::Owner::of_process())
+}
+
+/// `write_cert` for an explicit owner (tests).
+pub fn write_cert_as(
+    path: &Path,
+    pem: &[u8],
+    dest: Dest,
+    owner: crate::state::Owner,
+) -> Result<()> {
     if !pem.starts_with(b"-----BEGIN CERTIFICATE-----") {
         return Err(Error::new(
             ErrorKind::NotReady,
@@ -176,12 +208,10 @@ pub fn write_cert(path: &Path, pem: &[u8]) -> Result<()> {
         )
         .with_hint("wait for cert-manager to issue it (`pulsedev status`), then run again"));
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::internal(format!("failed to create {}: {e}", dir.display())))?;
+    match dest {
+        Dest::State => crate::state::write_state_file(path, pem, 0o644, owner),
+        Dest::UserPath => crate::state::write_atomic(path, pem, 0o644, owner),
     }
-    std::fs::write(path, pem)
-        .map_err(|e| Error::internal(format!("failed to write {}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -210,8 +240,8 @@ mod tests {
             label: "a test store",
         };
         let cert = store_dir.path().join("ca.crt");
-        write_cert(&cert, PEM).unwrap();
-        let said = install(&store, &cert, "demo").unwrap();
+        write_cert(&cert, PEM, Dest::UserPath).unwrap();
+        let said = install(&store, PEM, &cert, "demo").unwrap();
         assert!(said.contains("pulsedev-demo.crt"));
         assert_eq!(
             std::fs::read(store_dir.path().join("pulsedev-demo.crt")).unwrap(),
@@ -242,16 +272,121 @@ mod tests {
             label: "a test store",
         };
         let cert = store_dir.path().join("ca.crt");
-        write_cert(&cert, PEM).unwrap();
-        let e = install(&store, &cert, "demo").unwrap_err();
+        write_cert(&cert, PEM, Dest::UserPath).unwrap();
+        let e = install(&store, PEM, &cert, "demo").unwrap_err();
         assert!(e.message.contains("`false` failed"), "{}", e.message);
     }
 
     #[test]
     fn only_a_pem_certificate_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let e = write_cert(&dir.path().join("ca.crt"), b"garbage").unwrap_err();
+        let e = write_cert(&dir.path().join("ca.crt"), b"garbage", Dest::State).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotReady);
         assert!(!dir.path().join("ca.crt").exists());
+    }
+
+    /// The attack of issue 13: the user's `ca.crt` replaced by a symlink to a file
+    /// every login shell runs, then `sudo pulsedev trust --install`. The write must
+    /// replace the link, leave its target alone, and leave a file the user owns.
+    #[test]
+    fn a_symlinked_ca_crt_is_replaced_not_written_through_and_stays_the_users() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let profile = t.path().join("profile.d-zz.sh");
+        std::fs::write(&profile, "# system file\n").unwrap();
+        let state = t.path().join("state/pulsedev/dev");
+        std::fs::create_dir_all(&state).unwrap();
+        let cert = state.join("ca.crt");
+        std::os::unix::fs::symlink(&profile, &cert).unwrap();
+        // Root acting for another user (sudo): the files must end up that user's.
+        // Run unprivileged, the invoking user is this process's own.
+        let root = unsafe { libc::geteuid() } == 0;
+        let user = if root {
+            crate::state::Owner {
+                uid: 4242,
+                gid: 4343,
+            }
+        } else {
+            unsafe {
+                crate::state::Owner {
+                    uid: libc::geteuid(),
+                    gid: libc::getegid(),
+                }
+            }
+        };
+        if root {
+            std::os::unix::fs::chown(&state, Some(user.uid), Some(user.gid)).unwrap();
+        }
+        write_cert_as(&cert, PEM, Dest::State, user).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&profile).unwrap(),
+            "# system file\n",
+            "the link's target must be untouched"
+        );
+        let meta = std::fs::symlink_metadata(&cert).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "the link was replaced by a file"
+        );
+        assert_eq!(std::fs::read(&cert).unwrap(), PEM);
+        assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid));
+        assert_eq!(meta.mode() & 0o777, 0o644);
+    }
+
+    /// A state directory that belongs to a third user (or is a symlink) is refused:
+    /// the names in it are theirs to point anywhere.
+    #[test]
+    fn a_state_directory_of_someone_else_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let me = unsafe {
+            crate::state::Owner {
+                uid: libc::geteuid(),
+                gid: libc::getegid(),
+            }
+        };
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let linked = t.path().join("linked");
+        std::os::unix::fs::symlink(&elsewhere, &linked).unwrap();
+        let e = write_cert_as(&linked.join("ca.crt"), PEM, Dest::State, me);
+        // The directory itself is a link: write_state_file checks the parent of the
+        // file, which is `linked`.
+        let e = e.unwrap_err();
+        assert!(e.message.contains("symbolic link"), "{}", e.message);
+        assert!(!elsewhere.join("ca.crt").exists());
+        if me.uid == 0 {
+            let theirs = t.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+            let user = crate::state::Owner {
+                uid: 1000,
+                gid: 1000,
+            };
+            let e = write_cert_as(&theirs.join("ca.crt"), PEM, Dest::State, user).unwrap_err();
+            assert!(e.message.contains("belongs to uid 4242"), "{}", e.message);
+            assert!(e.hint.as_deref().unwrap().contains("chown"));
+            assert!(!theirs.join("ca.crt").exists());
+        }
+    }
+
+    /// The anchor in the store is written from the bytes read from the cluster, not
+    /// re-read from the user's file (which they could swap for a link meanwhile).
+    #[test]
+    fn install_writes_the_anchor_from_the_pem_not_from_the_users_file() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store {
+            dir: Some(store_dir.path().to_path_buf()),
+            update: vec![],
+            label: "a test store",
+        };
+        let secret = store_dir.path().join("shadow");
+        std::fs::write(&secret, "root:secret\n").unwrap();
+        let cert = store_dir.path().join("ca.crt");
+        std::os::unix::fs::symlink(&secret, &cert).unwrap();
+        install(&store, PEM, &cert, "demo").unwrap();
+        assert_eq!(
+            std::fs::read(store_dir.path().join("pulsedev-demo.crt")).unwrap(),
+            PEM
+        );
     }
 }

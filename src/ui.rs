@@ -3,6 +3,9 @@
 //!
 //! Owns: how things look. Data goes to stdout; logs, progress and prompts to stderr.
 //! Must not decide what to do: it renders what commands hand it.
+//!
+//! Every string leaves the process through this module, and each is scrubbed of the
+//! known secret values on the way out (`crate::redact`): call sites never need to.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::error::Error;
+use crate::redact::{scrub, scrub_json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -137,6 +141,10 @@ pub fn paint(on: bool, style: Style, text: &str) -> String {
 /// hint: stop that process, or choose another port with `--https-port`
 /// ```
 pub fn render_error(e: &Error, color: bool) -> String {
+    scrub(&render_error_raw(e, color)).into_owned()
+}
+
+fn render_error_raw(e: &Error, color: bool) -> String {
     let mut out = format!(
         "{}: {}\n",
         paint(color, Style::Red, &format!("error[{}]", e.id())),
@@ -161,6 +169,10 @@ pub fn render_error(e: &Error, color: bool) -> String {
 
 /// The JSON form of an error, inside `{"ok": false, "error": …}`.
 pub fn error_json(e: &Error) -> serde_json::Value {
+    scrub_json(&error_json_raw(e))
+}
+
+fn error_json_raw(e: &Error) -> serde_json::Value {
     let mut v = json!({
         "id": e.id(),
         "message": e.message,
@@ -202,8 +214,10 @@ impl Ui {
         }
     }
 
-    /// Writes `text` to stderr, around the live lines when they are drawn.
+    /// Writes `text` to stderr (scrubbed of secrets), around the live lines when they
+    /// are drawn.
     fn to_stderr(&self, text: &str) {
+        let text = scrub(text);
         let live = self.live.lock().expect("not poisoned").clone();
         let write = || {
             let mut e = std::io::stderr().lock();
@@ -247,13 +261,13 @@ impl Ui {
     /// Data for stdout (human mode).
     pub fn out(&self, text: &str) {
         let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.write_all(scrub(text).as_bytes());
         let _ = stdout.flush();
     }
 
     /// The single JSON document of `--output json`.
     pub fn out_json(&self, value: &serde_json::Value) {
-        let text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+        let text = serde_json::to_string_pretty(&scrub_json(value)).expect("JSON values serialize");
         self.out(&format!("{text}\n"));
     }
 
@@ -262,7 +276,7 @@ impl Ui {
         if self.mode.progress != Progress::Bars {
             return None;
         }
-        let bar = indicatif::ProgressBar::new_spinner().with_message(msg.to_string());
+        let bar = indicatif::ProgressBar::new_spinner().with_message(scrub(msg).into_owned());
         // Inside the live lines when some are drawn: two draw targets on one terminal
         // leave each other's lines behind.
         let bar = match self.live.lock().expect("not poisoned").as_ref() {
@@ -497,7 +511,7 @@ impl TaskLines {
                     bar.enable_steady_tick(Duration::from_millis(100));
                     bar
                 });
-                bar.set_message(self.fitted(task, msg));
+                bar.set_message(self.fitted(task, &scrub(msg)));
             }
             None if important => self.ui.info(&format!("{task}: {msg}")),
             None => self.ui.debug(&format!("{task}: {msg}")),
@@ -527,7 +541,7 @@ impl TaskLines {
                 // after the last one would run into it.
                 let cols = stderr_columns().unwrap_or(usize::MAX);
                 let line = fit(
-                    &format!("  {task:<TASK_WIDTH$} {msg}"),
+                    &format!("  {task:<TASK_WIDTH$} {}", scrub(msg)),
                     cols.saturating_sub(1),
                 );
                 multi.suspend(|| {

@@ -48,6 +48,8 @@ pub struct UpOptions {
     /// How long each readiness wait may take.
     pub timeout: Duration,
     pub ports: PortPlan,
+    /// `--allow-external-binds`: see `cluster::Options`.
+    pub allow_external_binds: bool,
 }
 
 /// State the steps share: each slot is filled by exactly one step and read by the
@@ -433,6 +435,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
             opts.node_image = cluster::node_image(&|k| std::env::var(k).ok());
             opts.template = cluster::template_for(&s.config.root)?;
             opts.recreate = s.opts.recreate;
+            opts.allow_external_binds = s.opts.allow_external_binds;
             let info = cluster::ensure(&deps, &opts, &s.session).await?;
             let client = kube::connect(&info.kubeconfig, &info.context).await?;
             let _ = s.kube.set(kube::Engine::new(client));

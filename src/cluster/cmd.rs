@@ -67,6 +67,7 @@ pub async fn create(ctx: &Ctx, args: &ClusterCreateArgs) -> Result<()> {
     opts.node_image = super::node_image(&|k| std::env::var(k).ok());
     opts.template = super::template_for(&config.root)?;
     opts.ready_timeout = Duration::from_secs(args.wait);
+    opts.allow_external_binds = args.allow_external_binds;
     opts.recreate = if args.reset {
         Recreate::Always
     } else if args.recreate {

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::state;
 
 pub const FILE_NAME: &str = "journal.json";
@@ -97,19 +97,25 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Reads a journal left by an earlier run, if any.
-pub fn read(path: &Path) -> Result<Option<Record>> {
-    match state::read_optional(path)? {
-        None => Ok(None),
-        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
-            Error::internal(format!(
-                "the journal {} of an earlier run is unreadable: {e}",
-                path.display()
+/// Reads a journal left by an earlier run, if any. An unreadable one (truncated by a
+/// crash, edited by hand) is set aside with a warning (the second value) instead of
+/// blocking every later run, `down` included: it only tells what an earlier run did.
+pub fn read(path: &Path) -> Result<(Option<Record>, Option<String>)> {
+    let Some(text) = state::read_optional(path)? else {
+        return Ok((None, None));
+    };
+    match serde_json::from_str(&text) {
+        Ok(r) => Ok((Some(r), None)),
+        Err(e) => {
+            let aside = state::set_aside(path)?;
+            Ok((
+                None,
+                Some(format!(
+                    "the journal of an earlier run was unreadable ({e}); set it aside as {} and went on without it",
+                    aside.display()
+                )),
             ))
-            .with_hint(
-                "run `pulsedev down` to remove what pulsedev made for this cluster, then try again",
-            )
-        }),
+        }
     }
 }
 
@@ -194,7 +200,7 @@ mod tests {
         let a = j
             .started(Action::KindCluster { name: "dev".into() })
             .unwrap();
-        let on_disk = read(&path).unwrap().unwrap();
+        let on_disk = read(&path).unwrap().0.unwrap();
         assert_eq!(on_disk.entries[0].status, EntryStatus::Started);
         j.done(a).unwrap();
         let b = j
@@ -203,7 +209,7 @@ mod tests {
             })
             .unwrap();
         j.undone(b).unwrap();
-        let r = read(&path).unwrap().unwrap();
+        let r = read(&path).unwrap().0.unwrap();
         assert_eq!(r.status, RunStatus::Running);
         assert_eq!(
             r.leftovers(),
@@ -216,12 +222,20 @@ mod tests {
     }
 
     #[test]
-    fn a_garbled_journal_suggests_down() {
+    fn a_garbled_journal_is_set_aside_with_a_warning() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
         std::fs::write(&path, "{").unwrap();
-        let e = read(&path).unwrap_err();
-        assert!(e.hint.as_deref().unwrap().contains("pulsedev down"));
-        assert_eq!(read(&dir.path().join("none")).unwrap(), None);
+        let (record, warning) = read(&path).unwrap();
+        assert!(record.is_none());
+        assert!(warning.unwrap().contains("set it aside as"));
+        assert!(!path.exists());
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(aside.path()).unwrap(), "{");
+        assert!(read(&dir.path().join("none")).unwrap().0.is_none());
     }
 }

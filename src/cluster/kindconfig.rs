@@ -113,6 +113,44 @@ fn check(yaml: &str) -> Result<()> {
     Ok(())
 }
 
+/// The binds of a rendered kind config that reach beyond this machine, described for
+/// the user. kind's defaults: the API server on 127.0.0.1 when `apiServerAddress` is
+/// empty (pkg/apis/config/v1alpha4/default.go); an extraPortMappings entry on 0.0.0.0
+/// when its `listenAddress` is empty (pkg/cluster/internal/providers/docker/provision.go,
+/// `generatePortMappings`), so an entry without one is external too.
+pub fn external_binds(yaml: &str) -> Vec<String> {
+    let Ok(v) = serde_saphyr::from_str::<serde_json::Value>(yaml) else {
+        return Vec::new();
+    };
+    let loopback = |a: &str| {
+        a == "localhost"
+            || a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    let mut out = Vec::new();
+    if let Some(a) = v
+        .pointer("/networking/apiServerAddress")
+        .and_then(|a| a.as_str())
+        && !a.is_empty()
+        && !loopback(a)
+    {
+        out.push(format!("the API server listens on {a}"));
+    }
+    for node in v["nodes"].as_array().into_iter().flatten() {
+        for m in node["extraPortMappings"].as_array().into_iter().flatten() {
+            let addr = m["listenAddress"].as_str().unwrap_or("");
+            let addr = if addr.is_empty() { "0.0.0.0" } else { addr };
+            if !loopback(addr) {
+                out.push(format!(
+                    "host port {} listens on {addr}",
+                    m["hostPort"].as_u64().map_or("?".into(), |p| p.to_string())
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// What differs between the definition a cluster was made from and the one rendered
 /// now, as `-`/`+` lines (a small LCS line diff; the files are a few dozen lines).
 pub fn diff(old: &str, new: &str) -> Vec<String> {
@@ -171,6 +209,40 @@ mod tests {
         }));
         insta::assert_snapshot!(r.yaml);
         assert_eq!(r.hash.len(), 32);
+    }
+
+    /// Issue 13: a definition that binds beyond loopback is found (the caller refuses
+    /// it without `--allow-external-binds`); pulsedev's own is not.
+    #[test]
+    fn binds_beyond_loopback_are_found() {
+        let ours = render(&Inputs {
+            template: TEMPLATE,
+            node_image: NODE_IMAGE,
+            ports: Some(HostPorts {
+                http: 80,
+                https: 443,
+            }),
+        })
+        .unwrap();
+        assert!(external_binds(&ours.yaml).is_empty(), "{}", ours.yaml);
+        let open = TEMPLATE.replace(
+            "apiServerAddress: \"127.0.0.1\"",
+            "apiServerAddress: \"0.0.0.0\"",
+        ) + "    extraPortMappings:\n      - containerPort: 5432\n        hostPort: 5432\n      - containerPort: 6379\n        hostPort: 6379\n        listenAddress: \"::1\"\n";
+        let open = render(&Inputs {
+            template: &open,
+            node_image: NODE_IMAGE,
+            ports: None,
+        })
+        .unwrap();
+        let found = external_binds(&open.yaml);
+        assert_eq!(
+            found,
+            [
+                "the API server listens on 0.0.0.0",
+                "host port 5432 listens on 0.0.0.0"
+            ]
+        );
     }
 
     #[test]

@@ -45,6 +45,31 @@ fn unreadable(path: &Path, e: impl std::fmt::Display) -> Error {
     .with_hint("fix or move that file, then run the command again; pulsedev did not change it")
 }
 
+/// Where `path` really is: its symlinks followed (relative targets against the link's
+/// directory), for a target that may not exist yet. More than 40 hops is a loop
+/// (Linux's own limit, MAXSYMLINKS).
+fn link_target(path: &Path) -> Result<std::path::PathBuf> {
+    let mut cur = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&cur)
+                    .map_err(|e| state::io_error("read the link", &cur, e))?;
+                cur = match cur.parent() {
+                    Some(dir) if to.is_relative() => dir.join(to),
+                    _ => to,
+                };
+            }
+            _ => return Ok(cur),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::ConfigInvalid,
+        format!("{} is a loop of symbolic links", path.display()),
+    )
+    .with_hint("point it at a real file, then run the command again"))
+}
+
 /// Copies `context` (with its cluster and user) from `ours` into `user`.
 pub fn merge(ours: &Path, user: &Path, context: &str, make_current: bool) -> Result<Merged> {
     let src = Kubeconfig::read_from(ours).map_err(|e| unreadable(ours, e))?;
@@ -110,7 +135,9 @@ pub fn merge(ours: &Path, user: &Path, context: &str, make_current: bool) -> Res
         }
         None => None,
     };
-    state::write_private(user, text.as_bytes())?;
+    // A dotfiles setup keeps ~/.kube/config as a symlink: write through to its target
+    // (atomically, beside the target) so the link stays a link.
+    state::write_private(&link_target(user)?, text.as_bytes())?;
     Ok(Merged {
         path: user.to_path_buf(),
         context: context.to_string(),
@@ -150,6 +177,34 @@ mod tests {
         let kc = Kubeconfig::read_from(&user).unwrap();
         assert_eq!(kc.current_context.as_deref(), Some("kind-dev"));
         assert_eq!(kc.contexts.len(), 2, "replaced, not duplicated");
+    }
+
+    /// Issue 13: a dotfiles-managed ~/.kube/config (a symlink) stays a symlink, and
+    /// its target gets the merged content.
+    #[test]
+    fn merge_writes_through_a_symlinked_kubeconfig() {
+        let d = tempfile::tempdir().unwrap();
+        let ours = d.path().join("ours");
+        std::fs::write(&ours, OURS).unwrap();
+        let target = d.path().join("dotfiles/kube/config");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, THEIRS).unwrap();
+        let user = d.path().join(".kube/config");
+        std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("../dotfiles/kube/config", &user).unwrap();
+        merge(&ours, &user, "kind-dev", false).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&user)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the link is kept"
+        );
+        let kc = Kubeconfig::read_from(&target).unwrap();
+        assert_eq!(kc.contexts.len(), 2);
+        let looped = d.path().join("loop");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        assert!(merge(&ours, &looped, "kind-dev", false).is_err());
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub struct Options {
     pub ready_poll: Duration,
     /// Start node containers that exist but are stopped (else report the fix).
     pub start_stopped: bool,
+    /// A kind config that binds the API server or host ports beyond loopback is
+    /// refused unless this is set (`--allow-external-binds`).
+    pub allow_external_binds: bool,
 }
 
 impl Options {
@@ -173,6 +176,7 @@ impl Options {
             ready_timeout: Duration::from_secs(180),
             ready_poll: Duration::from_secs(1),
             start_stopped: true,
+            allow_external_binds: false,
         }
     }
 }
@@ -267,6 +271,8 @@ pub struct Session {
     pub journal: Journal,
     /// The journal an earlier run left, read before this run's replaced it.
     pub previous: Option<Record>,
+    /// Said to the user once the run has a `Ui` (an unreadable journal set aside).
+    pub warnings: Vec<String>,
     _lock: FileLock,
 }
 
@@ -278,7 +284,7 @@ pub fn begin(dirs: &Dirs, name: &str, command: &str) -> Result<Session> {
         Ok(l) => l,
         Err(pid) => {
             return Err(Error::new(
-                ErrorKind::ClusterCreateFailed,
+                ErrorKind::ClusterBusy,
                 format!(
                     "another pulsedev{} is working on the cluster {name}",
                     pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
@@ -288,13 +294,14 @@ pub fn begin(dirs: &Dirs, name: &str, command: &str) -> Result<Session> {
         }
     };
     state::private_dir(&paths.dir)?;
-    let previous = journal::read(&paths.journal)?;
+    let (previous, warning) = journal::read(&paths.journal)?;
     let journal = Journal::begin(&paths.journal, command)?;
     Ok(Session {
         name: name.to_string(),
         paths,
         journal,
         previous,
+        warnings: warning.into_iter().collect(),
         _lock: lock,
     })
 }
@@ -342,6 +349,9 @@ pub async fn ensure(deps: &Deps<'_>, opts: &Options, session: &Session) -> Resul
 }
 
 async fn ensure_inner(deps: &Deps<'_>, opts: &Options, s: &Session) -> Result<ClusterInfo> {
+    for w in &s.warnings {
+        deps.ui.warn(w);
+    }
     let name = opts.name.as_str();
     let paths = &s.paths;
     let kind = deps.kind();
@@ -396,6 +406,26 @@ async fn ensure_inner(deps: &Deps<'_>, opts: &Options, s: &Session) -> Result<Cl
         node_image: &opts.node_image,
         ports: ports.0,
     })?;
+    let external = kindconfig::external_binds(&rendered.yaml);
+    if !external.is_empty() {
+        if !opts.allow_external_binds {
+            return Err(Error::new(
+                ErrorKind::ConfigInvalid,
+                format!(
+                    "the kind cluster definition ({}) makes the cluster reachable from the network: {}",
+                    kindconfig::TEMPLATE_PATH,
+                    external.join("; ")
+                ),
+            )
+            .with_hint(
+                "bind to \"127.0.0.1\" (set `listenAddress: \"127.0.0.1\"` on each extraPortMappings entry), or pass `--allow-external-binds` if you mean to expose it",
+            ));
+        }
+        deps.ui.warn(&format!(
+            "--allow-external-binds: the cluster is reachable from the network: {}",
+            external.join("; ")
+        ));
+    }
 
     if resumed {
         write_record(paths, opts, &rendered, ports, None)?;
@@ -1023,9 +1053,24 @@ pub struct DownReport {
 /// name that pulsedev did not make is refused (`not-a-kind-context`).
 pub async fn down(deps: &Deps<'_>, name: &str) -> Result<DownReport> {
     let s = begin(deps.dirs, name, "pulsedev down")?;
+    for w in &s.warnings {
+        deps.ui.warn(w);
+    }
     let paths = &s.paths;
-    let record = read_record(paths)?;
-    let made_by_us = record.is_some() || journal_made_cluster(s.previous.as_ref(), name);
+    // `down` must always be able to remove what pulsedev made: an unreadable record
+    // still shows pulsedev made the cluster (only pulsedev writes it, after a create).
+    let (record, unreadable_record) = match read_record(paths) {
+        Ok(r) => (r, false),
+        Err(e) => {
+            deps.ui.warn(&format!(
+                "{}; going on: it still shows pulsedev made the cluster {name}",
+                e.message
+            ));
+            (None, true)
+        }
+    };
+    let made_by_us =
+        record.is_some() || unreadable_record || journal_made_cluster(s.previous.as_ref(), name);
     let listed = deps.kind().clusters().await?;
     let exists = listed.iter().any(|n| n == name);
     if exists && !made_by_us {
@@ -1063,6 +1108,7 @@ pub async fn down(deps: &Deps<'_>, name: &str) -> Result<DownReport> {
     }
     // A state dir holding only this run's fresh journal was not really there.
     let had_state = record.is_some()
+        || unreadable_record
         || std::fs::read_dir(&paths.dir)
             .map(|d| d.flatten().any(|e| e.path() != paths.journal))
             .unwrap_or(false)
@@ -1088,8 +1134,17 @@ fn journal_made_cluster(previous: Option<&journal::Record>, name: &str) -> bool 
 /// reason to download kind (which may be impossible offline).
 pub fn may_have_made_cluster(dirs: &Dirs, name: &str) -> Result<bool> {
     let paths = Paths::new(dirs, name);
-    Ok(read_record(&paths)?.is_some()
-        || journal_made_cluster(journal::read(&paths.journal)?.as_ref(), name))
+    // An unreadable record or journal may well describe a cluster: `down` then takes
+    // the path that can delete it (and sets the unreadable file aside there).
+    let record = read_record(&paths).map_or(true, |r| r.is_some());
+    // A look only: nothing is set aside here (that happens under the lock).
+    let journal = match state::read_optional(&paths.journal) {
+        Ok(None) => false,
+        Ok(Some(text)) => serde_json::from_str::<journal::Record>(&text)
+            .map_or(true, |j| journal_made_cluster(Some(&j), name)),
+        Err(_) => true,
+    };
+    Ok(record || journal)
 }
 
 /// `down` when no kind cluster was made: under the cluster's lock (a running `up` keeps

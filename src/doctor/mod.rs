@@ -433,16 +433,24 @@ async fn check_tool(tool: &Tool, m: &Machine) -> Check {
         _ => tools::Fallback::Unavailable,
     };
     match fallback {
-        tools::Fallback::Cached { path, version } => Check::ok(
-            tool.name,
-            format!(
-                "{} v{} from pulsedev's cache at {} ({})",
+        tools::Fallback::Cached { path, version } => {
+            let mut check = Check::ok(
                 tool.name,
-                version.trim_start_matches('v'),
-                path.display(),
-                unusable.message
-            ),
-        ),
+                format!(
+                    "{} v{} from pulsedev's cache at {}, checked against its pin ({})",
+                    tool.name,
+                    version.trim_start_matches('v'),
+                    path.display(),
+                    unusable.message
+                ),
+            );
+            let overridden = tools::override_warnings(&|k| m.var(k));
+            if !overridden.is_empty() {
+                check.status = Status::Warn;
+                check.hint = Some(overridden.join("; "));
+            }
+            check
+        }
         tools::Fallback::Download { version } => Check {
             status: Status::Warn,
             hint: Some(format!(
@@ -453,6 +461,15 @@ async fn check_tool(tool: &Tool, m: &Machine) -> Check {
             )),
             ..unusable
         },
+        tools::Fallback::Tampered { why } => Check::fail(
+            tool.name,
+            ErrorKind::ToolChecksumMismatch,
+            why,
+            Some(format!(
+                "`pulsedev up` downloads the pinned {} again; to use your own, install it: {}",
+                tool.name, tool.install_url
+            )),
+        ),
         tools::Fallback::Unavailable => unusable,
     }
 }

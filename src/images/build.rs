@@ -304,8 +304,26 @@ async fn run_build(
         target: inputs.target.clone().unwrap_or_default(),
         ..Default::default()
     };
-    let body = bollard::body_try_stream(context::tar_stream(ctx));
+    let failure = context::UploadFailure::default();
+    let root = ctx.root.clone();
+    let body = bollard::body_try_stream(context::tar_stream(ctx, failure.clone()));
     let mut stream = docker.build_image(options, None, Some(body));
+    // The context changed while it was sent: say so, not the engine's view of an
+    // aborted upload (the build failed, so nothing was tagged).
+    let upload_failed = || {
+        let why = failure.lock().ok()?.clone()?;
+        Some(
+            Error::new(
+                ErrorKind::ImageBuildFailed,
+                format!(
+                    "failed to build {}: the build context {} changed while it was being sent: {why}; nothing was tagged",
+                    image.service,
+                    root.display()
+                ),
+            )
+            .with_hint("run the build again once nothing is writing into the context (an editor saving, a generator, a `git checkout`)"),
+        )
+    };
     let mut log = BuildLog::default();
     while let Some(item) = stream.next().await {
         match item {
@@ -332,10 +350,18 @@ async fn run_build(
                 }
             }
             Err(bollard::errors::Error::DockerStreamError { error }) => {
-                return Err(log.failure(&image.service, &reference, &strip_ansi(&error)));
+                return Err(upload_failed().unwrap_or_else(|| {
+                    log.failure(&image.service, &reference, &strip_ansi(&error))
+                }));
             }
-            Err(e) => return Err(log.failure(&image.service, &reference, &e.to_string())),
+            Err(e) => {
+                return Err(upload_failed()
+                    .unwrap_or_else(|| log.failure(&image.service, &reference, &e.to_string())));
+            }
         }
+    }
+    if let Some(e) = upload_failed() {
+        return Err(e);
     }
     // The stream can end without an error yet without an image (daemon restarted).
     docker.inspect_image(&reference).await.map_err(|e| {

@@ -79,6 +79,10 @@ pub struct Context {
     pub root: PathBuf,
     pub dockerfile: String,
     pub entries: Vec<Entry>,
+    /// The SHA-256 of each file entry (by index) as `content_hash` hashed it. The tar
+    /// sends each file only if its bytes still have this hash, so the image tag (made
+    /// from these) describes exactly what the engine received.
+    pub file_hashes: std::sync::OnceLock<Vec<Option<[u8; 32]>>>,
 }
 
 fn build_error(message: String) -> Error {
@@ -118,7 +122,7 @@ pub fn scan(root: &Path, dockerfile: &Path) -> Result<Context> {
         );
     }
     let ignore_path = root.join(".dockerignore");
-    let matcher = match std::fs::read_to_string(&ignore_path) {
+    let matcher = match read_regular(&ignore_path) {
         Ok(text) => Matcher::from_dockerignore(&text, &df).map_err(|e| {
             build_error(format!("invalid {}: {e}", ignore_path.display()))
                 .with_hint("fix the pattern; see https://docs.docker.com/build/concepts/context/#dockerignore-files")
@@ -137,7 +141,27 @@ pub fn scan(root: &Path, dockerfile: &Path) -> Result<Context> {
         root: root.to_path_buf(),
         dockerfile: df,
         entries,
+        file_hashes: std::sync::OnceLock::new(),
     })
+}
+
+/// Reads a small text file that must be a regular file: a FIFO (or device) put at its
+/// name is refused instead of blocking the open or the read for ever.
+fn read_regular(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn walk(root: &Path, rel: &str, matcher: &Matcher, out: &mut Vec<Entry>) -> Result<()> {
@@ -150,12 +174,29 @@ fn walk(root: &Path, rel: &str, matcher: &Matcher, out: &mut Vec<Entry>) -> Resu
     let mut names = Vec::new();
     for item in std::fs::read_dir(&dir).map_err(read_err)? {
         let item = item.map_err(read_err)?;
-        let name = item.file_name().into_string().map_err(|n| {
-            build_error(format!(
-                "{} holds a file name that is not UTF-8: {n:?}",
-                dir.display()
-            ))
-        })?;
+        let name = match item.file_name().into_string() {
+            Ok(name) => name,
+            Err(n) => {
+                // A name that is not UTF-8 is fine when .dockerignore leaves it out
+                // (matched with the invalid bytes shown as U+FFFD, which `*`, `?` and
+                // literal prefixes match as the docker CLI's byte-wise matcher would).
+                let lossy = n.to_string_lossy().into_owned();
+                let path = if rel.is_empty() {
+                    lossy
+                } else {
+                    format!("{rel}/{lossy}")
+                };
+                let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+                if matcher.excluded(&path) && !(is_dir && matcher.may_descend(&path)) {
+                    continue;
+                }
+                return Err(build_error(format!(
+                    "{} holds a file name that is not UTF-8: {n:?}",
+                    dir.display()
+                ))
+                .with_hint("rename it, or exclude it in .dockerignore"));
+            }
+        };
         names.push(name);
     }
     names.sort_unstable();
@@ -302,7 +343,8 @@ impl StatCache {
             ));
         }
         let dir = file.parent().expect("cache file has a parent");
-        std::fs::create_dir_all(dir)?;
+        // 0700: the cache lists the context's file names (crate::state::private_dir).
+        crate::state::private_dir(dir).map_err(|e| io::Error::other(e.message.clone()))?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(text.as_bytes())?;
         tmp.persist(file).map_err(|e| e.error)?;
@@ -436,6 +478,7 @@ pub fn content_hash(ctx: &Context, inputs: &BuildInputs, cache: &mut StatCache) 
             cache.fresh.insert(e.path.clone(), (e.stat, *fh));
         }
     }
+    let _ = ctx.file_hashes.set(file_hashes);
     field(b"inputs");
     field(inputs.dockerfile.as_bytes());
     for (k, v) in &inputs.build_args {
@@ -449,10 +492,20 @@ pub fn content_hash(ctx: &Context, inputs: &BuildInputs, cache: &mut StatCache) 
     Ok(hex::encode(h.finalize()))
 }
 
+/// Why the tar could not be produced (the context changed under it), for the build's
+/// error: the engine only sees an aborted upload.
+pub type UploadFailure = Arc<std::sync::Mutex<Option<String>>>;
+
 /// The context as an uncompressed tar, produced on a blocking thread and handed over
 /// in chunks through a small bounded channel: memory stays at a few hundred KiB
-/// whatever the context's size. Dropping the stream stops the producer.
-pub fn tar_stream(ctx: Arc<Context>) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+/// whatever the context's size. Dropping the stream stops the producer. When the
+/// context changed since it was hashed the stream ends with an error (before the
+/// changed file's last bytes, so the engine never gets a complete context) and the
+/// reason is left in `failure`.
+pub fn tar_stream(
+    ctx: Arc<Context>,
+    failure: UploadFailure,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
     tokio::task::spawn_blocking(move || {
         let mut writer = ChunkWriter {
@@ -465,6 +518,9 @@ pub fn tar_stream(ctx: Arc<Context>) -> impl Stream<Item = io::Result<Bytes>> + 
                 let _ = writer.flush();
             }
             Err(e) => {
+                if let Ok(mut f) = failure.lock() {
+                    f.get_or_insert(e.to_string());
+                }
                 let _ = tx.blocking_send(Err(e));
             }
         }
@@ -479,7 +535,8 @@ pub fn write_tar(ctx: &Context, w: &mut dyn Write) -> io::Result<()> {
     let mut b = tar::Builder::new(w);
     b.mode(tar::HeaderMode::Complete);
     b.follow_symlinks(false);
-    for e in &ctx.entries {
+    let hashes = ctx.file_hashes.get();
+    for (i, e) in ctx.entries.iter().enumerate() {
         let full = ctx.root.join(&e.path);
         let mut header = tar::Header::new_gnu();
         header.set_uid(0);
@@ -498,18 +555,23 @@ pub fn write_tar(ctx: &Context, w: &mut dyn Write) -> io::Result<()> {
                 b.append_link(&mut header, &e.path, target)?;
             }
             EntryKind::File => {
-                // Size from the open file: it may have changed since the scan, and the
-                // header must describe exactly the bytes that follow.
-                let f = File::open(&full)?;
-                let size = f.metadata()?.len();
+                // The file as it was scanned and hashed, or an error: opened without
+                // following a link (a file swapped for a symlink to an outside file) and
+                // without blocking (a FIFO put in its place), checked to be the same
+                // inode, and its bytes hashed as they go out.
+                let f = open_scanned(&full, &e.path, &e.stat)?;
+                let size = e.stat.size;
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(size);
                 b.append_data(
                     &mut header,
                     &e.path,
-                    Exactly {
+                    Verified {
                         inner: f.take(size),
                         remaining: size,
+                        hasher: Sha256::new(),
+                        want: hashes.and_then(|h| h[i]),
+                        path: &e.path,
                     },
                 )?;
             }
@@ -519,24 +581,67 @@ pub fn write_tar(ctx: &Context, w: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-/// Yields exactly `remaining` bytes: the file's, then zeros if it shrank meanwhile.
-struct Exactly<R> {
-    inner: R,
-    remaining: u64,
+fn changed(path: &str, why: &str) -> io::Error {
+    io::Error::other(format!("{path} {why} after it was hashed"))
 }
 
-impl<R: Read> Read for Exactly<R> {
+/// Opens the file entry `path` for the tar, refusing anything but the regular file
+/// the scan saw.
+fn open_scanned(full: &Path, path: &str, stat: &Stat) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(full)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => changed(path, "became a symbolic link"),
+            _ if e.kind() == io::ErrorKind::NotFound => changed(path, "was removed"),
+            _ => io::Error::new(e.kind(), format!("failed to read {path}: {e}")),
+        })?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(changed(
+            path,
+            "was replaced by something that is not a regular file (a FIFO, socket or device)",
+        ));
+    }
+    if (m.dev(), m.ino()) != (stat.dev, stat.ino) {
+        return Err(changed(path, "was replaced by another file"));
+    }
+    Ok(f)
+}
+
+/// Yields exactly `remaining` bytes of the file, hashing them; the last bytes are only
+/// handed out once the hash is known to be `want`, so a file that changed since it was
+/// hashed never reaches the engine complete.
+struct Verified<'a, R> {
+    inner: R,
+    remaining: u64,
+    hasher: Sha256,
+    want: Option<[u8; 32]>,
+    path: &'a str,
+}
+
+impl<R: Read> Read for Verified<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.remaining == 0 {
             return Ok(0);
         }
         let max = buf.len().min(self.remaining as usize);
-        let mut n = self.inner.read(&mut buf[..max])?;
+        let n = self.inner.read(&mut buf[..max])?;
         if n == 0 {
-            buf[..max].fill(0);
-            n = max;
+            return Err(changed(self.path, "shrank"));
         }
+        self.hasher.update(&buf[..n]);
         self.remaining -= n as u64;
+        if self.remaining == 0
+            && let Some(want) = self.want
+        {
+            let got: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+            if got != want {
+                return Err(changed(self.path, "changed"));
+            }
+        }
         Ok(n)
     }
 }
@@ -776,6 +881,10 @@ mod tests {
         let first = content_hash(&ctx, &inputs(), &mut c).unwrap();
         assert_eq!((c.hits, c.misses), (0, 4));
         c.save(later).unwrap();
+        // The cache names the context's files: private, like the rest of the cache.
+        let dir = c.file.as_ref().unwrap().parent().unwrap();
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
 
         let mut c = StatCache::load(cache_dir.path(), r);
         let second = content_hash(&ctx, &inputs(), &mut c).unwrap();
@@ -844,7 +953,7 @@ mod tests {
         let mut direct = Vec::new();
         write_tar(&ctx, &mut direct).unwrap();
         let mut streamed = Vec::new();
-        let mut s = Box::pin(tar_stream(ctx));
+        let mut s = Box::pin(tar_stream(ctx, UploadFailure::default()));
         while let Some(chunk) = s.next().await {
             let chunk = chunk.unwrap();
             assert!(chunk.len() <= CHUNK);
@@ -857,5 +966,136 @@ mod tests {
                 .unwrap()
                 .any(|e| e.unwrap().path().unwrap().to_string_lossy() == long)
         );
+    }
+
+    /// Issue 13: the context changing between hashing and sending. Each change is an
+    /// error naming the file, the outside file's content is never sent, and nothing
+    /// blocks on a FIFO.
+    #[test]
+    fn a_context_changed_after_hashing_is_refused_not_sent() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("id_rsa");
+        std::fs::write(&secret, "OUTSIDE-PRIVATE-KEY\n").unwrap();
+        type Mutation = Box<dyn Fn(&Path)>;
+        let swap_link: Mutation = Box::new({
+            let secret = secret.clone();
+            move |p: &Path| {
+                std::fs::remove_file(p).unwrap();
+                std::os::unix::fs::symlink(&secret, p).unwrap();
+            }
+        });
+        let swap_fifo: Mutation = Box::new(|p: &Path| {
+            std::fs::remove_file(p).unwrap();
+            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        });
+        let remove: Mutation = Box::new(|p: &Path| std::fs::remove_file(p).unwrap());
+        let rewrite_in_place: Mutation = Box::new(|p: &Path| {
+            // Same inode, same size, other bytes.
+            let mut f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+            f.write_all(b"fn main() {}\r").unwrap();
+        });
+        let replace: Mutation = Box::new(|p: &Path| {
+            let tmp = p.with_extension("new");
+            std::fs::write(&tmp, "fn main() {}\n").unwrap();
+            std::fs::rename(&tmp, p).unwrap();
+        });
+        for (mutate, says) in [
+            (swap_link, "became a symbolic link"),
+            (swap_fifo, "not a regular file"),
+            (remove, "was removed"),
+            (rewrite_in_place, "src/main.rs changed after it was hashed"),
+            (replace, "was replaced by another file"),
+        ] {
+            let d = fixture();
+            let ctx = scan(d.path(), Path::new("Dockerfile")).unwrap();
+            content_hash(&ctx, &inputs(), &mut StatCache::disabled()).unwrap();
+            mutate(&d.path().join("src/main.rs"));
+            let mut buf = Vec::new();
+            let e = write_tar(&ctx, &mut buf).unwrap_err();
+            assert!(e.to_string().contains(says), "{says}: {e}");
+            assert!(e.to_string().contains("src/main.rs"), "{e}");
+            let sent = String::from_utf8_lossy(&buf);
+            assert!(!sent.contains("OUTSIDE-PRIVATE-KEY"), "{says}");
+            assert!(
+                !sent.contains("fn main() {}\r"),
+                "{says}: changed bytes sent"
+            );
+        }
+    }
+
+    /// The same while the tar is being streamed: a file rewritten after its first
+    /// chunks went out fails the stream before its last bytes, and says why.
+    #[tokio::test]
+    async fn a_file_changed_during_the_upload_ends_the_stream_with_the_reason() {
+        use futures::StreamExt;
+        let d = fixture();
+        let big = d.path().join("big.bin");
+        std::fs::write(&big, vec![b'a'; 4 << 20]).unwrap();
+        let ctx = scan(d.path(), Path::new("Dockerfile")).unwrap();
+        content_hash(&ctx, &inputs(), &mut StatCache::disabled()).unwrap();
+        let failure = UploadFailure::default();
+        let mut s = Box::pin(tar_stream(Arc::new(ctx), failure.clone()));
+        // The producer is at most a few chunks ahead (bounded channel): change the end
+        // of the file it has not read yet.
+        let first = s.next().await.unwrap().unwrap();
+        assert!(!first.is_empty());
+        {
+            use std::io::{Seek, SeekFrom};
+            let mut f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+            f.seek(SeekFrom::Start((4 << 20) - 10)).unwrap();
+            f.write_all(b"bbbbbbbbbb").unwrap();
+        }
+        let mut sent = first.len();
+        let mut error = None;
+        while let Some(chunk) = s.next().await {
+            match chunk {
+                Ok(c) => sent += c.len(),
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let error = error.expect("the stream fails");
+        assert!(
+            error.contains("big.bin changed after it was hashed"),
+            "{error}"
+        );
+        assert!(sent < (4 << 20) + 512, "the file was not sent complete");
+        assert_eq!(failure.lock().unwrap().as_deref(), Some(error.as_str()));
+    }
+
+    /// Issue 13 (should fix 8): a `.dockerignore` that is a FIFO is refused at once,
+    /// and a file name that is not UTF-8 is fine when `.dockerignore` leaves it out.
+    #[test]
+    fn a_fifo_dockerignore_and_excluded_non_utf8_names() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = fixture();
+        std::fs::remove_file(d.path().join(".dockerignore")).ok();
+        let c = std::ffi::CString::new(
+            d.path()
+                .join(".dockerignore")
+                .as_os_str()
+                .as_encoded_bytes(),
+        )
+        .unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = scan(d.path(), Path::new("Dockerfile")).unwrap_err();
+        assert!(e.message.contains("not a regular file"), "{}", e.message);
+
+        let d = fixture();
+        let odd = std::ffi::OsStr::from_bytes(b"junk-\xff.tmp");
+        std::fs::write(d.path().join(odd), "x").unwrap();
+        let e = scan(d.path(), Path::new("Dockerfile")).unwrap_err();
+        assert!(e.message.contains("not UTF-8"), "{}", e.message);
+        let ignore = std::fs::read_to_string(d.path().join(".dockerignore")).unwrap();
+        std::fs::write(
+            d.path().join(".dockerignore"),
+            format!("{ignore}\njunk-*\n"),
+        )
+        .unwrap();
+        let ctx = scan(d.path(), Path::new("Dockerfile")).unwrap();
+        assert!(paths(&ctx).iter().all(|p| !p.starts_with("junk")));
     }
 }

@@ -13,6 +13,9 @@ use crate::error::{Error, ErrorKind, Result};
 /// Creates each Secret unless one with its name already exists; existing ones are left
 /// untouched (their values are what the running database was initialised with).
 /// Returns, per Secret, whether this call created it.
+///
+/// Every secret value sent, and the value already in the cluster when the Secret
+/// exists, is handed to `crate::redact` first, so no echo of it is ever printed.
 pub async fn create_if_absent(
     client: &Client,
     objects: &[serde_json::Value],
@@ -23,10 +26,27 @@ pub async fn create_if_absent(
             .map_err(|e| Error::internal(format!("failed to build a Secret: {e}")))?;
         let name = secret.metadata.name.clone().unwrap_or_default();
         let ns = secret.metadata.namespace.clone().unwrap_or_default();
+        let secret_keys: Vec<String> = obj["stringData"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| crate::secrets::is_secret_key(&name, k))
+            .map(|(k, v)| {
+                crate::redact::add(&name, k, v.as_str().unwrap_or_default().as_bytes());
+                k.clone()
+            })
+            .collect();
         let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
         match api.create(&PostParams::default(), &secret).await {
             Ok(_) => out.push((name, true)),
-            Err(::kube::Error::Api(s)) if s.code == 409 => out.push((name, false)),
+            Err(::kube::Error::Api(s)) if s.code == 409 => {
+                for key in &secret_keys {
+                    if let Some(v) = read_key(client, &ns, &name, key).await? {
+                        crate::redact::add(&name, key, &v);
+                    }
+                }
+                out.push((name, false))
+            }
             Err(e) => {
                 // The error text of a create never echoes the object's data.
                 return Err(Error::new(

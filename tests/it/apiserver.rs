@@ -126,6 +126,13 @@ pub struct Fault {
     pub reason: String,
     pub message: String,
     pub times: u32,
+    /// The request body is appended to `message`, as servers that quote what they got
+    /// do: a 422 Invalid names the rejected value (apimachinery
+    /// pkg/util/validation/field/errors.go, `Invalid value: %#v`), and an admission
+    /// webhook's denial message is whatever the webhook writes, often the object.
+    pub echo_body: bool,
+    /// The bodies echoed so far (for tests that look for them in pulsedev's output).
+    pub echoed: Vec<String>,
 }
 
 impl Options {
@@ -215,7 +222,24 @@ impl Options {
             reason: reason.into(),
             message: message.into(),
             times,
+            echo_body: false,
+            echoed: Vec::new(),
         });
+        self
+    }
+
+    /// As [`Options::fault`], with the request body appended to the message.
+    pub fn fault_echoing(
+        mut self,
+        method: &str,
+        path_contains: &str,
+        code: u16,
+        reason: &str,
+        message: &str,
+        times: u32,
+    ) -> Options {
+        self = self.fault(method, path_contains, code, reason, message, times);
+        self.faults.last_mut().expect("just pushed").echo_body = true;
         self
     }
 
@@ -1548,7 +1572,13 @@ impl State {
                 && req.path.contains(&f.path_contains)
         }) {
             f.times -= 1;
-            return fail(f.code, &f.reason.clone(), &f.message.clone(), json!({}));
+            let mut message = f.message.clone();
+            if f.echo_body {
+                let body = String::from_utf8_lossy(&req.body).into_owned();
+                message.push_str(&body);
+                f.echoed.push(body);
+            }
+            return fail(f.code, &f.reason.clone(), &message, json!({}));
         }
         let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
         let aggregated = req

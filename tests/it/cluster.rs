@@ -285,6 +285,89 @@ fn down_removes_everything_and_twice_is_fine() {
     assert!(!sb.state().exists());
 }
 
+/// Issue 13: a corrupted journal.json or cluster.json (a crash mid-write on a
+/// filesystem without ordered writes, a hand edit) must never leave the user deleting
+/// files by hand: the journal is set aside with a warning and the run goes on, and
+/// `down` removes the cluster an unreadable record describes.
+#[test]
+fn corrupt_state_files_never_dead_end() {
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    ok(&sb.create(&[]));
+    std::fs::write(sb.state().join("journal.json"), "{\"pid\": 12, \"entr").unwrap();
+    let run = sb.create(&[]);
+    ok(&run);
+    assert!(
+        run.stderr
+            .contains("warning: the journal of an earlier run was unreadable"),
+        "{}",
+        run.stderr
+    );
+    let aside: Vec<String> = std::fs::read_dir(sb.state())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("journal.json.unreadable-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "set aside, not deleted");
+
+    // Now the ownership record: `down` still removes the cluster.
+    std::fs::write(sb.state().join("cluster.json"), "\u{0}\u{0}garbage").unwrap();
+    std::fs::write(sb.state().join("journal.json"), "not json").unwrap();
+    let run = sb.pd.run_with(&["down"]);
+    ok(&run);
+    assert!(
+        run.stderr.contains("cluster.json is unreadable"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("deleted the kind cluster dev"),
+        "{}",
+        run.stdout
+    );
+    assert!(kind_clusters(&sb.kind).is_empty());
+    assert!(!sb.state().exists());
+}
+
+/// Issue 13: a kind config that binds the API server or a host port on 0.0.0.0 is
+/// refused before kind runs, unless `--allow-external-binds` asks for it (then said).
+#[test]
+fn binds_beyond_loopback_need_an_explicit_flag() {
+    let Some(sb) = sandbox("dev", "ok") else {
+        return;
+    };
+    let open = pulsedev::cluster::kindconfig::TEMPLATE.replace(
+        "apiServerAddress: \"127.0.0.1\"",
+        "apiServerAddress: \"0.0.0.0\"",
+    );
+    sb.pd.write("kind-config/dev.yaml", &open);
+    let run = sb.create(&["--output", "json"]);
+    assert_eq!(run.code, 4, "{run:#?}");
+    let doc = run.json();
+    assert_eq!(doc["error"]["id"], "config-invalid");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the API server listens on 0.0.0.0"),
+        "{doc:#}"
+    );
+    assert!(
+        !sb.calls().iter().any(|c| c.starts_with("create")),
+        "kind never ran: {:?}",
+        sb.calls()
+    );
+    let run = sb.create(&["--allow-external-binds"]);
+    ok(&run);
+    assert!(
+        run.stderr
+            .contains("warning: --allow-external-binds: the cluster is reachable from the network"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn a_kind_cluster_pulsedev_did_not_make_is_never_touched() {
     let Some(sb) = sandbox("theirs", "ok") else {
@@ -420,6 +503,55 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 13: SIGTERM (a CI job cancelled, `timeout`, `kill`) and SIGHUP (the terminal
+/// closed) during `cluster create` are handled like Ctrl-C: this run's cluster is
+/// deleted, no temporary file is left, the journal says `undone`, and the exit code
+/// is 128 + the signal.
+#[test]
+fn sigterm_and_sighup_during_create_undo_like_ctrl_c() {
+    for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGHUP, 129)] {
+        let Some(sb) = sandbox("dev", "hang") else {
+            return;
+        };
+        let child = sb
+            .pd
+            .command_with(&["cluster", "create", "--wait", "5"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("kind create", Duration::from_secs(20), || {
+            sb.calls().iter().any(|c| c.starts_with("create cluster"))
+        });
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "signal {signal}: {stderr}");
+        assert!(stderr.contains("error[interrupted]"), "{stderr}");
+        assert!(
+            sb.calls()
+                .last()
+                .unwrap()
+                .starts_with("delete cluster --name dev"),
+            "{:?}",
+            sb.calls()
+        );
+        assert!(kind_clusters(&sb.kind).is_empty());
+        let j: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(sb.state().join("journal.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(j["status"], "undone", "{j:#}");
+        let left: Vec<String> = std::fs::read_dir(sb.state())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
     }
 }
 
@@ -924,10 +1056,18 @@ fn a_missing_kind_is_fetched_verified_cached_and_used_offline() {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr.contains("warning: PULSEDEV_TOOLS_PINS=")
+            && run.stderr.contains("warning: PULSEDEV_TOOLS_MIRROR="),
+        "overridden pins and mirror are said loudly: {}",
+        run.stderr
+    );
     let cached = pd
         .home
         .path()
-        .join("cache/pulsedev/tools/kind/v0.32.0/kind");
+        .join("cache/pulsedev/tools/kind/v0.32.0")
+        .join(sha256_hex(&script))
+        .join("kind");
     assert_eq!(std::fs::read(&cached).unwrap(), script);
     assert_eq!(mode(&cached), 0o755);
     assert_eq!(mirror.hits.lock().unwrap().len(), 1);
@@ -939,6 +1079,73 @@ fn a_missing_kind_is_fetched_verified_cached_and_used_offline() {
     ok(&run);
     assert!(!run.stderr.contains("downloading"), "{}", run.stderr);
     assert_eq!(mirror.hits.lock().unwrap().len(), 1);
+
+    // Issue 13: what those pins brought is not "kind v0.32.0" for the compiled-in pins.
+    let plain = pd
+        .without("PULSEDEV_TOOLS_PINS")
+        .without("PULSEDEV_TOOLS_MIRROR");
+    let doctor = plain.run_with(&["doctor", "--output", "json"]);
+    let kind_check = doctor.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "kind")
+        .cloned()
+        .unwrap();
+    assert!(
+        !kind_check["message"]
+            .as_str()
+            .unwrap()
+            .contains("from pulsedev's cache"),
+        "{kind_check:#}"
+    );
+}
+
+/// Issue 13: a script planted where the cached kind lives is not run: `doctor` fails
+/// the check, `down` refuses it (and deletes it) instead of running it.
+#[test]
+fn a_planted_cached_kind_is_refused_not_run() {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let (_, asset) = pulsedev::tools::fetch::lookup(
+        pulsedev::tools::fetch::PINS,
+        "kind",
+        &format!("linux-{arch}"),
+    )
+    .unwrap();
+    let pd = Pd::new().args(&["--name", "dev"]);
+    let witness = pd.home.path().join("planted-ran");
+    let bin = pulsedev::tools::fetch::cached_path(
+        &pd.home.path().join("cache/pulsedev/tools"),
+        &asset.unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\ntouch {}\necho kind v0.32.0 go1.24 linux/amd64\n",
+            witness.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let doctor = pd.run_with(&["doctor", "--output", "json"]);
+    let doc = doctor.json();
+    let kind_check = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "kind")
+        .cloned()
+        .unwrap();
+    assert_eq!(kind_check["status"], "fail", "{kind_check:#}");
+    assert_eq!(kind_check["problem"], "tool-checksum-mismatch");
+    assert!(!bin.exists(), "the planted file was deleted");
+    assert!(!witness.exists(), "the planted file never ran");
 }
 
 #[test]
@@ -969,6 +1176,12 @@ fn a_download_that_does_not_match_the_pins_is_refused_and_deleted() {
             .contains("does not match its pinned checksum; it was deleted")
     );
     let dir = pd.home.path().join("cache/pulsedev/tools/kind/v0.32.0");
+    let dir = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .expect("the pin's directory")
+        .unwrap()
+        .path();
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
@@ -1102,6 +1315,7 @@ fn a_second_pulsedev_on_the_same_cluster_is_told_to_wait() {
     unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
     first.wait().unwrap();
     assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("error[cluster-busy]"), "{}", run.stderr);
     assert!(
         run.stderr.contains(&format!(
             "another pulsedev (pid {}) is working on the cluster dev",

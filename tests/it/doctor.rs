@@ -362,24 +362,38 @@ fn a_missing_tool_without_a_pinned_release_fails() {
     );
 }
 
+/// A cached release is ok once it matches its pin. The compiled-in pins name the real
+/// kind, so this test brings its own pins (and doctor says those are overridden).
 #[test]
 fn a_cached_pinned_tool_is_ok() {
     let pd = Pd::new().free_ports();
+    let script = "#!/bin/sh\necho kind v0.32.0\n";
+    let sha = sha256_hex(script);
+    let platform = pulsedev::tools::fetch::this_platform();
+    let pins = pd.write(
+        "pins.toml",
+        &format!(
+            "[kind]\nversion = \"v0.32.0\"\n[kind.{platform}]\nurl = \"https://example.invalid/kind\"\nsha256 = \"{sha}\"\n[helm]\nversion = \"v4.2.2\"\n"
+        ),
+    );
     let cached = pd
         .home
         .path()
-        .join("cache/pulsedev/tools/kind/v0.32.0/kind");
+        .join("cache/pulsedev/tools/kind/v0.32.0")
+        .join(&sha)
+        .join("kind");
     std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
-    std::fs::write(&cached, "#!/bin/sh\n").unwrap();
+    std::fs::write(&cached, script).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cached, std::fs::Permissions::from_mode(0o755)).unwrap();
     let sock = pd.home.path().join("nobody.sock");
-    let run = pd
+    let pd = pd
         .env("DOCKER_HOST", format!("unix://{}", sock.display()))
-        .args(&["doctor", "--output", "json"])
-        .run();
+        .env("PULSEDEV_TOOLS_PINS", pins.display().to_string())
+        .args(&["doctor", "--output", "json"]);
+    let run = pd.run();
     let kind = check(&run.json(), "kind").clone();
-    assert_eq!(kind["status"], "ok", "{kind:#}");
+    assert_eq!(kind["status"], "warn", "{kind:#}");
     assert!(
         kind["message"]
             .as_str()
@@ -387,6 +401,19 @@ fn a_cached_pinned_tool_is_ok() {
             .starts_with("kind v0.32.0 from pulsedev's cache at "),
         "{kind:#}"
     );
+    assert!(
+        kind["hint"]
+            .as_str()
+            .unwrap()
+            .contains("PULSEDEV_TOOLS_PINS="),
+        "{kind:#}"
+    );
+    // Changed after it was cached: refused (and deleted), not reported ok.
+    std::fs::write(&cached, "#!/bin/sh\necho planted\n").unwrap();
+    let run = pd.run();
+    let kind = check(&run.json(), "kind").clone();
+    assert_eq!(kind["status"], "fail", "{kind:#}");
+    assert_eq!(kind["problem"], "tool-checksum-mismatch", "{kind:#}");
 }
 
 #[test]

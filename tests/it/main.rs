@@ -5,6 +5,7 @@ mod cli;
 mod cluster;
 mod doctor;
 mod fakes;
+mod fuzz;
 mod harness;
 mod images;
 mod render;

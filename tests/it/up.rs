@@ -661,6 +661,58 @@ fn a_failing_migrations_job_stops_the_services_with_its_reason() {
     );
 }
 
+/// Issue 13: an API server that quotes the request body in its 422 (as a webhook or a
+/// field.Invalid does) must not make pulsedev print the dev password: not in the
+/// progress lines, the step table, the error, -v output or the JSON document.
+#[test]
+fn a_server_echoing_the_secret_it_was_sent_never_gets_it_printed() {
+    let Some(w) = World::new(|o| {
+        o.fault_echoing(
+            "POST",
+            "/secrets",
+            422,
+            "Invalid",
+            "Secret \"pulsewatch-db\" is invalid: admission webhook \"policy.example.com\" denied the request: ",
+            2,
+        )
+    }) else {
+        return;
+    };
+    let human = w.pd.run_with(&["-v", "up", "--timeout", "60"]);
+    let json = w.up(&["-v"]);
+    let mut echoed = Vec::new();
+    w.api.configure(|o| echoed = o.faults[0].echoed.clone());
+    assert_eq!(
+        echoed.len(),
+        2,
+        "both runs sent a Secret the server echoed:\n{}\n{}",
+        human.stderr,
+        json.stdout
+    );
+    for (run, body) in [(&human, &echoed[0]), (&json, &echoed[1])] {
+        assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+        let sent: Value = serde_json::from_str(body).unwrap();
+        let password = sent["stringData"]["password"].as_str().unwrap();
+        assert!(password.len() >= 32, "{body}");
+        let all = format!("{}\n{}", run.stdout, run.stderr);
+        assert!(
+            all.contains("policy.example.com"),
+            "the server's message is still shown: {all}"
+        );
+        assert!(!all.contains(password), "the password leaked:\n{all}");
+        assert!(
+            all.contains("[redacted secret pulsewatch-db:password]"),
+            "{all}"
+        );
+    }
+    assert_eq!(
+        json.json()["error"]["id"],
+        "apply-failed",
+        "{}",
+        json.stdout
+    );
+}
+
 #[test]
 fn ctrl_c_during_up_undoes_the_cluster_this_run_created() {
     let Some(w) = World::new(|o| o.ready_after(Duration::from_secs(120))) else {
@@ -900,7 +952,7 @@ fn ctrl_c_after_a_failure_still_exits_130_and_keeps_the_failure() {
     let mut child =
         w.pd.command_with(&["up", "--timeout", "60"])
             .env("FAKE_KIND_MODE", "hang")
-            .stdout(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();

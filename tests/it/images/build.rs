@@ -406,3 +406,73 @@ async fn a_context_written_under_umask_077_runs_as_uid_10001() {
         .collect();
     assert_eq!(modes, ["drwxr-xr-x", "-rw-r--r--", "-rwxr-xr-x"], "{out}");
 }
+
+/// Issue 13: the context changes between hashing and upload (here: as the build starts,
+/// `src/main.txt` becomes a symlink to a file outside the context). With a real engine
+/// the build fails with a message naming the file, and no image carries the tag that
+/// was computed from the original content (later builds would skip it as unchanged).
+#[tokio::test]
+async fn a_context_swapped_during_upload_fails_clearly_and_tags_nothing() {
+    use pulsedev::images::{self, Event, build::Status};
+    let Some(engine) = docker::engine("a_context_swapped_during_upload").await else {
+        return;
+    };
+    let f = Fixture::new(&[("api", "")], 1);
+    let outside = f.path("outside.txt");
+    std::fs::write(&outside, "OUTSIDE THE CONTEXT\n").unwrap();
+    let ctx = f.path("api");
+    let service = pulsedev::config::Service {
+        context: ctx.clone(),
+        dockerfile: PathBuf::from("Dockerfile"),
+        chart: None,
+        build_args: Default::default(),
+        target: None,
+    };
+    let services = std::collections::BTreeMap::from([("api".to_string(), service)]);
+    let mut opts = images::build_options(
+        &pulsedev::config::Config::load(
+            Some(&f.path("pulsedev.toml")),
+            f.dir.path(),
+            &|_| None,
+            &Default::default(),
+        )
+        .unwrap(),
+        &engine,
+    )
+    .await
+    .unwrap();
+    opts.cache_dir = None;
+    opts.prefix = format!("w13-swap-{}", f.nonce);
+    let main = ctx.join("src/main.txt");
+    let events: images::Events = std::sync::Arc::new(move |e: Event| {
+        if let Event::Started { .. } = e {
+            std::fs::remove_file(&main).unwrap();
+            std::os::unix::fs::symlink(&outside, &main).unwrap();
+        }
+    });
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let outcomes = images::build(&engine, &services, &opts, &cancel, events).await;
+    let o = &outcomes[0];
+    let Status::Failed(e) = &o.status else {
+        remove_images(&[o.image.reference()]);
+        panic!("the build must fail: {:?}", o.status);
+    };
+    assert_eq!(e.id(), "image-build-failed");
+    assert!(
+        e.message.contains("changed while it was being sent")
+            && e.message.contains("src/main.txt became a symbolic link"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("nothing was tagged"), "{}", e.message);
+    assert!(!e.message.contains("Dockerfile"), "{}", e.message);
+    assert!(
+        engine
+            .docker
+            .inspect_image(&o.image.reference())
+            .await
+            .is_err(),
+        "no image carries the tag {}",
+        o.image.reference()
+    );
+}
