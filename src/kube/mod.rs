@@ -28,6 +28,7 @@ mod apply;
 pub mod client;
 mod diagnose;
 mod discovery;
+mod inventory;
 pub mod jobs;
 pub mod manifest;
 mod prune;
@@ -49,8 +50,9 @@ use crate::error::{Error, Result};
 pub use apply::{Applied, ApplyOptions, ApplyReport};
 pub use client::{connect, context_name};
 pub use diagnose::{ContainerReport, Diagnosis, EventReport, PodReport};
+pub use inventory::{INVENTORY_NAMESPACE, Inventory, inventory_name};
 pub use manifest::{Manifest, parse};
-pub use prune::PruneReport;
+pub use prune::{PruneOptions, PruneReport};
 pub use status::{
     Category, Check, CheckKind, ClusterInfo, Row, State, StatusReport, StatusSpec,
     collect as collect_status,
@@ -77,6 +79,8 @@ pub struct Timing {
     pub concurrency: usize,
     /// Log lines collected from each crashing container.
     pub log_lines: i64,
+    /// How long a deleted object (a Terminating namespace or CRD) may take to be gone.
+    pub deletion: Duration,
 }
 
 impl Default for Timing {
@@ -87,6 +91,7 @@ impl Default for Timing {
             discovery_catch_up: Duration::from_secs(30),
             concurrency: 8,
             log_lines: 20,
+            deletion: Duration::from_secs(300),
         }
     }
 }
@@ -100,6 +105,8 @@ pub struct Engine {
     discovery: discovery::Discovery,
     timing: Timing,
     progress: ProgressFn,
+    /// One inventory update at a time from this process (steps apply concurrently).
+    inventory_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Engine {
@@ -109,6 +116,7 @@ impl Engine {
             client,
             timing: Timing::default(),
             progress: Arc::new(|_| {}),
+            inventory_lock: Arc::default(),
         }
     }
 

@@ -27,7 +27,8 @@
 //! Not modelled: watches (answered 404 and recorded as unexpected), field ownership
 //! beyond one managedFields entry per manager (an apply replaces the object's fields
 //! except status and server-set metadata), resourceVersion preconditions, RBAC,
-//! admission beyond the options, namespace termination (deletion is immediate).
+//! admission beyond the options. Deletion (finalizers, Terminating namespaces and CRDs,
+//! PVC protection, propagation, refused writes) is in apiserver/deletion.rs.
 
 // The `up` tests use the parts these tests do not.
 #![allow(dead_code)]
@@ -42,6 +43,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
+
+mod deletion;
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -81,6 +84,9 @@ pub struct Options {
     pub latency: Duration,
     /// Answers to give instead of the real one (see [`Fault`]).
     pub faults: Vec<Fault>,
+    /// Reconcile passes each deletion controller step waits (namespace contents, CRD
+    /// instances, garbage collection); see apiserver/deletion.rs.
+    pub deletion_lag: u32,
 }
 
 /// A canned failure: the next `times` requests whose method is `method` (or any, when
@@ -126,6 +132,7 @@ impl Options {
             webhook_refusals: 0,
             latency: Duration::ZERO,
             faults: Vec::new(),
+            deletion_lag: 1,
         }
     }
 
@@ -1001,6 +1008,10 @@ struct State {
     unexpected: Vec<String>,
     applies: Vec<ApplyRecord>,
     last_apply: Option<(String, String, String, bool)>,
+    /// Object → passes left before its deletion controller's next step.
+    countdown: HashMap<Key, u32>,
+    /// The uid of the object the last immediate delete removed.
+    gone_uid: String,
 }
 
 fn now_rfc3339() -> String {
@@ -1268,6 +1279,8 @@ impl State {
             unexpected: Vec::new(),
             applies: Vec::new(),
             last_apply: None,
+            countdown: HashMap::new(),
+            gone_uid: String::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             st.upsert(
@@ -1394,27 +1407,13 @@ impl State {
     fn delete_key(&mut self, k: &Key) -> Option<Value> {
         let o = self.objects.remove(k)?;
         let uid = str_of(&o, &["metadata", "uid"]).to_string();
-        // Garbage collection of dependents, then namespace and CRD contents.
-        let mut doomed: Vec<Key> = self
+        // A controller removing what it made (pods): their dependents go with them.
+        let doomed: Vec<Key> = self
             .objects
             .iter()
             .filter(|(_, d)| owned_by(d, &uid))
             .map(|(k, _)| k.clone())
             .collect();
-        if k.0.is_empty() && k.1 == "namespaces" {
-            doomed.extend(self.objects.keys().filter(|o| o.2 == k.3).cloned());
-        }
-        if k.0 == "apiextensions.k8s.io" && k.1 == "customresourcedefinitions" {
-            let group = str_of(&o, &["spec", "group"]).to_string();
-            let plural = str_of(&o, &["spec", "names", "plural"]).to_string();
-            doomed.extend(
-                self.objects
-                    .keys()
-                    .filter(|o| o.0 == group && o.1 == plural)
-                    .cloned(),
-            );
-            self.resources.retain(|r| r.crd.as_deref() != Some(&k.3));
-        }
         for d in doomed {
             self.delete_key(&d);
         }
@@ -1512,7 +1511,7 @@ impl State {
             ("PATCH", Some(n), None) => self.patch(&r, ns, n, req),
             ("PATCH", Some(n), Some("status")) => self.patch_status(&r, ns, n, req),
             ("PUT", Some(n), None) => self.put(&r, ns, n, req),
-            ("DELETE", Some(n), None) => self.delete(&r, ns, n),
+            ("DELETE", Some(n), None) => self.delete_api(&r, ns, n, req),
             ("DELETE", None, _) => self.delete_collection(&r, ns, req),
             _ => self.unexpected(req),
         }
@@ -2024,6 +2023,7 @@ impl State {
             }
             self.ready_at
                 .insert(uid, Instant::now() + self.opts.ready_after);
+            self.on_create(r, obj);
         }
         Ok(())
     }
@@ -2114,6 +2114,11 @@ impl State {
             if let Err(e) = self.admit(r, ns) {
                 return e;
             }
+            if old.is_none()
+                && let Some(refused) = self.refuse_create(r, ns, name, false)
+            {
+                return refused;
+            }
             if let Err(e) = self.finish(r, &mut obj, old.as_ref()) {
                 return e;
             }
@@ -2185,6 +2190,9 @@ impl State {
             return e;
         }
         let name = str_of(&obj, &["metadata", "name"]).to_string();
+        if let Some(refused) = self.refuse_create(r, ns, &name, true) {
+            return refused;
+        }
         if self
             .objects
             .contains_key(&key(&r.group, &r.plural, ns.unwrap_or_default(), &name))
@@ -2224,18 +2232,6 @@ impl State {
         Response::json(200, &stored)
     }
 
-    fn delete(&mut self, r: &Res, ns: Option<&str>, name: &str) -> Response {
-        let k = key(&r.group, &r.plural, ns.unwrap_or_default(), name);
-        match self.delete_key(&k) {
-            Some(o) => Response::json(
-                200,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                    "details": {"name": name, "group": r.group, "kind": r.plural, "uid": o["metadata"]["uid"]}}),
-            ),
-            None => not_found_res(r, name),
-        }
-    }
-
     fn delete_collection(&mut self, r: &Res, ns: Option<&str>, req: &Request) -> Response {
         let labels = req.q("labelSelector").unwrap_or_default().to_string();
         let doomed: Vec<Key> = self
@@ -2251,7 +2247,8 @@ impl State {
             .collect();
         let mut items = Vec::new();
         for k in doomed {
-            if let Some(o) = self.delete_key(&k) {
+            if let Some(o) = self.objects.get(&k).cloned() {
+                self.mark_deleted(&k, deletion::Propagation::Background);
                 items.push(o);
             }
         }
@@ -2375,9 +2372,15 @@ impl State {
         let node = format!("{}-control-plane", self.opts.cluster_name);
         let ready = self.opts.node_ready;
         self.ensure_node(&node, ready);
+        self.tick_deletion();
         let keys: Vec<Key> = self.objects.keys().cloned().collect();
         for k in keys {
-            if !self.objects.contains_key(&k) {
+            // Controllers leave objects being deleted alone.
+            if self
+                .objects
+                .get(&k)
+                .is_none_or(|o| !o["metadata"]["deletionTimestamp"].is_null())
+            {
                 continue;
             }
             match (k.0.as_str(), k.1.as_str()) {
@@ -3215,6 +3218,7 @@ mod tests {
                 discovery_catch_up: Duration::from_secs(10),
                 concurrency: 8,
                 log_lines: 5,
+                deletion: Duration::from_secs(10),
             })
             .with_progress(move |l| sink.lock().unwrap().push(l.to_string()));
         (engine, lines)
