@@ -3933,7 +3933,13 @@ spec:
     }
 
     /// One request over a fresh connection: (status code, body).
-    fn raw(api: &FakeApiServer, method: &str, target: &str, ct: &str, body: &str) -> (u16, String) {
+    pub(super) fn raw(
+        api: &FakeApiServer,
+        method: &str,
+        target: &str,
+        ct: &str,
+        body: &str,
+    ) -> (u16, String) {
         let mut c = TcpStream::connect(api.url().trim_start_matches("http://")).unwrap();
         write!(
             c,

@@ -423,3 +423,270 @@ impl State {
         self.objects.insert(k.clone(), crd);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::raw;
+    use super::super::{FakeApiServer, Options};
+    use serde_json::{Value, json};
+
+    const JSON: &str = "application/json";
+
+    fn call(api: &FakeApiServer, method: &str, target: &str, body: Value) -> (u16, Value) {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let (code, text) = raw(api, method, target, JSON, &body);
+        (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn post(api: &FakeApiServer, target: &str, body: Value) -> (u16, Value) {
+        call(api, "POST", target, body)
+    }
+
+    fn cm(name: &str, ns: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}})
+    }
+
+    /// GETs `target` until it is 404 (each request is a reconcile pass); the number of
+    /// GETs it took.
+    fn polls_until_gone(api: &FakeApiServer, target: &str) -> usize {
+        for n in 1..=100 {
+            if call(api, "GET", target, Value::Null).0 == 404 {
+                return n;
+            }
+        }
+        panic!("{target} never went away");
+    }
+
+    #[test]
+    fn a_namespace_terminates_over_several_passes_and_refuses_new_content() {
+        let api = FakeApiServer::start(Options {
+            deletion_lag: 8,
+            ..Options::new("test")
+        });
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t"}});
+        assert_eq!(post(&api, "/api/v1/namespaces", ns).0, 201);
+        assert_eq!(
+            post(&api, "/api/v1/namespaces/t/configmaps", cm("a", "t")).0,
+            201
+        );
+        let (code, o) = call(&api, "DELETE", "/api/v1/namespaces/t", Value::Null);
+        assert_eq!(code, 200);
+        assert_eq!(o["status"]["phase"], "Terminating");
+        assert!(o["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(o["spec"]["finalizers"], json!(["kubernetes"]));
+        let (code, e) = post(&api, "/api/v1/namespaces/t/configmaps", cm("b", "t"));
+        assert_eq!(code, 403);
+        assert_eq!(e["reason"], "Forbidden");
+        assert_eq!(
+            e["message"],
+            "configmaps \"b\" is forbidden: unable to create new content in namespace t because it is being terminated"
+        );
+        assert_eq!(e["details"]["causes"][0]["reason"], "NamespaceTerminating");
+        // An update of what is there is not a create: allowed.
+        let (code, _) = call(
+            &api,
+            "PUT",
+            "/api/v1/namespaces/t/configmaps/a",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "t"}, "data": {"k": "v"}}),
+        );
+        assert_eq!(code, 200);
+        let n = polls_until_gone(&api, "/api/v1/namespaces/t");
+        assert!(n > 1, "the namespace went at once");
+        assert_eq!(
+            call(
+                &api,
+                "GET",
+                "/api/v1/namespaces/t/configmaps/a",
+                Value::Null
+            )
+            .0,
+            404
+        );
+        assert_eq!(
+            call(&api, "DELETE", "/api/v1/namespaces/t", Value::Null).0,
+            404
+        );
+    }
+
+    #[test]
+    fn a_terminating_crd_refuses_creates_deletes_its_instances_then_goes() {
+        let api = FakeApiServer::start(Options {
+            deletion_lag: 8,
+            ..Options::new("test")
+        });
+        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}});
+        let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+        assert_eq!(post(&api, crds, crd).0, 201);
+        let widget = |n: &str| json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": n, "namespace": "default"}});
+        let widgets = "/apis/example.com/v1/namespaces/default/widgets";
+        assert_eq!(post(&api, widgets, widget("w1")).0, 201);
+        let (code, o) = call(
+            &api,
+            "DELETE",
+            &format!("{crds}/widgets.example.com"),
+            Value::Null,
+        );
+        assert_eq!(code, 200);
+        assert_eq!(
+            o["metadata"]["finalizers"],
+            json!(["customresourcecleanup.apiextensions.k8s.io"])
+        );
+        let terminating = o["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Terminating")
+            .unwrap()
+            .clone();
+        assert_eq!(terminating["status"], "True");
+        let (code, e) = post(&api, widgets, widget("w2"));
+        assert_eq!(code, 405);
+        assert_eq!(e["reason"], "MethodNotAllowed");
+        assert_eq!(
+            e["message"],
+            "create not allowed while custom resource definition is terminating"
+        );
+        // An apply (PATCH) is not refused by the handler: the finalizer takes it away later.
+        let (code, _) = raw(
+            &api,
+            "PATCH",
+            &format!("{widgets}/w3?fieldManager=test"),
+            "application/apply-patch+yaml",
+            &widget("w3").to_string(),
+        );
+        assert_eq!(code, 201);
+        let n = polls_until_gone(&api, &format!("{crds}/widgets.example.com"));
+        assert!(n > 1, "the CRD went at once");
+        assert!(api.objects_of("Widget").is_empty());
+    }
+
+    #[test]
+    fn pvc_protection_holds_a_claim_while_a_pod_uses_it() {
+        let api = FakeApiServer::start(Options::new("test"));
+        let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "default"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+        let (code, o) = post(
+            &api,
+            "/api/v1/namespaces/default/persistentvolumeclaims",
+            pvc,
+        );
+        assert_eq!(code, 201);
+        assert_eq!(
+            o["metadata"]["finalizers"],
+            json!(["kubernetes.io/pvc-protection"])
+        );
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}});
+        assert_eq!(post(&api, "/api/v1/namespaces/default/pods", pod).0, 201);
+        let target = "/api/v1/namespaces/default/persistentvolumeclaims/data";
+        let (code, o) = call(&api, "DELETE", target, Value::Null);
+        assert_eq!(code, 200);
+        assert!(o["metadata"]["deletionTimestamp"].is_string());
+        for _ in 0..5 {
+            assert_eq!(
+                call(&api, "GET", target, Value::Null).0,
+                200,
+                "held by the pod"
+            );
+        }
+        assert_eq!(
+            call(
+                &api,
+                "DELETE",
+                "/api/v1/namespaces/default/pods/user",
+                Value::Null
+            )
+            .0,
+            200
+        );
+        polls_until_gone(&api, target);
+    }
+
+    fn owner_and_dependent(api: &FakeApiServer) {
+        let (_, owner) = post(
+            api,
+            "/api/v1/namespaces/default/configmaps",
+            cm("owner", "default"),
+        );
+        let mut dep = cm("dependent", "default");
+        dep["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap",
+            "name": "owner", "uid": owner["metadata"]["uid"], "blockOwnerDeletion": true}]);
+        assert_eq!(
+            post(api, "/api/v1/namespaces/default/configmaps", dep).0,
+            201
+        );
+    }
+
+    const OWNER: &str = "/api/v1/namespaces/default/configmaps/owner";
+    const DEPENDENT: &str = "/api/v1/namespaces/default/configmaps/dependent";
+
+    #[test]
+    fn background_foreground_and_orphan_propagation() {
+        let api = FakeApiServer::start(Options {
+            deletion_lag: 8,
+            ..Options::new("test")
+        });
+        // Background: the owner goes at once, the GC collects the dependent later.
+        owner_and_dependent(&api);
+        let (code, s) = call(
+            &api,
+            "DELETE",
+            OWNER,
+            json!({"propagationPolicy": "Background"}),
+        );
+        assert_eq!((code, &s["status"]), (200, &json!("Success")));
+        assert_eq!(call(&api, "GET", OWNER, Value::Null).0, 404);
+        assert_eq!(call(&api, "GET", DEPENDENT, Value::Null).0, 200);
+        polls_until_gone(&api, DEPENDENT);
+
+        // Foreground: the owner stays (foregroundDeletion) until the dependent is gone.
+        owner_and_dependent(&api);
+        let (code, o) = call(
+            &api,
+            "DELETE",
+            OWNER,
+            json!({"propagationPolicy": "Foreground"}),
+        );
+        assert_eq!(code, 200);
+        assert_eq!(o["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+        polls_until_gone(&api, OWNER);
+        assert_eq!(
+            call(&api, "GET", DEPENDENT, Value::Null).0,
+            404,
+            "dependents go first"
+        );
+
+        // Orphan: the dependent stays, without its ownerReference.
+        owner_and_dependent(&api);
+        assert_eq!(
+            call(
+                &api,
+                "DELETE",
+                OWNER,
+                json!({"propagationPolicy": "Orphan"})
+            )
+            .0,
+            200
+        );
+        polls_until_gone(&api, OWNER);
+        let (code, d) = call(&api, "GET", DEPENDENT, Value::Null);
+        assert_eq!(code, 200);
+        assert!(
+            d["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(|r| r.is_empty()),
+            "{d}"
+        );
+        assert!(d["metadata"]["deletionTimestamp"].is_null());
+    }
+}
