@@ -394,6 +394,146 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kube::Timing;
+    use crate::kube::manifest::parse;
+    use crate::kube::testing::{Exchange, Scenario, apiextensions_v1, core_v1, not_found};
+    use serde_json::{Value, json};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    const INVENTORY: &str = "/api/v1/namespaces/kube-system/configmaps/pulsedev-pulsewatch";
+    const CRD: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com";
+
+    const SET: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: monitoring}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: dashboards}\n---\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {kind: Widget, plural: widgets}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\n";
+
+    /// A Namespace being deleted, as pkg/registry/core/namespace/storage returns it.
+    fn terminating_namespace() -> Value {
+        json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "monitoring", "uid": "u1", "deletionTimestamp": "2026-11-26T05:01:00Z"},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Terminating"}})
+    }
+
+    /// A CRD being deleted (apiextensions-apiserver registry/customresourcedefinition/etcd.go).
+    fn terminating_crd() -> Value {
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com", "uid": "u2", "deletionTimestamp": "2026-11-26T05:01:00Z",
+                "finalizers": ["customresourcecleanup.apiextensions.k8s.io"]},
+            "spec": {"group": "example.com", "scope": "Namespaced", "names": {"kind": "Widget", "plural": "widgets"}, "versions": []},
+            "status": {"conditions": [{"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress"}]}})
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_apply_records_first_then_waits_out_a_terminating_namespace_and_crd() {
+        let ms = parse("addon", SET).unwrap();
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get("/api/v1").ok(core_v1()))
+            .then(Exchange::get("/apis/apiextensions.k8s.io/v1").ok(apiextensions_v1()))
+            .then(Exchange::get("/apis/example.com/v1").fail(404, "NotFound", "the server could not find the requested resource"))
+            // Recorded before anything is written; a new inventory also gets the old kinds.
+            .then(Exchange::get(INVENTORY).reply(404, not_found("configmaps", "pulsedev-pulsewatch")))
+            .then(
+                Exchange::post("/api/v1/namespaces/kube-system/configmaps")
+                    .check(|seen| {
+                        let a = &seen.body["metadata"]["annotations"];
+                        let kinds = a["applyset.kubernetes.io/contains-group-kinds"].as_str().unwrap();
+                        for k in ["Namespace", "ConfigMap", "CustomResourceDefinition.apiextensions.k8s.io", "Widget.example.com", "Deployment.apps", "RoleBinding.rbac.authorization.k8s.io"] {
+                            assert!(kinds.split(',').any(|x| x == k), "{k}: {kinds}");
+                        }
+                        assert_eq!(a["applyset.kubernetes.io/additional-namespaces"], "monitoring");
+                        assert_eq!(a["applyset.kubernetes.io/tooling"], "pulsedev/v1");
+                        assert!(seen.body["metadata"]["labels"]["applyset.kubernetes.io/id"].as_str().unwrap().starts_with("applyset-"));
+                    })
+                    .echo(),
+            )
+            // Then every namespace and CRD it goes into, until none is Terminating.
+            .then(Exchange::get("/api/v1/namespaces/monitoring").ok(terminating_namespace()))
+            .then(Exchange::get("/api/v1/namespaces/monitoring").ok(terminating_namespace()))
+            .then(Exchange::get("/api/v1/namespaces/monitoring").reply(404, not_found("namespaces", "monitoring")))
+            .then(Exchange::get(CRD).ok(terminating_crd()))
+            .then(Exchange::get(CRD).reply(404, not_found("customresourcedefinitions.apiextensions.k8s.io", "widgets.example.com")))
+            // A second apply of the same set: the inventory covers it, nothing is written.
+            .then(Exchange::get(INVENTORY).ok(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "pulsedev-pulsewatch", "namespace": "kube-system", "resourceVersion": "9",
+                    "annotations": {"applyset.kubernetes.io/contains-group-kinds": "ConfigMap,CustomResourceDefinition.apiextensions.k8s.io,Namespace,Widget.example.com",
+                        "applyset.kubernetes.io/additional-namespaces": "monitoring"}}})))
+            .then(Exchange::get("/api/v1/namespaces/monitoring").ok(json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "monitoring"}, "status": {"phase": "Active"}})))
+            .then(Exchange::get(CRD).reply(404, not_found("customresourcedefinitions.apiextensions.k8s.io", "widgets.example.com")))
+            .start();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        let engine = Engine::new(client)
+            .with_timing(Timing {
+                poll: Duration::from_secs(1),
+                ..Timing::default()
+            })
+            .with_progress(move |l| sink.lock().unwrap().push(l.to_string()));
+        let options = ApplyOptions::new("pulsewatch", "monitoring");
+        engine
+            .before_apply(&ms, &options, &CancellationToken::new())
+            .await
+            .unwrap();
+        engine
+            .before_apply(&ms, &options, &CancellationToken::new())
+            .await
+            .unwrap();
+        mock.finish().await;
+        let lines = lines.lock().unwrap().join("\n");
+        assert!(
+            lines.contains("namespace monitoring is being deleted: waiting for it to be gone before applying into it"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("custom resource definition widgets.example.com is being deleted"),
+            "{lines}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_namespace_that_stays_terminating_fails_with_its_finalizers() {
+        let ms = parse(
+            "addon",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dashboards}\n",
+        )
+        .unwrap();
+        let mut s = Scenario::new()
+            .then(Exchange::get("/api/v1").ok(core_v1()))
+            .then(
+                Exchange::get(INVENTORY).ok(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "pulsedev-pulsewatch", "namespace": "kube-system",
+                    "annotations": {"applyset.kubernetes.io/contains-group-kinds": "ConfigMap",
+                        "applyset.kubernetes.io/additional-namespaces": "monitoring"}}})),
+            );
+        for _ in 0..4 {
+            s = s.then(Exchange::get("/api/v1/namespaces/monitoring").ok(terminating_namespace()));
+        }
+        let (client, mock) = s.start();
+        let e = Engine::new(client)
+            .with_timing(Timing {
+                poll: Duration::from_secs(1),
+                deletion: Duration::from_secs(3),
+                ..Timing::default()
+            })
+            .before_apply(
+                &ms,
+                &ApplyOptions::new("pulsewatch", "monitoring"),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "apply-failed");
+        assert_eq!(
+            e.message,
+            "namespace monitoring is still being deleted after 3s; nothing can be applied into it until it is gone"
+        );
+        assert!(
+            e.hint
+                .as_deref()
+                .unwrap()
+                .contains("kubectl get namespace monitoring -o yaml")
+        );
+    }
 
     #[test]
     fn group_kinds_round_trip_in_the_keps_notation() {
