@@ -3195,7 +3195,7 @@ mod tests {
     use pulsedev::kube::{ApplyOptions, Backoff, Engine, Timing, WebhookGate, connect, parse};
     use tokio_util::sync::CancellationToken;
 
-    fn rt() -> tokio::runtime::Runtime {
+    pub(super) fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -3205,7 +3205,10 @@ mod tests {
 
     /// An engine talking to `api` through a kubeconfig file, with short timings, and
     /// the progress lines it said.
-    async fn engine(api: &FakeApiServer, dir: &Path) -> (Engine, Arc<Mutex<Vec<String>>>) {
+    pub(super) async fn engine(
+        api: &FakeApiServer,
+        dir: &Path,
+    ) -> (Engine, Arc<Mutex<Vec<String>>>) {
         let path = dir.join("kubeconfig");
         api.write_kubeconfig(&path, "kind-test");
         let client = connect(&path, "kind-test").await.unwrap();

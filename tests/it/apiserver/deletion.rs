@@ -426,9 +426,11 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::raw;
+    use super::super::tests::{engine, raw, rt};
     use super::super::{FakeApiServer, Options};
+    use pulsedev::kube::{ApplyOptions, PruneOptions, parse};
     use serde_json::{Value, json};
+    use tokio_util::sync::CancellationToken;
 
     const JSON: &str = "application/json";
 
@@ -688,5 +690,98 @@ mod tests {
             "{d}"
         );
         assert!(d["metadata"]["deletionTimestamp"].is_null());
+    }
+
+    const OLD_SET: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: api-config}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: demo-reader}\nrules: []\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: dashboards, annotations: {helm.sh/resource-policy: keep}}\n";
+    const NEW_SET: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: api-config}\n";
+
+    /// A ClusterRole (not one of the old fixed prune kinds) leaving the set is found
+    /// through the inventory; a claim and a `keep` object stay until asked.
+    #[test]
+    fn prune_finds_every_kind_it_applied_and_keeps_data_until_asked() {
+        let api = FakeApiServer::start(Options::new("test"));
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = rt().block_on(async {
+            let (engine, _) = engine(&api, dir.path()).await;
+            let cancel = CancellationToken::new();
+            let options = ApplyOptions::new("demo-stack", "demo");
+            for set in [OLD_SET, NEW_SET] {
+                let ms = parse("set.yaml", set).unwrap();
+                engine.before_apply(&ms, &options, &cancel).await.unwrap();
+                engine.apply(&ms, &options, &cancel).await.unwrap();
+            }
+            let desired = engine
+                .apply(&parse("set.yaml", NEW_SET).unwrap(), &options, &cancel)
+                .await
+                .unwrap();
+            let first = engine.prune("demo-stack", &desired, &cancel).await.unwrap();
+            let second = engine
+                .prune_with(
+                    "demo-stack",
+                    &desired,
+                    &PruneOptions { prune_data: true },
+                    &cancel,
+                )
+                .await
+                .unwrap();
+            (first, second)
+        });
+        assert_eq!(first.deleted, ["ClusterRole demo-reader"]);
+        assert_eq!(
+            first.kept,
+            [
+                "ConfigMap demo/dashboards (helm.sh/resource-policy: keep)",
+                "PersistentVolumeClaim demo/data (holds data)"
+            ]
+        );
+        assert_eq!(second.deleted, ["PersistentVolumeClaim demo/data"]);
+        assert!(api.object("ClusterRole", "", "demo-reader").is_none());
+        assert!(
+            api.object("PersistentVolumeClaim", "demo", "data")
+                .is_none()
+        );
+        assert!(api.object("ConfigMap", "demo", "dashboards").is_some());
+        assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
+    }
+
+    /// Issue 11: another stack's namespace being deleted is not prune's business, and a
+    /// leftover there is neither deleted nor counted.
+    #[test]
+    fn prune_skips_leftovers_in_a_terminating_namespace() {
+        let api = FakeApiServer::start(Options {
+            deletion_lag: 1000,
+            ..Options::new("test")
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let report = rt().block_on(async {
+            let (engine, _) = engine(&api, dir.path()).await;
+            let cancel = CancellationToken::new();
+            let options = ApplyOptions::new("demo-stack", "demo");
+            let ms = parse("set.yaml", OLD_SET).unwrap();
+            engine.before_apply(&ms, &options, &cancel).await.unwrap();
+            engine.apply(&ms, &options, &cancel).await.unwrap();
+            // The namespace goes away by someone else's hand, slowly.
+            assert_eq!(call(&api, "DELETE", "/api/v1/namespaces/demo", Value::Null).0, 200);
+            let desired = engine
+                .apply(
+                    &parse("set.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: demo-reader}\nrules: []\n").unwrap(),
+                    &options,
+                    &cancel,
+                )
+                .await
+                .unwrap();
+            engine.prune("demo-stack", &desired, &cancel).await.unwrap()
+        });
+        // The Namespace itself is being deleted already: it goes by itself.
+        assert!(report.deleted.is_empty(), "{report:?}");
+        assert_eq!(
+            report.terminating,
+            [
+                "ConfigMap demo/api-config",
+                "ConfigMap demo/dashboards",
+                "PersistentVolumeClaim demo/data"
+            ]
+        );
+        assert!(api.object("ConfigMap", "demo", "api-config").is_some());
     }
 }
