@@ -12,8 +12,8 @@
 //! desired set, that is in a namespace being deleted (the namespace controller removes it;
 //! another stack's teardown is none of ours), that carries `helm.sh/resource-policy:
 //! keep` (Helm's own rule, helm/helm pkg/action/resource_policy.go), or that holds data
-//! (a PersistentVolumeClaim or PersistentVolume, or a Namespace with claims in it) unless
-//! told to with `prune_data`.
+//! (a PersistentVolumeClaim or PersistentVolume, a Namespace with claims in it, a CRD with
+//! objects of its kind that are not this stack's) unless told to with `prune_data`.
 //!
 //! Call it with the whole desired set of the stack: what is missing from it is deleted.
 
@@ -356,6 +356,24 @@ impl Engine {
                         continue;
                     }
                 }
+                // Deleting a CRD deletes every object of its kind, in every namespace:
+                // only when they are all this stack's (and so pruned first), unless told.
+                if gk.0 == "apiextensions.k8s.io"
+                    && kind == "CustomResourceDefinition"
+                    && !options.prune_data
+                {
+                    let foreign = self.foreign_instances(&o, stack).await?;
+                    if !foreign.is_empty() {
+                        report.kept.push(format!(
+                            "{label} (deleting it would delete {} object{} pulsedev did not apply: {})",
+                            foreign.len(),
+                            if foreign.len() == 1 { "" } else { "s" },
+                            foreign.join(", ")
+                        ));
+                        stays(&mut remaining);
+                        continue;
+                    }
+                }
                 let api = if r.namespaced {
                     Api::namespaced_with(self.client.clone(), &ns, &r.resource)
                 } else {
@@ -406,6 +424,56 @@ impl Engine {
         }
         self.shrink_inventory(stack, &remaining).await?;
         Ok(report)
+    }
+
+    /// The objects of the kind a CRD defines that are not labelled for `stack`.
+    async fn foreign_instances(&self, crd: &DynamicObject, stack: &str) -> Result<Vec<String>> {
+        let spec = &crd.data["spec"];
+        let group = spec["group"].as_str().unwrap_or_default();
+        let kind = spec["names"]["kind"].as_str().unwrap_or_default();
+        let plural = spec["names"]["plural"].as_str().unwrap_or_default();
+        let Some(version) = spec["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["served"].as_bool() != Some(false))
+            .and_then(|v| v["name"].as_str())
+        else {
+            return Ok(vec![]);
+        };
+        let resource = ::kube::core::ApiResource {
+            group: group.to_string(),
+            version: version.to_string(),
+            api_version: format!("{group}/{version}"),
+            kind: kind.to_string(),
+            plural: plural.to_string(),
+        };
+        let list = match Api::<DynamicObject>::all_with(self.client.clone(), &resource)
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(l) => l,
+            // Not served (yet or any more): nothing of it exists.
+            Err(::kube::Error::Api(s)) if s.code == 404 => return Ok(vec![]),
+            Err(e) => {
+                return Err(failed(format!(
+                    "failed to prune: listing the {plural} of {group}: {}",
+                    describe(&e)
+                )));
+            }
+        };
+        Ok(list
+            .items
+            .iter()
+            .filter(|o| {
+                o.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(STACK_LABEL))
+                    .is_none_or(|v| v != stack)
+            })
+            .map(|o| shown(kind, o))
+            .collect())
     }
 
     fn prune_failed(&self, message: String, report: &PruneReport) -> Error {

@@ -784,4 +784,75 @@ mod tests {
         );
         assert!(api.object("ConfigMap", "demo", "api-config").is_some());
     }
+
+    const CRD_SET: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {kind: Widget, plural: widgets, singular: widget, listKind: WidgetList}\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: ours}\n";
+
+    /// A CRD leaving the set takes every object of its kind with it: kept while someone
+    /// else's objects exist, deleted (after this stack's objects, and waited for) once not.
+    #[test]
+    fn a_crd_with_objects_of_others_is_kept_and_goes_once_they_are_gone() {
+        let api = FakeApiServer::start(Options {
+            deletion_lag: 3,
+            ..Options::new("test")
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = rt().block_on(async {
+            let (engine, _) = engine(&api, dir.path()).await;
+            let cancel = CancellationToken::new();
+            let options = ApplyOptions::new("demo-stack", "demo");
+            let ms = parse("set.yaml", CRD_SET).unwrap();
+            engine.before_apply(&ms, &options, &cancel).await.unwrap();
+            engine.apply(&ms, &options, &cancel).await.unwrap();
+            let theirs = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                "metadata": {"name": "theirs", "namespace": "default"}});
+            assert_eq!(
+                post(
+                    &api,
+                    "/apis/example.com/v1/namespaces/default/widgets",
+                    theirs
+                )
+                .0,
+                201
+            );
+            let desired = engine
+                .apply(
+                    &parse(
+                        "set.yaml",
+                        "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n",
+                    )
+                    .unwrap(),
+                    &options,
+                    &cancel,
+                )
+                .await
+                .unwrap();
+            let first = engine.prune("demo-stack", &desired, &cancel).await.unwrap();
+            assert_eq!(
+                call(
+                    &api,
+                    "DELETE",
+                    "/apis/example.com/v1/namespaces/default/widgets/theirs",
+                    Value::Null
+                )
+                .0,
+                200
+            );
+            let second = engine.prune("demo-stack", &desired, &cancel).await.unwrap();
+            (first, second)
+        });
+        assert_eq!(first.deleted, ["Widget demo/ours"]);
+        assert_eq!(
+            first.kept,
+            [
+                "CustomResourceDefinition widgets.example.com (deleting it would delete 1 object pulsedev did not apply: Widget default/theirs)"
+            ]
+        );
+        assert_eq!(
+            second.deleted,
+            ["CustomResourceDefinition widgets.example.com"]
+        );
+        // Gone, not Terminating, when prune returns.
+        assert!(api.objects_of("CustomResourceDefinition").is_empty());
+        assert!(api.unexpected().is_empty(), "{:#?}", api.unexpected());
+    }
 }
