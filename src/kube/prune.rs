@@ -552,7 +552,9 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::testing::{Exchange, Scenario, core_v1, not_found, resource_list};
+    use crate::kube::testing::{
+        Exchange, Scenario, apiextensions_v1, core_v1, not_found, resource_list,
+    };
     use crate::kube::{Applied, Timing};
     use http::Method;
     use serde_json::{Value, json};
@@ -900,6 +902,97 @@ mod tests {
         // No PUT of the inventory: the next run lists the same kinds and resumes.
         mock.finish().await;
         assert_eq!(e.id(), "interrupted");
+    }
+
+    fn widgets_crd() -> Value {
+        let mut crd = object(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            "widgets.example.com",
+        );
+        crd["spec"] = json!({"group": "example.com", "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets"},
+            "versions": [{"name": "v1beta1", "served": false, "storage": false},
+                         {"name": "v1", "served": true, "storage": true}]});
+        crd
+    }
+
+    /// `discover`: the first prune of an engine asks discovery; the next uses its cache.
+    fn crd_scan(s: Scenario, discover: bool) -> Scenario {
+        let s = s.then(Exchange::get(INVENTORY).ok(inventory("CustomResourceDefinition.apiextensions.k8s.io", "")))
+            .then(Exchange::get("/apis").ok(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": "apiextensions.k8s.io",
+                 "versions": [{"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}],
+                 "preferredVersion": {"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}}]})))
+            ;
+        let s = if discover {
+            s.then(Exchange::get("/apis/apiextensions.k8s.io/v1").ok(apiextensions_v1()))
+        } else {
+            s
+        };
+        s.then(
+            Exchange::get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+                .query("labelSelector", SELECTOR)
+                .ok(list("CustomResourceDefinition", vec![widgets_crd()])),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crd_with_objects_of_others_is_kept_unless_prune_data() {
+        let mut theirs = object("example.com/v1", "Widget", Some("default"), "theirs");
+        theirs["metadata"]["labels"] = json!({});
+        let crd_path =
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com";
+        let first = crd_scan(Scenario::new(), true)
+            // Every object of the kind, in every namespace, of the served version.
+            .then(Exchange::get("/apis/example.com/v1/widgets").ok(list(
+                "Widget",
+                vec![object("example.com/v1", "Widget", Some(NS), "ours"), theirs],
+            )))
+            // Kept: the inventory does not change, nothing is written.
+            .then(Exchange::get(INVENTORY).ok(inventory(
+                "CustomResourceDefinition.apiextensions.k8s.io",
+                "",
+            )));
+        // With --prune-data it goes.
+        let (client, mock) = crd_scan(first, false)
+            .then(Exchange::delete(crd_path).ok(deleted(&widgets_crd())))
+            .then(Exchange::get(crd_path).reply(404, not_found("customresourcedefinitions.apiextensions.k8s.io", "widgets.example.com")))
+            .then(Exchange::get(INVENTORY).ok(inventory("CustomResourceDefinition.apiextensions.k8s.io", "")))
+            .then(
+                Exchange::new(Method::PUT, INVENTORY)
+                    .check(|seen| assert_eq!(seen.body["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"], ""))
+                    .echo(),
+            )
+            .start();
+        let e = engine(client, Arc::default());
+        let empty = ApplyReport::default();
+        let kept = e
+            .prune("pulsewatch", &empty, &CancellationToken::new())
+            .await
+            .unwrap();
+        let pruned = e
+            .prune_with(
+                "pulsewatch",
+                &empty,
+                &PruneOptions { prune_data: true },
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        mock.finish().await;
+        assert_eq!(
+            kept.kept,
+            [
+                "CustomResourceDefinition widgets.example.com (deleting it would delete 1 object pulsedev did not apply: Widget default/theirs)"
+            ]
+        );
+        assert!(kept.deleted.is_empty());
+        assert_eq!(
+            pruned.deleted,
+            ["CustomResourceDefinition widgets.example.com"]
+        );
     }
 
     #[test]
