@@ -814,8 +814,11 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                 ));
             }
             for kept in &report.kept {
+                s.ui.warn(&format!("kept {kept}: no longer part of the stack"));
+            }
+            for data in &report.data {
                 s.ui.warn(&format!(
-                    "kept {kept}: no longer part of the stack; `pulsedev up --prune-data` deletes it"
+                    "kept {data}: no longer part of the stack; `pulsedev up --prune-data` deletes it"
                 ));
             }
             Ok(match report.summary() {

@@ -55,8 +55,11 @@ pub struct PruneReport {
     /// Labelled and not desired, but not applied by pulsedev (or owned by another
     /// object): left alone, listed so a person can look.
     pub left_alone: Vec<String>,
-    /// Leftovers kept on purpose, with the reason (`... (holds data: ...)`).
+    /// Leftovers annotated `helm.sh/resource-policy: keep`: never pruned.
     pub kept: Vec<String>,
+    /// Leftovers kept because deleting them deletes data, with the reason (`... (holds
+    /// data)`): pruned only with `prune_data`.
+    pub data: Vec<String>,
     /// Leftovers in a namespace being deleted: its controller removes them.
     pub terminating: Vec<String>,
 }
@@ -351,7 +354,7 @@ impl Engine {
                         None
                     };
                     if let Some(why) = data {
-                        report.kept.push(format!("{label} ({why})"));
+                        report.data.push(format!("{label} ({why})"));
                         stays(&mut remaining);
                         continue;
                     }
@@ -364,7 +367,7 @@ impl Engine {
                 {
                     let foreign = self.foreign_instances(&o, stack).await?;
                     if !foreign.is_empty() {
-                        report.kept.push(format!(
+                        report.data.push(format!(
                             "{label} (deleting it would delete {} object{} pulsedev did not apply: {})",
                             foreign.len(),
                             if foreign.len() == 1 { "" } else { "s" },
@@ -774,8 +777,8 @@ mod tests {
                 kept: vec![
                     "ConfigMap pulsewatch-dev/grafana-dashboards (helm.sh/resource-policy: keep)"
                         .into(),
-                    "PersistentVolumeClaim pulsewatch-dev/old-data (holds data)".into(),
                 ],
+                data: vec!["PersistentVolumeClaim pulsewatch-dev/old-data (holds data)".into()],
                 terminating: vec!["ConfigMap e2e-other/job-config".into()],
             }
         );
@@ -825,7 +828,7 @@ mod tests {
             report.deleted,
             ["PersistentVolumeClaim pulsewatch-dev/old-data"]
         );
-        assert!(report.kept.is_empty());
+        assert!(report.data.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -983,7 +986,7 @@ mod tests {
             .unwrap();
         mock.finish().await;
         assert_eq!(
-            kept.kept,
+            kept.data,
             [
                 "CustomResourceDefinition widgets.example.com (deleting it would delete 1 object pulsedev did not apply: Widget default/theirs)"
             ]

@@ -729,11 +729,9 @@ mod tests {
         assert_eq!(first.deleted, ["ClusterRole demo-reader"]);
         assert_eq!(
             first.kept,
-            [
-                "ConfigMap demo/dashboards (helm.sh/resource-policy: keep)",
-                "PersistentVolumeClaim demo/data (holds data)"
-            ]
+            ["ConfigMap demo/dashboards (helm.sh/resource-policy: keep)"]
         );
+        assert_eq!(first.data, ["PersistentVolumeClaim demo/data (holds data)"]);
         assert_eq!(second.deleted, ["PersistentVolumeClaim demo/data"]);
         assert!(api.object("ClusterRole", "", "demo-reader").is_none());
         assert!(
@@ -842,7 +840,7 @@ mod tests {
         });
         assert_eq!(first.deleted, ["Widget demo/ours"]);
         assert_eq!(
-            first.kept,
+            first.data,
             [
                 "CustomResourceDefinition widgets.example.com (deleting it would delete 1 object pulsedev did not apply: Widget default/theirs)"
             ]
