@@ -875,6 +875,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_refused_delete_fails_with_what_was_deleted_so_far() {
+        let (client, mock) = scan(Scenario::new())
+            .then(Exchange::delete(MONITOR).ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})))
+            .then(Exchange::get(MONITOR).reply(404, not_found("servicemonitors.monitoring.coreos.com", "api")))
+            .then(
+                Exchange::delete(&format!("/api/v1/namespaces/{NS}/configmaps/old-config")).fail(
+                    403,
+                    "Forbidden",
+                    "configmaps \"old-config\" is forbidden: User \"dev\" cannot delete resource \"configmaps\" in API group \"\" in the namespace \"pulsewatch-dev\"",
+                ),
+            )
+            .start();
+        let e = engine(client, Arc::default())
+            .prune("pulsewatch", &desired(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "apply-failed");
+        assert!(
+            e.message.starts_with("failed to prune ConfigMap pulsewatch-dev/old-config: configmaps \"old-config\" is forbidden"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.ends_with("(403 Forbidden)"), "{}", e.message);
+        assert_eq!(e.details, ["deleted ServiceMonitor monitoring/api"]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn ctrl_c_while_waiting_leaves_the_inventory_as_it_was() {
         let ns = namespace("monitoring", false);
         let cancel = CancellationToken::new();
