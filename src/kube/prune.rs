@@ -10,8 +10,9 @@
 //! (no `pulsedev` Apply entry in its managedFields: e.g. a PVC a StatefulSet made from a
 //! labelled template, or a ReplicaSet), that has a controlling owner, that is in the
 //! desired set, that is in a namespace being deleted (the namespace controller removes it;
-//! another stack's teardown is none of ours), that carries `helm.sh/resource-policy:
-//! keep` (Helm's own rule, helm/helm pkg/action/resource_policy.go), or that holds data
+//! another stack's teardown is none of ours), that carries `helm.sh/resource-policy`
+//! with any value but `delete` (Helm's rule, helm/helm pkg/kube/resource_policy.go
+//! `ResourcePolicyIsKeep`), or that holds data
 //! (a PersistentVolumeClaim or PersistentVolume, a Namespace with claims in it, a CRD with
 //! objects of its kind that are not this stack's) unless told to with `prune_data`.
 //!
@@ -35,6 +36,13 @@ use crate::error::{Error, ErrorKind, Result};
 /// Helm's annotation that keeps a resource when its release no longer has it
 /// (helm/helm pkg/kube/resource_policy.go: `helm.sh/resource-policy: keep`).
 pub const RESOURCE_POLICY: &str = "helm.sh/resource-policy";
+
+/// The resource policy that keeps `o`, if any: like Helm's `ResourcePolicyIsKeep`, every
+/// value but `delete` keeps (helm/helm pkg/kube/resource_policy.go).
+fn kept_by_policy(o: &DynamicObject) -> Option<&str> {
+    let policy = o.metadata.annotations.as_ref()?.get(RESOURCE_POLICY)?;
+    (policy != "delete").then_some(policy.as_str())
+}
 
 /// How to prune.
 #[derive(Debug, Clone, Default)]
@@ -314,15 +322,10 @@ impl Engine {
                         continue;
                     }
                 }
-                let policy = o
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(RESOURCE_POLICY));
-                if policy.is_some_and(|p| p.trim() == "keep") {
+                if let Some(policy) = kept_by_policy(&o) {
                     report
                         .kept
-                        .push(format!("{label} ({RESOURCE_POLICY}: keep)"));
+                        .push(format!("{label} ({RESOURCE_POLICY}: {policy})"));
                     stays(&mut remaining);
                     continue;
                 }
@@ -1024,6 +1027,44 @@ mod tests {
             pruned.deleted,
             ["CustomResourceDefinition widgets.example.com"]
         );
+    }
+
+    #[test]
+    fn every_resource_policy_but_delete_keeps_like_helm() {
+        let with = |policy: Option<&str>| {
+            let mut v = object("v1", "ConfigMap", Some(NS), "c");
+            if let Some(p) = policy {
+                v["metadata"]["annotations"] = json!({RESOURCE_POLICY: p, "other": "x"});
+            }
+            serde_json::from_value::<DynamicObject>(v).unwrap()
+        };
+        assert_eq!(kept_by_policy(&with(Some("keep"))), Some("keep"));
+        assert_eq!(kept_by_policy(&with(Some("Keep"))), Some("Keep"));
+        assert_eq!(kept_by_policy(&with(Some(""))), Some(""));
+        assert_eq!(kept_by_policy(&with(Some("delete"))), None);
+        assert_eq!(kept_by_policy(&with(None)), None);
+    }
+
+    #[test]
+    fn only_claims_and_volumes_of_the_core_group_hold_data() {
+        let gk = |g: &str, k: &str| (g.to_string(), k.to_string());
+        assert!(holds_data(&gk("", "PersistentVolumeClaim")));
+        assert!(holds_data(&gk("", "PersistentVolume")));
+        assert!(!holds_data(&gk("", "ConfigMap")));
+        assert!(!holds_data(&gk("example.com", "PersistentVolumeClaim")));
+    }
+
+    #[test]
+    fn only_pulsedevs_apply_counts_as_applied_by_pulsedev() {
+        let with = |manager: &str, operation: &str| {
+            let mut v = object("v1", "ConfigMap", Some(NS), "c");
+            v["metadata"]["managedFields"][0]["manager"] = json!(manager);
+            v["metadata"]["managedFields"][0]["operation"] = json!(operation);
+            serde_json::from_value::<DynamicObject>(v).unwrap()
+        };
+        assert!(applied_by_pulsedev(&with("pulsedev", "Apply")));
+        assert!(!applied_by_pulsedev(&with("pulsedev", "Update")));
+        assert!(!applied_by_pulsedev(&with("helm", "Apply")));
     }
 
     #[test]
