@@ -809,7 +809,12 @@ mod tests {
             )
             .then(Exchange::get(&format!("/api/v1/namespaces/{NS}")).ok(namespace(NS, false)))
             .then(Exchange::delete(&format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/old-data")).ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})))
-            .then(Exchange::get(&format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/old-data")).reply(404, not_found("persistentvolumeclaims", "old-data")))
+            // Made again by someone else at once (a new uid): the one deleted is gone.
+            .then(Exchange::get(&format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/old-data")).ok({
+                let mut again = object("v1", "PersistentVolumeClaim", Some(NS), "old-data");
+                again["metadata"]["uid"] = json!("uid-new");
+                again
+            }))
             .then(Exchange::get(INVENTORY).ok(inventory("ConfigMap,PersistentVolumeClaim", NS)))
             .then(
                 Exchange::new(Method::PUT, INVENTORY)
@@ -1023,6 +1028,58 @@ mod tests {
             ]
         );
         assert!(kept.deleted.is_empty());
+        assert_eq!(
+            pruned.deleted,
+            ["CustomResourceDefinition widgets.example.com"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crd_whose_kind_is_not_served_has_no_objects_and_a_failed_list_fails() {
+        let crd_path =
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com";
+        let first = crd_scan(Scenario::new(), true).then(
+            Exchange::get("/apis/example.com/v1/widgets").fail(
+                500,
+                "InternalError",
+                "etcd timed out",
+            ),
+        );
+        let (client, mock) = crd_scan(first, false)
+            .then(Exchange::get("/apis/example.com/v1/widgets").fail(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ))
+            .then(Exchange::delete(crd_path).ok(deleted(&widgets_crd())))
+            .then(Exchange::get(crd_path).reply(
+                404,
+                not_found(
+                    "customresourcedefinitions.apiextensions.k8s.io",
+                    "widgets.example.com",
+                ),
+            ))
+            .then(Exchange::get(INVENTORY).ok(inventory(
+                "CustomResourceDefinition.apiextensions.k8s.io",
+                "",
+            )))
+            .then(Exchange::new(Method::PUT, INVENTORY).echo())
+            .start();
+        let e = engine(client, Arc::default());
+        let empty = ApplyReport::default();
+        let failed = e
+            .prune("pulsewatch", &empty, &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            failed.message,
+            "failed to prune: listing the widgets of example.com: etcd timed out (500 InternalError)"
+        );
+        let pruned = e
+            .prune("pulsewatch", &empty, &CancellationToken::new())
+            .await
+            .unwrap();
+        mock.finish().await;
         assert_eq!(
             pruned.deleted,
             ["CustomResourceDefinition widgets.example.com"]
