@@ -1140,6 +1140,11 @@ mod tests {
             r.summary().unwrap(),
             "removed 1 CustomResourceDefinition, 1 Namespace, 2 ServiceMonitor (namespaces monitoring)"
         );
+        let one = PruneReport {
+            deleted: vec!["ConfigMap pulsewatch-dev/old".into()],
+            ..PruneReport::default()
+        };
+        assert_eq!(one.summary().unwrap(), "removed 1 ConfigMap");
         assert_eq!(
             PruneReport {
                 gone: r.gone,
