@@ -144,6 +144,10 @@ pub struct UpArgs {
     /// OpenTelemetry Collector); also `observability = true` in pulsedev.toml
     #[arg(long = "with", value_name = "ADD-ON", value_parser = ["observability"])]
     pub with: Vec<String>,
+    /// Let prune delete leftovers that hold data (PersistentVolumeClaims, namespaces
+    /// with claims); without it they are kept and listed
+    #[arg(long)]
+    pub prune_data: bool,
 }
 
 #[derive(Debug, Args)]
@@ -605,6 +609,7 @@ fn up_options(ctx: &Ctx, config: &Config, args: &UpArgs, reset: bool) -> crate::
         timeout: Duration::from_secs(args.timeout),
         ports: crate::cluster::cmd::port_plan(ctx, config, args.no_host_ports),
         allow_external_binds: args.allow_external_binds,
+        prune_data: args.prune_data,
     }
 }
 

@@ -50,6 +50,8 @@ pub struct UpOptions {
     pub ports: PortPlan,
     /// `--allow-external-binds`: see `cluster::Options`.
     pub allow_external_binds: bool,
+    /// Prune leftovers that hold data too (`--prune-data`).
+    pub prune_data: bool,
 }
 
 /// State the steps share: each slot is filled by exactly one step and read by the
@@ -111,6 +113,8 @@ impl Shared {
             for g in gates {
                 options = options.with_gate(g);
             }
+            // Recorded in the inventory first; never into a Terminating namespace or CRD.
+            engine.before_apply(&manifests, &options, cancel).await?;
             let report = engine.apply(&manifests, &options, cancel).await?;
             let targets = report.targets();
             // cert-manager Certificates: ready when their Secret holds a certificate.
@@ -833,16 +837,28 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
         |s, cancel| async move {
             let engine = Shared::get(&s.kube, "the cluster client")?;
             let applied = s.applied.lock().expect("not poisoned").clone();
-            let report = engine.prune(STACK, &applied, &cancel).await?;
+            let options = kube::PruneOptions {
+                prune_data: s.opts.prune_data,
+            };
+            let report = engine
+                .prune_with(STACK, &applied, &options, &cancel)
+                .await?;
             for left in &report.left_alone {
                 s.ui.warn(&format!(
                     "{left} carries the stack label but pulsedev did not apply it: left alone"
                 ));
             }
-            Ok(if report.deleted.is_empty() {
-                Outcome::Skipped("nothing left over".into())
-            } else {
-                Outcome::Done(Some(format!("deleted {}", report.deleted.join(", "))))
+            for kept in &report.kept {
+                s.ui.warn(&format!("kept {kept}: no longer part of the stack"));
+            }
+            for data in &report.data {
+                s.ui.warn(&format!(
+                    "kept {data}: no longer part of the stack; `pulsedev up --prune-data` deletes it"
+                ));
+            }
+            Ok(match report.summary() {
+                None => Outcome::Skipped("nothing left over".into()),
+                Some(line) => Outcome::Done(Some(line)),
             })
         },
     );

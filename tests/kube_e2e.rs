@@ -4,7 +4,9 @@
 //!     PULSEDEV_E2E_KUBECONFIG=~/.local/state/pulsedev/pulsedev/kubeconfig \
 //!       cargo test --test kube_e2e -- --ignored --test-threads 1
 //!
-//! Each test works in its own namespace `pulsedev-e2e-<name>` and removes it at the end.
+//! Each test works in its own namespace `pulsedev-e2e-<name>` and its own stack of the
+//! same name (so one scenario's prune never lists another's objects), and removes both at
+//! the end.
 //! Images: registry.k8s.io/pause and busybox, pulled by the cluster (network needed).
 
 use std::time::Duration;
@@ -13,8 +15,6 @@ use pulsedev::kube::{
     ApplyOptions, ApplyReport, Backoff, Engine, Target, TargetKind, WebhookGate, parse,
 };
 use tokio_util::sync::CancellationToken;
-
-const STACK: &str = "pulsedev-e2e";
 
 async fn engine() -> Engine {
     let path = std::env::var("PULSEDEV_E2E_KUBECONFIG")
@@ -37,20 +37,28 @@ fn namespace(name: &str) -> String {
     format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: pulsedev-e2e-{name}\n")
 }
 
+/// Applies into the scenario's own stack (named like its namespace), recorded in its
+/// inventory first, as `up` does.
 async fn apply(e: &Engine, ns: &str, yaml: &str) -> pulsedev::error::Result<ApplyReport> {
     let ms = parse("e2e", yaml)?;
-    e.apply(
-        &ms,
-        &ApplyOptions::new(STACK, ns),
-        &CancellationToken::new(),
-    )
-    .await
+    let options = ApplyOptions::new(ns, ns);
+    e.before_apply(&ms, &options, &CancellationToken::new())
+        .await?;
+    e.apply(&ms, &options, &CancellationToken::new()).await
 }
 
 async fn cleanup(e: &Engine, ns: &str) {
     use kube::api::{Api, DeleteParams};
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(e.client().clone());
     let _ = api.delete(ns, &DeleteParams::background()).await;
+    let inventories: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(e.client().clone(), pulsedev::kube::INVENTORY_NAMESPACE);
+    let _ = inventories
+        .delete(
+            &pulsedev::kube::inventory_name(ns),
+            &DeleteParams::background(),
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -93,7 +101,7 @@ async fn e2e_ssa_uses_field_manager_pulsedev() {
     assert!(mf.iter().any(
         |f| f.manager.as_deref() == Some("pulsedev") && f.operation.as_deref() == Some("Apply")
     ));
-    assert_eq!(cm.metadata.labels.unwrap()["pulsedev.dev/stack"], STACK);
+    assert_eq!(cm.metadata.labels.unwrap()["pulsedev.dev/stack"], ns);
     cleanup(&e, ns).await;
 }
 
@@ -121,7 +129,7 @@ async fn e2e_prune_deletes_only_labelled_leftovers() {
         .await
         .unwrap();
     let report = e
-        .prune(STACK, &desired, &CancellationToken::new())
+        .prune(ns, &desired, &CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(report.deleted, [format!("ConfigMap {ns}/leftover")]);

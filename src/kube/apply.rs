@@ -146,7 +146,7 @@ impl Group {
 }
 
 /// API groups that ship with Kubernetes; kinds of any other group are custom resources.
-const BUILTIN_GROUPS: [&str; 18] = [
+pub(crate) const BUILTIN_GROUPS: [&str; 18] = [
     "",
     "apps",
     "batch",

@@ -29,6 +29,7 @@ mod apply;
 pub mod client;
 mod diagnose;
 mod discovery;
+mod inventory;
 pub mod jobs;
 pub mod manifest;
 mod prune;
@@ -51,8 +52,9 @@ use crate::error::{Error, Result};
 pub use apply::{Applied, ApplyOptions, ApplyReport};
 pub use client::{connect, context_name};
 pub use diagnose::{ContainerReport, Diagnosis, EventReport, PodReport};
+pub use inventory::{INVENTORY_NAMESPACE, Inventory, inventory_name};
 pub use manifest::{Manifest, parse};
-pub use prune::PruneReport;
+pub use prune::{PruneOptions, PruneReport};
 pub use status::{
     Category, Check, CheckKind, ClusterInfo, Row, State, StatusReport, StatusSpec,
     collect as collect_status,
@@ -82,6 +84,8 @@ pub struct Timing {
     /// How long an object deleted to be recreated (an immutable field changed) may take
     /// to be gone (finalizers) before the apply fails.
     pub recreate: Duration,
+    /// How long a deleted object (a Terminating namespace or CRD) may take to be gone.
+    pub deletion: Duration,
 }
 
 impl Default for Timing {
@@ -93,6 +97,7 @@ impl Default for Timing {
             concurrency: 8,
             log_lines: 20,
             recreate: Duration::from_secs(60),
+            deletion: Duration::from_secs(300),
         }
     }
 }
@@ -108,6 +113,8 @@ pub struct Engine {
     progress: ProgressFn,
     /// API server warnings already said (each is said once per engine).
     warned: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// One inventory update at a time from this process (steps apply concurrently).
+    inventory_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Engine {
@@ -118,6 +125,7 @@ impl Engine {
             timing: Timing::default(),
             progress: Arc::new(|_| {}),
             warned: Arc::default(),
+            inventory_lock: Arc::default(),
         }
     }
 

@@ -41,8 +41,9 @@
 //! client certificate: not reproduced, kube-rs's rustls path is not exercised here).
 //!
 //! Not modelled: watches (answered 404 and recorded as unexpected), resourceVersion
-//! preconditions, RBAC, admission beyond the options, namespace termination (deletion
-//! is immediate).
+//! preconditions, RBAC, admission beyond the options. Deletion (finalizers, Terminating
+//! namespaces and CRDs, PVC protection, propagation, refused writes) is in
+//! apiserver/deletion.rs.
 
 // The `up` tests use the parts these tests do not.
 #![allow(dead_code)]
@@ -58,6 +59,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+mod deletion;
 #[cfg(test)]
 mod fidelity;
 mod fields;
@@ -113,6 +115,9 @@ pub struct Options {
     /// (path contains, text): answers to matching requests carry `Warning: 299 - "text"`,
     /// as the API server's deprecation and validation warnings do.
     pub warnings: Vec<(String, String)>,
+    /// Reconcile passes each deletion controller step waits (namespace contents, CRD
+    /// instances, garbage collection); see apiserver/deletion.rs.
+    pub deletion_lag: u32,
 }
 
 /// A canned failure: the next `times` requests whose method is `method` (or any, when
@@ -168,6 +173,7 @@ impl Options {
             webhook_startup: (Duration::ZERO, Duration::ZERO),
             hang: Vec::new(),
             warnings: Vec::new(),
+            deletion_lag: 1,
         }
     }
 
@@ -1103,6 +1109,10 @@ struct State {
     last_apply: Option<(String, String, String, bool)>,
     /// Webhook configuration name → when it was first stored (apiserver/webhooks.rs).
     webhook_seen: HashMap<String, Instant>,
+    /// Object → passes left before its deletion controller's next step.
+    countdown: HashMap<Key, u32>,
+    /// The uid of the object the last immediate delete removed.
+    gone_uid: String,
 }
 
 fn now_rfc3339() -> String {
@@ -1371,6 +1381,8 @@ impl State {
             applies: Vec::new(),
             last_apply: None,
             webhook_seen: HashMap::new(),
+            countdown: HashMap::new(),
+            gone_uid: String::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             st.upsert(
@@ -1533,27 +1545,13 @@ impl State {
     fn delete_key(&mut self, k: &Key) -> Option<Value> {
         let o = self.objects.remove(k)?;
         let uid = str_of(&o, &["metadata", "uid"]).to_string();
-        // Garbage collection of dependents, then namespace and CRD contents.
-        let mut doomed: Vec<Key> = self
+        // A controller removing what it made (pods): their dependents go with them.
+        let doomed: Vec<Key> = self
             .objects
             .iter()
             .filter(|(_, d)| owned_by(d, &uid))
             .map(|(k, _)| k.clone())
             .collect();
-        if k.0.is_empty() && k.1 == "namespaces" {
-            doomed.extend(self.objects.keys().filter(|o| o.2 == k.3).cloned());
-        }
-        if k.0 == "apiextensions.k8s.io" && k.1 == "customresourcedefinitions" {
-            let group = str_of(&o, &["spec", "group"]).to_string();
-            let plural = str_of(&o, &["spec", "names", "plural"]).to_string();
-            doomed.extend(
-                self.objects
-                    .keys()
-                    .filter(|o| o.0 == group && o.1 == plural)
-                    .cloned(),
-            );
-            self.resources.retain(|r| r.crd.as_deref() != Some(&k.3));
-        }
         for d in doomed {
             self.delete_key(&d);
         }
@@ -1657,7 +1655,7 @@ impl State {
             ("PATCH", Some(n), None) => self.patch(&r, ns, n, req),
             ("PATCH", Some(n), Some("status")) => self.patch_status(&r, ns, n, req),
             ("PUT", Some(n), None) => self.put(&r, ns, n, req),
-            ("DELETE", Some(n), None) => self.delete(&r, ns, n),
+            ("DELETE", Some(n), None) => self.delete_api(&r, ns, n, req),
             ("DELETE", None, _) => self.delete_collection(&r, ns, req),
             _ => self.unexpected(req),
         }
@@ -2176,6 +2174,7 @@ impl State {
             }
             self.ready_at
                 .insert(uid, Instant::now() + self.opts.ready_after);
+            self.on_create(r, obj);
         }
         Ok(())
     }
@@ -2254,6 +2253,11 @@ impl State {
             }
             if let Err(e) = self.admit(r, ns) {
                 return e;
+            }
+            if old.is_none()
+                && let Some(refused) = self.refuse_create(r, ns, name, false)
+            {
+                return refused;
             }
             if let Err(e) = webhooks::admit(self, r, &config) {
                 return e;
@@ -2377,6 +2381,9 @@ impl State {
             return e;
         }
         let name = str_of(&obj, &["metadata", "name"]).to_string();
+        if let Some(refused) = self.refuse_create(r, ns, &name, true) {
+            return refused;
+        }
         if self
             .objects
             .contains_key(&key(&r.group, &r.plural, ns.unwrap_or_default(), &name))
@@ -2427,18 +2434,6 @@ impl State {
         resp
     }
 
-    fn delete(&mut self, r: &Res, ns: Option<&str>, name: &str) -> Response {
-        let k = key(&r.group, &r.plural, ns.unwrap_or_default(), name);
-        match self.delete_key(&k) {
-            Some(o) => Response::json(
-                200,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                    "details": {"name": name, "group": r.group, "kind": r.plural, "uid": o["metadata"]["uid"]}}),
-            ),
-            None => not_found_res(r, name),
-        }
-    }
-
     fn delete_collection(&mut self, r: &Res, ns: Option<&str>, req: &Request) -> Response {
         let labels = req.q("labelSelector").unwrap_or_default().to_string();
         let doomed: Vec<Key> = self
@@ -2454,7 +2449,8 @@ impl State {
             .collect();
         let mut items = Vec::new();
         for k in doomed {
-            if let Some(o) = self.delete_key(&k) {
+            if let Some(o) = self.objects.get(&k).cloned() {
+                self.mark_deleted(&k, deletion::Propagation::Background);
                 items.push(o);
             }
         }
@@ -2579,9 +2575,15 @@ impl State {
         let ready = self.opts.node_ready;
         self.ensure_node(&node, ready);
         webhooks::reconcile(self);
+        self.tick_deletion();
         let keys: Vec<Key> = self.objects.keys().cloned().collect();
         for k in keys {
-            if !self.objects.contains_key(&k) {
+            // Controllers leave objects being deleted alone.
+            if self
+                .objects
+                .get(&k)
+                .is_none_or(|o| !o["metadata"]["deletionTimestamp"].is_null())
+            {
                 continue;
             }
             match (k.0.as_str(), k.1.as_str()) {
@@ -3396,7 +3398,7 @@ mod tests {
     use pulsedev::kube::{ApplyOptions, Backoff, Engine, Timing, WebhookGate, connect, parse};
     use tokio_util::sync::CancellationToken;
 
-    fn rt() -> tokio::runtime::Runtime {
+    pub(super) fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -3406,7 +3408,10 @@ mod tests {
 
     /// An engine talking to `api` through a kubeconfig file, with short timings, and
     /// the progress lines it said.
-    async fn engine(api: &FakeApiServer, dir: &Path) -> (Engine, Arc<Mutex<Vec<String>>>) {
+    pub(super) async fn engine(
+        api: &FakeApiServer,
+        dir: &Path,
+    ) -> (Engine, Arc<Mutex<Vec<String>>>) {
         let path = dir.join("kubeconfig");
         api.write_kubeconfig(&path, "kind-test");
         let client = connect(&path, "kind-test").await.unwrap();
@@ -3420,6 +3425,7 @@ mod tests {
                 concurrency: 8,
                 log_lines: 5,
                 recreate: Duration::from_secs(10),
+                deletion: Duration::from_secs(10),
             })
             .with_progress(move |l| sink.lock().unwrap().push(l.to_string()));
         (engine, lines)
@@ -4166,7 +4172,13 @@ spec:
     }
 
     /// One request over a fresh connection: (status code, body).
-    fn raw(api: &FakeApiServer, method: &str, target: &str, ct: &str, body: &str) -> (u16, String) {
+    pub(super) fn raw(
+        api: &FakeApiServer,
+        method: &str,
+        target: &str,
+        ct: &str,
+        body: &str,
+    ) -> (u16, String) {
         let mut c = TcpStream::connect(api.url().trim_start_matches("http://")).unwrap();
         write!(
             c,

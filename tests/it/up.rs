@@ -908,6 +908,83 @@ fn up_with_observability_runs_beside_the_data_stores_without_delaying_the_servic
     );
 }
 
+/// Issue 11: turning observability off prunes the monitoring namespace and CRDs, and
+/// waits until the (lagging) namespace and CRD controllers are done; turning it on again
+/// right after works (no 403 NamespaceTerminating, no custom resource lost to a
+/// terminating CRD).
+#[test]
+fn turning_observability_off_waits_for_its_namespace_and_crds_so_turning_it_on_again_works() {
+    let Some(w) = World::new(|mut o| {
+        o.deletion_lag = 3;
+        o
+    }) else {
+        return;
+    };
+    let kinds = |w: &World| -> String {
+        w.api
+            .object("ConfigMap", "kube-system", "pulsedev-pulsewatch")
+            .and_then(|i| {
+                i["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    };
+    let on = w.up(&["--with", "observability"]);
+    assert_eq!(on.code, 0, "{}", on.stderr);
+    let recorded_on = kinds(&w);
+
+    let off = w.up(&[]);
+    let doc = off.json();
+    assert_eq!(off.code, 0, "{doc:#}\n{}", off.stderr);
+    // Gone, not Terminating, when `up` returns.
+    assert!(
+        w.api.object("Namespace", "", "monitoring").is_none(),
+        "{:#}",
+        w.api.object("Namespace", "", "monitoring").unwrap()
+    );
+    assert!(
+        w.api
+            .objects_of("CustomResourceDefinition")
+            .iter()
+            .all(|c| c["spec"]["group"] != "monitoring.coreos.com")
+    );
+    assert!(w.api.objects_of("ServiceMonitor").is_empty());
+    let recorded_off = kinds(&w);
+
+    // At once: nothing is Terminating any more, so this apply is not refused.
+    let again = w.up(&["--with", "observability"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        w.api
+            .object("ServiceMonitor", "pulsewatch-dev", "api")
+            .is_some_and(|o| o["metadata"]["deletionTimestamp"].is_null())
+    );
+    assert!(w.api.object("Namespace", "", "monitoring").is_some());
+
+    // The report says what went; the inventory grew and shrank with the add-on.
+    let detail = step(&doc, "prune")["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(detail.starts_with("removed "), "{detail}");
+    for what in [
+        "1 Namespace",
+        "2 CustomResourceDefinition",
+        "(namespaces monitoring)",
+    ] {
+        assert!(detail.contains(what), "{what}: {detail}");
+    }
+    assert!(
+        recorded_on.contains("ServiceMonitor.monitoring.coreos.com"),
+        "{recorded_on}"
+    );
+    assert!(
+        !recorded_off.is_empty() && !recorded_off.contains("monitoring.coreos.com"),
+        "{recorded_off}"
+    );
+}
+
 #[test]
 fn a_platform_chart_that_cannot_be_fetched_fails_with_its_id() {
     let Some(w) = World::new(|o| o) else { return };
