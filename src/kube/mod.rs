@@ -77,6 +77,12 @@ pub struct Timing {
     pub concurrency: usize,
     /// Log lines collected from each crashing container.
     pub log_lines: i64,
+    /// How long a wait looks only at the object before it also looks at its pods for a
+    /// failure (fail fast; docs/DECISIONS.md "Waits").
+    pub probe_after: Duration,
+    /// How long the same kind of pod failure must persist before the wait reports it
+    /// instead of waiting for its deadline.
+    pub settle: Duration,
 }
 
 impl Default for Timing {
@@ -87,6 +93,8 @@ impl Default for Timing {
             discovery_catch_up: Duration::from_secs(30),
             concurrency: 8,
             log_lines: 20,
+            probe_after: Duration::from_secs(10),
+            settle: Duration::from_secs(30),
         }
     }
 }

@@ -1,20 +1,27 @@
 //! Waiting until applied objects are really ready, not merely created: Deployment
 //! rollout (like `kubectl rollout status`), StatefulSet, DaemonSet, Job (Complete or
-//! Failed, whichever comes first), CRD Established. Every wait has a deadline, reports
-//! progress when it changes, and stops at once on cancellation.
+//! Failed, whichever comes first), CRD Established, cert-manager Certificate (Ready for
+//! the current generation). Every wait has a deadline, reports progress when it changes,
+//! stops at once on cancellation, and ends early when a failure has settled (fail fast,
+//! see docs/DECISIONS.md "Waits").
 //!
 //! Owns: the readiness rules (pure functions over the API objects) and the polling loop.
-//! Must not change anything on the server; what is wrong when a wait fails is
-//! `diagnose`'s business.
+//! Must not change anything on the server, with one bounded exception: a StatefulSet pod
+//! left not Ready on a superseded revision, which the StatefulSet controller never
+//! replaces by itself (kubernetes/kubernetes#67250), is deleted once per pod and
+//! revision. What is wrong when a wait fails is `diagnose`'s business.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ::kube::Api;
+use ::kube::api::{DeleteParams, DynamicObject, ListParams};
+use ::kube::core::ApiResource;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Serialize;
@@ -33,6 +40,8 @@ pub enum TargetKind {
     DaemonSet,
     Job,
     CustomResourceDefinition,
+    /// cert-manager's Certificate (cert-manager.io/v1).
+    Certificate,
 }
 
 impl TargetKind {
@@ -45,6 +54,7 @@ impl TargetKind {
             ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
                 Some(TargetKind::CustomResourceDefinition)
             }
+            ("cert-manager.io/v1", "Certificate") => Some(TargetKind::Certificate),
             _ => None,
         }
     }
@@ -56,7 +66,19 @@ impl TargetKind {
             TargetKind::DaemonSet => "daemonset",
             TargetKind::Job => "job",
             TargetKind::CustomResourceDefinition => "crd",
+            TargetKind::Certificate => "certificate",
         }
+    }
+
+    /// Kinds whose pods can fail in ways that waiting does not cure.
+    fn has_pods(self) -> bool {
+        matches!(
+            self,
+            TargetKind::Deployment
+                | TargetKind::StatefulSet
+                | TargetKind::DaemonSet
+                | TargetKind::Job
+        )
     }
 }
 
@@ -138,6 +160,15 @@ pub(crate) enum Outcome {
         message: String,
         selector: Option<String>,
     },
+    /// Not failed for good by its own status, but its pods (or their creation) have
+    /// failed the same way for `settled`: reported now instead of at the deadline.
+    Stuck {
+        target: Target,
+        reason: String,
+        message: String,
+        selector: Option<String>,
+        settled: Duration,
+    },
     TimedOut {
         target: Target,
         last: String,
@@ -145,14 +176,40 @@ pub(crate) enum Outcome {
     },
 }
 
+/// What one read of a target tells the wait, beyond its state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Facts {
+    /// The label selector of its pods.
+    pub selector: Option<String>,
+    /// How many pods it should have now; fewer plus a FailedCreate event is a failure.
+    pub desired_pods: Option<i32>,
+    /// A Deployment's `ReplicaFailure=True` message (its ReplicaSet could not create pods).
+    pub replica_failure: Option<String>,
+    /// A StatefulSet rolling out whose old pods the controller may never replace.
+    pub rollout: Option<Rollout>,
+}
+
+/// A StatefulSet rolling update under `OrderedReady` (see [`stuck_pods`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rollout {
+    pub update_revision: String,
+    /// Pods with a lower ordinal stay on their revision (rollingUpdate.partition).
+    pub partition: i32,
+}
+
+/// The label the StatefulSet controller puts on each pod: the revision it was made from
+/// (kubernetes pkg/controller/statefulset/stateful_set_utils.go, `StatefulSetRevisionLabel`).
+const REVISION_LABEL: &str = "controller-revision-hash";
+
 impl Engine {
     /// Waits until every target is ready, all at once, for at most `timeout`.
     ///
     /// Ends early when a target fails for good (a Failed Job: `migrations-failed` for the
-    /// migrations Job, else `job-failed`). On failure or timeout the error carries a
-    /// diagnosis of each target that is not ready (pods, containers, Warning events, the
-    /// log tail of crashing containers): `pod-crash-looping`, `image-pull-failed` or
-    /// `rollout-timeout`. Ctrl-C (`cancel`) ends it at once with `interrupted`.
+    /// migrations Job, else `job-failed`) or when its pods have failed the same way for
+    /// `timing.settle` (image pulls, crash loops, container config errors, pods the
+    /// controller cannot create). On failure or timeout the error carries a diagnosis of
+    /// each target that is not ready (pods, containers, Warning events, the log tail of
+    /// crashing containers). Ctrl-C (`cancel`) ends it at once with `interrupted`.
     pub async fn wait_ready(
         &self,
         targets: &[Target],
@@ -170,7 +227,9 @@ impl Engine {
             while let Some((i, outcome)) = waits.next().await {
                 match outcome {
                     Outcome::Ready => {}
-                    failed @ Outcome::Failed { .. } => return vec![failed],
+                    failed @ (Outcome::Failed { .. } | Outcome::Stuck { .. }) => {
+                        return vec![failed];
+                    }
                     timed_out @ Outcome::TimedOut { .. } => stuck.push((i, timed_out)),
                 }
             }
@@ -194,9 +253,15 @@ impl Engine {
     }
 
     async fn wait_one(&self, target: &Target, deadline: Instant) -> Outcome {
+        let started = Instant::now();
         let mut last = String::new();
+        // When the current failure signal was first seen (reset when a look finds none).
+        let mut failing_since: Option<Instant> = None;
+        // (pod, revision) pairs already deleted: each at most once.
+        let mut unstuck: BTreeSet<(String, String)> = BTreeSet::new();
         loop {
-            let (poll, selector) = self.look(target).await;
+            let (poll, facts) = self.look(target).await;
+            let selector = facts.selector.clone();
             match poll {
                 Poll::Ready => {
                     self.say(&format!("{}: ready", target.label()));
@@ -225,40 +290,100 @@ impl Engine {
                     selector,
                 };
             }
+            if let Some(rollout) = &facts.rollout {
+                self.unstick(target, &facts, rollout, &mut unstuck).await;
+            }
+            if target.kind.has_pods() && now - started >= self.timing.probe_after {
+                match self.failure_signal(target, &facts).await {
+                    Some((reason, message)) => {
+                        let since = *failing_since.get_or_insert(now);
+                        if now - since >= self.timing.settle {
+                            return Outcome::Stuck {
+                                target: target.clone(),
+                                reason,
+                                message,
+                                selector,
+                                settled: now - since,
+                            };
+                        }
+                    }
+                    None => failing_since = None,
+                }
+            }
             tokio::time::sleep(self.timing.poll.min(deadline - now)).await;
         }
     }
 
-    /// Reads the target once: its state and the label selector of its pods.
-    async fn look(&self, t: &Target) -> (Poll, Option<String>) {
+    /// Deletes the pods of a StatefulSet that the controller will never replace: under
+    /// the default `OrderedReady` policy it waits for every pod to be Running and Ready
+    /// before it replaces any pod on an old revision, so a pod that is not Ready on a
+    /// superseded template blocks the rollout for ever (kubernetes/kubernetes#67250;
+    /// stateful_set_control.go: "If we have a Pod that has been created but is not running
+    /// and ready we can not make progress"). The documented way out is to delete it
+    /// (kubernetes.io "StatefulSets", Forced rollback). Tilt avoids the trap by rewriting
+    /// every StatefulSet to `podManagementPolicy: Parallel` (tilt-dev/tilt
+    /// internal/k8s/statefulset.go, tilt#1962); pulsedev applies the charts as rendered
+    /// and deletes the stuck pod instead, once per pod and revision, and says so.
+    async fn unstick(
+        &self,
+        target: &Target,
+        facts: &Facts,
+        rollout: &Rollout,
+        done: &mut BTreeSet<(String, String)>,
+    ) {
+        let Some(selector) = &facts.selector else {
+            return;
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+        let pods = match api.list(&ListParams::default().labels(selector)).await {
+            Ok(list) => list.items,
+            Err(_) => return,
+        };
+        for pod in stuck_pods(&target.name, &pods, rollout) {
+            if !done.insert((pod.clone(), rollout.update_revision.clone())) {
+                continue;
+            }
+            let line = match api.delete(&pod, &DeleteParams::default()).await {
+                Ok(_) => format!(
+                    "{}: deleted pod {pod}: not ready on an old revision, which the StatefulSet \
+                     controller does not replace (kubernetes#67250); it comes back as {}",
+                    target.label(),
+                    rollout.update_revision
+                ),
+                Err(e) => format!(
+                    "{}: could not delete pod {pod}, stuck on an old revision: {}",
+                    target.label(),
+                    describe(&e)
+                ),
+            };
+            self.say(&line);
+        }
+    }
+
+    /// Reads the target once: its state and what the wait needs to know besides.
+    async fn look(&self, t: &Target) -> (Poll, Facts) {
         let client = self.client.clone();
         let ns = t.namespace.as_str();
         let got = match t.kind {
             TargetKind::Deployment => Api::<Deployment>::namespaced(client, ns)
                 .get_opt(&t.name)
                 .await
-                .map(|o| {
-                    o.map(|d| {
-                        let sel = d.spec.as_ref().map(|s| selector(&s.selector));
-                        (deployment_state(&d), sel)
-                    })
-                }),
+                .map(|o| o.map(|d| (deployment_state(&d), deployment_facts(&d)))),
             TargetKind::StatefulSet => Api::<StatefulSet>::namespaced(client, ns)
                 .get_opt(&t.name)
                 .await
-                .map(|o| {
-                    o.map(|s| {
-                        let sel = s.spec.as_ref().map(|sp| selector(&sp.selector));
-                        (statefulset_state(&s), sel)
-                    })
-                }),
+                .map(|o| o.map(|s| (statefulset_state(&s), statefulset_facts(&s)))),
             TargetKind::DaemonSet => Api::<DaemonSet>::namespaced(client, ns)
                 .get_opt(&t.name)
                 .await
                 .map(|o| {
                     o.map(|d| {
-                        let sel = d.spec.as_ref().map(|s| selector(&s.selector));
-                        (daemonset_state(&d), sel)
+                        let facts = Facts {
+                            selector: d.spec.as_ref().map(|s| selector(&s.selector)),
+                            desired_pods: d.status.as_ref().map(|s| s.desired_number_scheduled),
+                            ..Facts::default()
+                        };
+                        (daemonset_state(&d), facts)
                     })
                 }),
             TargetKind::Job => Api::<Job>::namespaced(client, ns)
@@ -272,24 +397,127 @@ impl Engine {
                             .and_then(|s| s.selector.as_ref())
                             .map(selector)
                             .or_else(|| Some(format!("batch.kubernetes.io/job-name={}", t.name)));
-                        (job_state(&j), sel)
+                        let facts = Facts {
+                            selector: sel,
+                            // While it runs, a Job has at least one pod.
+                            desired_pods: Some(1),
+                            ..Facts::default()
+                        };
+                        (job_state(&j), facts)
                     })
                 }),
             TargetKind::CustomResourceDefinition => Api::<CustomResourceDefinition>::all(client)
                 .get_opt(&t.name)
                 .await
-                .map(|o| o.map(|c| (crd_state(&c), None))),
+                .map(|o| o.map(|c| (crd_state(&c), Facts::default()))),
+            TargetKind::Certificate => {
+                let ar = ApiResource {
+                    group: "cert-manager.io".into(),
+                    version: "v1".into(),
+                    api_version: "cert-manager.io/v1".into(),
+                    kind: "Certificate".into(),
+                    plural: "certificates".into(),
+                };
+                Api::<DynamicObject>::namespaced_with(client, ns, &ar)
+                    .get_opt(&t.name)
+                    .await
+                    .map(|o| o.map(|c| (certificate_state(&c), Facts::default())))
+            }
         };
         match got {
-            Ok(Some((poll, sel))) => (poll, sel.filter(|s| !s.is_empty())),
-            Ok(None) => (Poll::Waiting("does not exist yet".into()), None),
+            Ok(Some((poll, mut facts))) => {
+                facts.selector = facts.selector.filter(|s| !s.is_empty());
+                (poll, facts)
+            }
+            Ok(None) => (Poll::Waiting("does not exist yet".into()), Facts::default()),
             // Transient API trouble: keep polling, and say what was seen.
             Err(e) => (
                 Poll::Waiting(format!("cannot read it: {}", describe(&e))),
-                None,
+                Facts::default(),
             ),
         }
     }
+}
+
+fn deployment_facts(d: &Deployment) -> Facts {
+    let replica_failure = d
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+        })
+        .map(|c| c.message.clone().unwrap_or_default());
+    Facts {
+        selector: d.spec.as_ref().map(|s| selector(&s.selector)),
+        desired_pods: d.spec.as_ref().map(|s| s.replicas.unwrap_or(1)),
+        replica_failure,
+        rollout: None,
+    }
+}
+
+/// A StatefulSet is worth unsticking when the controller saw the latest spec, its update
+/// revision moved away from the current one, it updates pods itself (RollingUpdate) and
+/// one at a time in order (OrderedReady): with `Parallel` the controller replaces an
+/// unhealthy old pod by itself (stateful_set_control.go `updateStatefulSet`), and with
+/// `OnDelete` replacing pods is the user's call.
+fn statefulset_facts(s: &StatefulSet) -> Facts {
+    let spec = s.spec.clone().unwrap_or_default();
+    let status = s.status.clone().unwrap_or_default();
+    let strategy = spec.update_strategy.clone().unwrap_or_default();
+    let observed = status.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0);
+    let ordered = spec
+        .pod_management_policy
+        .as_deref()
+        .unwrap_or("OrderedReady")
+        == "OrderedReady";
+    let rolling = strategy.type_.as_deref().unwrap_or("RollingUpdate") == "RollingUpdate";
+    let rollout = match &status.update_revision {
+        Some(update)
+            if observed
+                && ordered
+                && rolling
+                && status.current_revision.as_ref() != Some(update) =>
+        {
+            Some(Rollout {
+                update_revision: update.clone(),
+                partition: strategy
+                    .rolling_update
+                    .and_then(|r| r.partition)
+                    .unwrap_or(0),
+            })
+        }
+        _ => None,
+    };
+    Facts {
+        selector: Some(selector(&spec.selector)),
+        desired_pods: Some(spec.replicas.unwrap_or(1)),
+        replica_failure: None,
+        rollout,
+    }
+}
+
+/// The pods of StatefulSet `name` the controller will not replace by itself: on a
+/// revision other than the update revision, at or above the partition, not Ready, and
+/// not already terminating. A pod without the revision label has no revision to judge.
+pub(crate) fn stuck_pods(name: &str, pods: &[Pod], rollout: &Rollout) -> Vec<String> {
+    let prefix = format!("{name}-");
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let pod = p.metadata.name.clone()?;
+            let ordinal: i32 = pod.strip_prefix(&prefix)?.parse().ok()?;
+            let revision = p.metadata.labels.as_ref()?.get(REVISION_LABEL)?;
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            (ordinal >= rollout.partition && *revision != rollout.update_revision && !ready)
+                .then_some(pod)
+        })
+        .collect()
 }
 
 /// `matchLabels` as a label selector string (`a=b,c=d`); expressions are not needed by
@@ -345,8 +573,13 @@ pub(crate) fn deployment_state(d: &Deployment) -> Poll {
     Poll::Ready
 }
 
-/// Observed the latest spec, every replica ready (and available), and the rollout done:
-/// current revision == update revision (or the partition reached).
+/// Observed the latest spec, every replica ready (and available), no extra replica left
+/// from a scale-down, and the rollout done: current revision == update revision (or the
+/// partition reached). As kubectl's StatefulSetStatusViewer (kubectl
+/// pkg/polymorphichelpers/rollout_status.go) and kstatus' `stsConditions` (cli-utils
+/// pkg/kstatus/status/core.go: `status.replicas > spec.replicas` is "Pending
+/// termination"); `OnDelete` replaces pods only when someone deletes them, so it is done
+/// once its pods are ready (both tools treat it so).
 pub(crate) fn statefulset_state(s: &StatefulSet) -> Poll {
     let generation = s.metadata.generation.unwrap_or(0);
     let status = s.status.clone().unwrap_or_default();
@@ -360,6 +593,12 @@ pub(crate) fn statefulset_state(s: &StatefulSet) -> Poll {
     let ready = status.ready_replicas.unwrap_or(0);
     if ready < desired {
         return Poll::Waiting(format!("{ready}/{desired} replicas ready"));
+    }
+    if status.replicas > desired {
+        return Poll::Waiting(format!(
+            "scaling down: {} extra replicas pending termination",
+            status.replicas - desired
+        ));
     }
     if let Some(available) = status.available_replicas
         && available < desired
@@ -391,7 +630,13 @@ pub(crate) fn statefulset_state(s: &StatefulSet) -> Poll {
     Poll::Ready
 }
 
-/// Observed the latest spec; every scheduled pod updated and available.
+/// Observed the latest spec; every node that should run a pod runs one, updated and
+/// available (kstatus `daemonsetConditions`, kubectl's DaemonSetStatusViewer). With
+/// `updateStrategy: OnDelete` the controller makes new pods only where old ones were
+/// deleted, so `updatedNumberScheduled` stays behind after a template change until
+/// someone deletes them: kubectl refuses to wait on it ("rollout status is only available
+/// for RollingUpdate"); pulsedev counts it ready once every pod is available, whatever
+/// its template, instead of waiting for ever.
 pub(crate) fn daemonset_state(d: &DaemonSet) -> Poll {
     let generation = d.metadata.generation.unwrap_or(0);
     let Some(status) = d.status.clone() else {
@@ -403,8 +648,18 @@ pub(crate) fn daemonset_state(d: &DaemonSet) -> Poll {
         ));
     }
     let desired = status.desired_number_scheduled;
+    let current = status.current_number_scheduled;
+    if current < desired {
+        return Poll::Waiting(format!("{current}/{desired} pods scheduled"));
+    }
+    let on_delete = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.type_.as_deref())
+        == Some("OnDelete");
     let updated = status.updated_number_scheduled.unwrap_or(0);
-    if updated < desired {
+    if updated < desired && !on_delete {
         return Poll::Waiting(format!("{updated}/{desired} pods updated"));
     }
     let available = status.number_available.unwrap_or(0);
@@ -461,6 +716,41 @@ pub(crate) fn crd_state(c: &CustomResourceDefinition) -> Poll {
         };
     }
     Poll::Waiting("not Established yet".into())
+}
+
+/// cert-manager's own test of an issued Certificate: `Ready=True` whose
+/// `observedGeneration` is at least the Certificate's generation, and not `Issuing`
+/// (cert-manager test/e2e/framework/helper/certificates.go
+/// `WaitForCertificateReadyAndDoneIssuing`, with pkg/api/util/conditions.go
+/// `CertificateHasConditionWithObservedGeneration`). A Secret that already holds a
+/// certificate proves nothing after a spec change: it is the old one until re-issued.
+pub(crate) fn certificate_state(c: &DynamicObject) -> Poll {
+    let generation = c.metadata.generation.unwrap_or(0);
+    let conditions = c.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let find = |t: &str| conditions.iter().find(|c| c["type"] == t);
+    let Some(ready) = find("Ready") else {
+        return Poll::Waiting("not issued yet".into());
+    };
+    let observed = ready["observedGeneration"].as_i64().unwrap_or(0);
+    if ready["status"] != "True" {
+        let reason = ready["reason"].as_str().unwrap_or("NotReady");
+        return match ready["message"].as_str() {
+            Some(m) if !m.is_empty() => Poll::Waiting(format!("{reason}: {m}")),
+            _ => Poll::Waiting(reason.to_string()),
+        };
+    }
+    if observed < generation {
+        return Poll::Waiting(format!(
+            "waiting for cert-manager to issue generation {generation}"
+        ));
+    }
+    if find("Issuing").is_some_and(|i| i["status"] == "True") {
+        return Poll::Waiting("issuing".into());
+    }
+    Poll::Ready
 }
 
 #[cfg(test)]

@@ -3215,6 +3215,8 @@ mod tests {
                 discovery_catch_up: Duration::from_secs(10),
                 concurrency: 8,
                 log_lines: 5,
+                probe_after: Duration::from_millis(200),
+                settle: Duration::from_secs(1),
             })
             .with_progress(move |l| sink.lock().unwrap().push(l.to_string()));
         (engine, lines)
