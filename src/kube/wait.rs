@@ -1071,4 +1071,710 @@ mod tests {
         assert_eq!(t[0].label(), "deployment pulsewatch-dev/api");
         assert!(t[1].migrations);
     }
+
+    /// The conditions kube-controller-manager writes on a Deployment that finished its
+    /// rollout (kubernetes pkg/controller/deployment/sync.go `calculateStatus`:
+    /// Available/MinimumReplicasAvailable "Deployment has minimum availability.";
+    /// progress.go `syncRolloutStatus`: Progressing/NewReplicaSetAvailable
+    /// `ReplicaSet "<name>" has successfully progressed.`).
+    fn rolled_out(replicas: i32) -> Deployment {
+        let mut d: Deployment = serde_json::from_value(fixtures::deployment(
+            "pulsewatch-dev",
+            "api",
+            (3, 3),
+            replicas,
+            (replicas, replicas, replicas),
+        ))
+        .unwrap();
+        d.status.as_mut().unwrap().conditions = Some(vec![
+            condition(
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+            ),
+            condition(
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                "ReplicaSet \"api-7c9f5d8b6\" has successfully progressed.",
+            ),
+        ]);
+        d
+    }
+
+    fn condition(
+        t: &str,
+        status: &str,
+        reason: &str,
+        message: &str,
+    ) -> k8s_openapi::api::apps::v1::DeploymentCondition {
+        k8s_openapi::api::apps::v1::DeploymentCondition {
+            type_: t.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_transition_time: Some(fixtures::time("2026-11-26T05:20:00Z")),
+            last_update_time: Some(fixtures::time("2026-11-26T05:20:00Z")),
+        }
+    }
+
+    #[test]
+    fn a_rolled_out_deployment_with_the_controllers_conditions_is_ready() {
+        assert_eq!(deployment_state(&rolled_out(2)), Poll::Ready);
+        // progress.go sets Progressing=False/ProgressDeadlineExceeded once
+        // progressDeadlineSeconds pass without progress: final, whatever the counts say.
+        let mut d = rolled_out(2);
+        d.status.as_mut().unwrap().conditions.as_mut().unwrap()[1] = condition(
+            "Progressing",
+            "False",
+            "ProgressDeadlineExceeded",
+            "ReplicaSet \"api-7c9f5d8b6\" has timed out progressing.",
+        );
+        assert_eq!(
+            deployment_state(&d),
+            Poll::Failed {
+                reason: "ProgressDeadlineExceeded".into(),
+                message: "ReplicaSet \"api-7c9f5d8b6\" has timed out progressing.".into()
+            }
+        );
+        // kubectl looks at the condition only once the generation is observed.
+        d.status.as_mut().unwrap().observed_generation = Some(2);
+        assert!(matches!(deployment_state(&d), Poll::Waiting(w) if w.contains("generation 3")));
+    }
+
+    #[test]
+    fn every_waitable_kind_is_known_by_its_api_version() {
+        for (av, kind, want) in [
+            ("apps/v1", "Deployment", TargetKind::Deployment),
+            ("apps/v1", "StatefulSet", TargetKind::StatefulSet),
+            ("apps/v1", "DaemonSet", TargetKind::DaemonSet),
+            ("batch/v1", "Job", TargetKind::Job),
+            (
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                TargetKind::CustomResourceDefinition,
+            ),
+            ("cert-manager.io/v1", "Certificate", TargetKind::Certificate),
+        ] {
+            assert_eq!(TargetKind::from_kind(av, kind), Some(want), "{av} {kind}");
+        }
+        assert_eq!(TargetKind::from_kind("apps/v1beta1", "Deployment"), None);
+        assert_eq!(TargetKind::from_kind("v1", "Service"), None);
+        let words: Vec<&str> = [
+            TargetKind::Deployment,
+            TargetKind::StatefulSet,
+            TargetKind::DaemonSet,
+            TargetKind::Job,
+            TargetKind::CustomResourceDefinition,
+            TargetKind::Certificate,
+        ]
+        .iter()
+        .map(|k| k.word())
+        .collect();
+        assert_eq!(
+            words,
+            [
+                "deployment",
+                "statefulset",
+                "daemonset",
+                "job",
+                "crd",
+                "certificate"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_certificate_is_a_target_of_the_normal_wait() {
+        let text = "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: pulsewatch-tls}\nspec: {secretName: pulsewatch-tls, dnsNames: [app.pulsewatch.localhost], issuerRef: {name: pulsewatch-local-ca, kind: ClusterIssuer}}\n";
+        let ms = crate::kube::parse("x", text).unwrap();
+        let t = Target::from_manifests(&ms, "pulsewatch-dev");
+        assert_eq!(
+            t,
+            [Target::new(
+                TargetKind::Certificate,
+                "pulsewatch-dev",
+                "pulsewatch-tls"
+            )]
+        );
+    }
+
+    /// A Certificate as cert-manager's controllers write it: the readiness controller
+    /// sets Ready with the generation it judged (cert-manager
+    /// pkg/controller/certificates/readiness), the trigger controller sets Issuing.
+    fn certificate(generation: i64, conditions: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "metadata": {"name": "pulsewatch-tls", "namespace": "pulsewatch-dev", "generation": generation},
+            "spec": {"secretName": "pulsewatch-tls"},
+            "status": {"conditions": conditions, "notAfter": "2027-02-24T00:00:00Z", "revision": 1},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_certificate_is_ready_only_for_its_current_generation_and_not_while_issuing() {
+        let ready = |observed: i64| {
+            serde_json::json!({"type": "Ready", "status": "True", "reason": "Ready",
+                "message": "Certificate is up to date and has not expired",
+                "observedGeneration": observed, "lastTransitionTime": "2026-11-26T05:20:00Z"})
+        };
+        // The spec changed (generation 2) but Ready still speaks of generation 1: the
+        // Secret holds the old certificate.
+        assert_eq!(
+            certificate_state(&certificate(2, serde_json::json!([ready(1)]))),
+            Poll::Waiting("waiting for cert-manager to issue generation 2".into())
+        );
+        assert_eq!(
+            certificate_state(&certificate(2, serde_json::json!([ready(2)]))),
+            Poll::Ready
+        );
+        let issuing = serde_json::json!({"type": "Issuing", "status": "True", "reason": "Reissuing",
+            "message": "Re-issuance forced by unit test case", "observedGeneration": 2});
+        assert_eq!(
+            certificate_state(&certificate(2, serde_json::json!([ready(2), issuing]))),
+            Poll::Waiting("issuing".into())
+        );
+        let not_ready = serde_json::json!({"type": "Ready", "status": "False", "reason": "DoesNotExist",
+            "message": "Issuing certificate as Secret does not exist", "observedGeneration": 1});
+        assert_eq!(
+            certificate_state(&certificate(1, serde_json::json!([not_ready]))),
+            Poll::Waiting("DoesNotExist: Issuing certificate as Secret does not exist".into())
+        );
+        assert_eq!(
+            certificate_state(&certificate(1, serde_json::json!([]))),
+            Poll::Waiting("not issued yet".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_certificate_wait_ends_when_ready_speaks_of_its_generation() {
+        const CERT: &str =
+            "/apis/cert-manager.io/v1/namespaces/pulsewatch-dev/certificates/pulsewatch-tls";
+        let ready = |observed: i64| {
+            serde_json::json!([{"type": "Ready", "status": "True", "reason": "Ready",
+                "message": "Certificate is up to date and has not expired", "observedGeneration": observed}])
+        };
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get(CERT).ok(certificate(2, ready(1))))
+            .then(Exchange::get(CERT).ok(certificate(2, ready(2))))
+            .start();
+        let (engine, lines) = engine(client);
+        engine
+            .wait_ready(
+                &[Target::new(
+                    TargetKind::Certificate,
+                    "pulsewatch-dev",
+                    "pulsewatch-tls",
+                )],
+                Duration::from_secs(300),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        mock.finish().await;
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [
+                "certificate pulsewatch-dev/pulsewatch-tls: waiting for cert-manager to issue generation 2",
+                "certificate pulsewatch-dev/pulsewatch-tls: ready",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_statefulset_scaling_down_is_not_ready_until_the_extra_pods_are_gone() {
+        // kube-controller-manager's statefulset status while 3 → 1: status.replicas
+        // counts the pods still there (kubernetes pkg/controller/statefulset
+        // stateful_set_control.go `computeReplicaStatus`).
+        let mut s = sts(fixtures::statefulset(
+            "pulsewatch-dev",
+            "postgres",
+            1,
+            3,
+            ("postgres-5d8f7c9b4", "postgres-5d8f7c9b4"),
+        ));
+        s.status.as_mut().unwrap().replicas = 3;
+        s.status.as_mut().unwrap().current_replicas = Some(3);
+        assert_eq!(
+            statefulset_state(&s),
+            Poll::Waiting("scaling down: 2 extra replicas pending termination".into())
+        );
+        s.status.as_mut().unwrap().replicas = 1;
+        assert_eq!(statefulset_state(&s), Poll::Ready);
+    }
+
+    #[test]
+    fn an_on_delete_statefulset_is_ready_once_its_pods_are() {
+        let mut s = sts(fixtures::statefulset(
+            "pulsewatch-dev",
+            "postgres",
+            1,
+            1,
+            ("postgres-1", "postgres-2"),
+        ));
+        s.spec.as_mut().unwrap().update_strategy =
+            Some(k8s_openapi::api::apps::v1::StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
+            });
+        assert_eq!(statefulset_state(&s), Poll::Ready);
+        s.status.as_mut().unwrap().ready_replicas = Some(0);
+        assert_eq!(
+            statefulset_state(&s),
+            Poll::Waiting("0/1 replicas ready".into())
+        );
+    }
+
+    /// The status the daemonset controller writes after a template change (kubernetes
+    /// pkg/controller/daemon/daemon_controller.go `updateDaemonSetStatus`): with OnDelete
+    /// the old pod keeps running, so updatedNumberScheduled stays 0.
+    fn daemonset(strategy: &str, updated: i32, available: i32) -> DaemonSet {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "nginx-ingress", "namespace": "platform", "generation": 2},
+            "spec": {"selector": {"matchLabels": {"app": "nginx-ingress"}},
+                "updateStrategy": {"type": strategy},
+                "template": {"metadata": {"labels": {"app": "nginx-ingress"}},
+                    "spec": {"containers": [{"name": "nginx", "image": "nginx/nginx-ingress:5.2.1"}]}}},
+            "status": {"observedGeneration": 2, "desiredNumberScheduled": 1,
+                "currentNumberScheduled": 1, "numberMisscheduled": 0, "numberReady": available,
+                "updatedNumberScheduled": updated, "numberAvailable": available}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_on_delete_daemonset_is_ready_with_its_old_pods_available() {
+        assert_eq!(daemonset_state(&daemonset("OnDelete", 0, 1)), Poll::Ready);
+        assert_eq!(
+            daemonset_state(&daemonset("OnDelete", 0, 0)),
+            Poll::Waiting("0/1 pods available".into())
+        );
+        assert_eq!(
+            daemonset_state(&daemonset("RollingUpdate", 0, 1)),
+            Poll::Waiting("0/1 pods updated".into())
+        );
+        let mut unscheduled = daemonset("RollingUpdate", 1, 1);
+        unscheduled
+            .status
+            .as_mut()
+            .unwrap()
+            .current_number_scheduled = 0;
+        assert_eq!(
+            daemonset_state(&unscheduled),
+            Poll::Waiting("0/1 pods scheduled".into())
+        );
+    }
+
+    const STS: &str = "/apis/apps/v1/namespaces/pulsewatch-dev/statefulsets/postgres";
+    const PODS: &str = "/api/v1/namespaces/pulsewatch-dev/pods";
+    const EVENTS: &str = "/api/v1/namespaces/pulsewatch-dev/events";
+
+    /// A pod of StatefulSet postgres made from `revision`.
+    fn sts_pod(name: &str, revision: &str, looks: Looks<'_>) -> k8s_openapi::api::core::v1::Pod {
+        let mut p = pod("pulsewatch-dev", name, "postgres", "postgres:17", looks);
+        p.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(REVISION_LABEL.into(), revision.into());
+        p
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_statefulset_pod_stuck_on_a_bad_revision_is_deleted_once() {
+        // Revision 6b9 was bad (crash loop); the template is fixed (update revision 5d8),
+        // but under OrderedReady the controller waits for postgres-0 to become Ready
+        // before it replaces it: it never will (kubernetes#67250).
+        let rolling = || {
+            let mut s = fixtures::statefulset(
+                "pulsewatch-dev",
+                "postgres",
+                1,
+                0,
+                ("postgres-6b9c7d8f5", "postgres-5d8f7c9b4"),
+            );
+            s["metadata"]["generation"] = serde_json::json!(3);
+            s["status"]["observedGeneration"] = serde_json::json!(3);
+            Exchange::get(STS).ok(s)
+        };
+        let stuck = || {
+            Exchange::get(PODS)
+                .query("labelSelector", "app.kubernetes.io/name=postgres")
+                .ok(pod_list(vec![sts_pod(
+                    "postgres-0",
+                    "postgres-6b9c7d8f5",
+                    Looks::CrashLoop {
+                        restarts: 4,
+                        last_exit: 1,
+                    },
+                )]))
+        };
+        let (client, mock) = Scenario::new()
+            .then(rolling())
+            .then(stuck())
+            .then(
+                Exchange::delete(&format!("{PODS}/postgres-0")).ok(serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Success"})),
+            )
+            // The same pod still shows (graceful termination): not deleted twice.
+            .then(rolling())
+            .then(stuck())
+            .then(Exchange::get(STS).ok(fixtures::statefulset(
+                "pulsewatch-dev",
+                "postgres",
+                1,
+                1,
+                ("postgres-5d8f7c9b4", "postgres-5d8f7c9b4"),
+            )))
+            .start();
+        let (engine, lines) = engine(client);
+        engine
+            .wait_ready(
+                &[Target::new(
+                    TargetKind::StatefulSet,
+                    "pulsewatch-dev",
+                    "postgres",
+                )],
+                Duration::from_secs(300),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        mock.finish().await;
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(
+            lines[1],
+            "statefulset pulsewatch-dev/postgres: deleted pod postgres-0: not ready on an old revision, which the StatefulSet controller does not replace (kubernetes#67250); it comes back as postgres-5d8f7c9b4"
+        );
+    }
+
+    #[test]
+    fn only_unready_pods_on_an_old_revision_at_or_above_the_partition_are_stuck() {
+        let rollout = Rollout {
+            update_revision: "postgres-new".into(),
+            partition: 1,
+        };
+        let crash = || Looks::CrashLoop {
+            restarts: 2,
+            last_exit: 1,
+        };
+        let mut terminating = sts_pod("postgres-3", "postgres-old", crash());
+        terminating.metadata.deletion_timestamp = Some(fixtures::time("2026-11-26T05:20:00Z"));
+        let mut unlabelled = sts_pod("postgres-4", "postgres-old", crash());
+        unlabelled
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove(REVISION_LABEL);
+        let pods = vec![
+            sts_pod("postgres-0", "postgres-old", crash()),
+            sts_pod("postgres-1", "postgres-old", crash()),
+            sts_pod("postgres-2", "postgres-old", Looks::Running),
+            terminating,
+            unlabelled,
+            sts_pod("postgres-5", "postgres-new", crash()),
+            sts_pod("postgres-6", "postgres-old", crash()),
+        ];
+        assert_eq!(
+            stuck_pods("postgres", &pods, &rollout),
+            ["postgres-1", "postgres-6"]
+        );
+    }
+
+    #[test]
+    fn only_an_ordered_rolling_statefulset_with_a_new_revision_is_watched_for_stuck_pods() {
+        let base = || {
+            sts(fixtures::statefulset(
+                "pulsewatch-dev",
+                "postgres",
+                1,
+                0,
+                ("postgres-old", "postgres-new"),
+            ))
+        };
+        assert_eq!(
+            statefulset_facts(&base()).rollout,
+            Some(Rollout {
+                update_revision: "postgres-new".into(),
+                partition: 0
+            })
+        );
+        let mut parallel = base();
+        parallel.spec.as_mut().unwrap().pod_management_policy = Some("Parallel".into());
+        assert_eq!(statefulset_facts(&parallel).rollout, None);
+        let mut on_delete = base();
+        on_delete.spec.as_mut().unwrap().update_strategy =
+            Some(k8s_openapi::api::apps::v1::StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
+            });
+        assert_eq!(statefulset_facts(&on_delete).rollout, None);
+        let mut unobserved = base();
+        unobserved.metadata.generation = Some(2);
+        assert_eq!(statefulset_facts(&unobserved).rollout, None);
+        let done = sts(fixtures::statefulset(
+            "pulsewatch-dev",
+            "postgres",
+            1,
+            1,
+            ("postgres-new", "postgres-new"),
+        ));
+        assert_eq!(statefulset_facts(&done).rollout, None);
+        assert_eq!(statefulset_facts(&done).desired_pods, Some(1));
+    }
+
+    fn pulling() -> Looks<'static> {
+        Looks::Waiting {
+            reason: "ImagePullBackOff",
+            message: "Back-off pulling image \"localhost:5001/pulsewatch/api:0000dead\"",
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_image_pull_back_off_that_persists_fails_the_wait_after_the_settle_time() {
+        let waiting = || {
+            Exchange::get(DEPLOY).ok(fixtures::deployment(
+                "pulsewatch-dev",
+                "api",
+                (1, 1),
+                1,
+                (1, 1, 0),
+            ))
+        };
+        let pods = || {
+            Exchange::get(PODS)
+                .query("labelSelector", "app.kubernetes.io/name=api")
+                .ok(pod_list(vec![pod(
+                    "pulsewatch-dev",
+                    "api-7c9f5d8b6-x2kqp",
+                    "api",
+                    "localhost:5001/pulsewatch/api:0000dead",
+                    pulling(),
+                )]))
+        };
+        let mut scenario = Scenario::new();
+        // 0..8 s: the Deployment alone; from 10 s (probe_after) its pods too, until the
+        // failure has lasted 30 s (settle): 10, 12, … 40.
+        for _ in 0..5 {
+            scenario = scenario.then(waiting());
+        }
+        for _ in 0..16 {
+            scenario = scenario.then(waiting()).then(pods());
+        }
+        let (client, mock) = scenario
+            .then(pods())
+            .then(Exchange::get(EVENTS).ok(event_list(vec![warning(
+                "pulsewatch-dev",
+                "Pod",
+                "api-7c9f5d8b6-x2kqp",
+                "Failed",
+                "Failed to pull image \"localhost:5001/pulsewatch/api:0000dead\": rpc error: code = NotFound desc = failed to pull and unpack image \"localhost:5001/pulsewatch/api:0000dead\": not found",
+                3,
+                "2026-11-26T05:21:00Z",
+            )])))
+            .start();
+        let (engine, _) = engine(client);
+        let started = Instant::now();
+        let e = engine
+            .wait_ready(
+                &[Target::new(TargetKind::Deployment, "pulsewatch-dev", "api")],
+                Duration::from_secs(300),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(40));
+        assert_eq!(e.id(), "image-pull-failed");
+        assert_eq!(
+            e.details[0],
+            "deployment pulsewatch-dev/api: failing for 30s: ImagePullBackOff: pod api-7c9f5d8b6-x2kqp container api: Back-off pulling image \"localhost:5001/pulsewatch/api:0000dead\""
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_that_recovers_within_the_settle_time_is_waited_out() {
+        let deploy = |available| {
+            Exchange::get(DEPLOY).ok(fixtures::deployment(
+                "pulsewatch-dev",
+                "api",
+                (1, 1),
+                2,
+                (2, 2, available),
+            ))
+        };
+        let pods = |crashing: bool| {
+            let looks = if crashing {
+                Looks::CrashLoop {
+                    restarts: 1,
+                    last_exit: 1,
+                }
+            } else {
+                Looks::Running
+            };
+            Exchange::get(PODS).ok(pod_list(vec![
+                pod(
+                    "pulsewatch-dev",
+                    "api-7c9f5d8b6-m4n7r",
+                    "api",
+                    "localhost:5001/pulsewatch/api:dev",
+                    Looks::Running,
+                ),
+                pod(
+                    "pulsewatch-dev",
+                    "api-7c9f5d8b6-x2kqp",
+                    "api",
+                    "localhost:5001/pulsewatch/api:dev",
+                    looks,
+                ),
+            ]))
+        };
+        let mut scenario = Scenario::new();
+        for _ in 0..5 {
+            scenario = scenario.then(deploy(1));
+        }
+        // Crashing from 10 s to 28 s (postgres not up yet), healthy at 30 s, crashing
+        // again from 32 s: the 30 s count starts again there, so nothing fails before
+        // 62 s, and at 60 s the Deployment is available.
+        for t in (10..=58).step_by(2) {
+            scenario = scenario.then(deploy(1)).then(pods(t != 30));
+        }
+        let (client, mock) = scenario.then(deploy(2)).start();
+        let (engine, _) = engine(client);
+        let started = Instant::now();
+        engine
+            .wait_ready(
+                &[Target::new(TargetKind::Deployment, "pulsewatch-dev", "api")],
+                Duration::from_secs(300),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        mock.finish().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+    }
+
+    /// What the StatefulSet controller records when admission refuses its pod
+    /// (kubernetes pkg/controller/statefulset/stateful_pod_control.go
+    /// `recordPodEvent`: "create Pod %s in StatefulSet %s failed error: %s"), with Pod
+    /// Security admission's message (k8s.io/pod-security-admission policy checks; the
+    /// shape as seen on real clusters, e.g. rancher/k3k#578).
+    const PSA_STS: &str = "create Pod postgres-0 in StatefulSet postgres failed error: pods \"postgres-0\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"postgres\" must set securityContext.allowPrivilegeEscalation=false), runAsNonRoot != true (pod or container \"postgres\" must set securityContext.runAsNonRoot=true)";
+
+    #[tokio::test(start_paused = true)]
+    async fn pods_that_admission_refuses_fail_the_wait_as_pod_create_failed() {
+        let waiting = || {
+            Exchange::get(STS).ok(fixtures::statefulset(
+                "pulsewatch-dev",
+                "postgres",
+                1,
+                0,
+                ("postgres-1", "postgres-1"),
+            ))
+        };
+        let no_pods = || Exchange::get(PODS).ok(pod_list(vec![]));
+        let events = || {
+            Exchange::get(EVENTS)
+                .query("fieldSelector", "type=Warning")
+                .ok(event_list(vec![warning(
+                    "pulsewatch-dev",
+                    "StatefulSet",
+                    "postgres",
+                    "FailedCreate",
+                    PSA_STS,
+                    9,
+                    "2026-11-26T05:21:00Z",
+                )]))
+        };
+        let mut scenario = Scenario::new();
+        for _ in 0..5 {
+            scenario = scenario.then(waiting());
+        }
+        for _ in 0..16 {
+            scenario = scenario.then(waiting()).then(no_pods()).then(events());
+        }
+        let (client, mock) = scenario.then(no_pods()).then(events()).start();
+        let (engine, _) = engine(client);
+        let started = Instant::now();
+        let e = engine
+            .wait_ready(
+                &[Target::new(
+                    TargetKind::StatefulSet,
+                    "pulsewatch-dev",
+                    "postgres",
+                )],
+                Duration::from_secs(300),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(40));
+        assert_eq!(e.id(), "pod-create-failed");
+        assert!(
+            e.message
+                .starts_with("statefulset pulsewatch-dev/postgres: its pods cannot be created: failing for 30s: FailedCreate: create Pod postgres-0"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.details.iter().any(|d| d
+                .starts_with("event StatefulSet/postgres FailedCreate: create Pod postgres-0")
+                && d.ends_with("(x9)")),
+            "{:?}",
+            e.details
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deployment_replica_failure_condition_fails_without_reading_pods() {
+        // The ReplicaSet controller sets ReplicaFailure=True/FailedCreate with the
+        // create error (kubernetes pkg/controller/replicaset/replica_set_utils.go
+        // `calculateStatus`); the deployment controller copies it onto the Deployment
+        // (pkg/controller/deployment/progress.go `syncRolloutStatus`).
+        let message = "pods \"api-7c9f5d8b6-x2kqp\" is forbidden: violates PodSecurity \"restricted:latest\": seccompProfile (pod or container \"api\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")";
+        let mut d = fixtures::deployment("pulsewatch-dev", "api", (1, 1), 1, (0, 0, 0));
+        d["status"]["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "ReplicaFailure", "status": "True",
+                "reason": "FailedCreate", "message": message,
+                "lastUpdateTime": "2026-11-26T05:20:00Z", "lastTransitionTime": "2026-11-26T05:20:00Z"}));
+        let mut scenario = Scenario::new();
+        for _ in 0..21 {
+            scenario = scenario.then(Exchange::get(DEPLOY).ok(d.clone()));
+        }
+        let (client, mock) = scenario
+            .then(Exchange::get(PODS).ok(pod_list(vec![])))
+            .then(Exchange::get(EVENTS).ok(event_list(vec![warning(
+                "pulsewatch-dev",
+                "ReplicaSet",
+                "api-7c9f5d8b6",
+                "FailedCreate",
+                &format!("Error creating: {message}"),
+                14,
+                "2026-11-26T05:21:00Z",
+            )])))
+            .start();
+        let (engine, _) = engine(client);
+        let e = engine
+            .wait_ready(
+                &[Target::new(TargetKind::Deployment, "pulsewatch-dev", "api")],
+                Duration::from_secs(300),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "pod-create-failed");
+        assert_eq!(
+            e.details[0],
+            format!("deployment pulsewatch-dev/api: failing for 30s: FailedCreate: {message}")
+        );
+    }
 }
