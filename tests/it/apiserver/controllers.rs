@@ -33,6 +33,8 @@ pub struct Sim {
     /// A Certificate whose spec changed keeps its old Ready condition (old
     /// `observedGeneration`) and old Secret for this many passes.
     pub certificate_lag: u32,
+    /// Certificates (by name) cert-manager never issues, e.g. their issuer is broken.
+    pub never_issued: Vec<String>,
 }
 
 impl Options {
@@ -53,6 +55,11 @@ impl Options {
 
     pub fn certificate_lag(mut self, passes: u32) -> Options {
         self.sim.certificate_lag = passes;
+        self
+    }
+
+    pub fn never_issue(mut self, certificate: &str) -> Options {
+        self.sim.never_issued.push(certificate.into());
         self
     }
 }
@@ -272,6 +279,19 @@ impl State {
     /// and its Secret stay as they were (cert-manager's trigger, issuing and readiness
     /// controllers each act on their own queue).
     pub(super) fn certificate_waits(&mut self, k: &Key) -> bool {
+        if self.opts.sim.never_issued.contains(&k.3) {
+            // What cert-manager's readiness and trigger controllers write while no
+            // Secret exists (cert-manager pkg/controller/certificates/readiness and
+            // trigger policies: reason DoesNotExist).
+            let generation = self.objects[k]["metadata"]["generation"].clone();
+            let message = "Issuing certificate as Secret does not exist";
+            let mut ready = cond("Ready", false, "DoesNotExist", message);
+            ready["observedGeneration"] = generation.clone();
+            let mut issuing = cond("Issuing", true, "DoesNotExist", message);
+            issuing["observedGeneration"] = generation;
+            self.set_status(k, json!({"conditions": [ready, issuing]}));
+            return true;
+        }
         let lag = u64::from(self.opts.sim.certificate_lag);
         let issued = self.objects[k]["status"]["conditions"]
             .as_array()
