@@ -24,10 +24,15 @@
 //! Seeded: namespaces default, kube-system, kube-public, kube-node-lease; StorageClass
 //! `standard`; node `<cluster>-control-plane`.
 //!
+//! Controllers and admission that make waits hard (Pod Security admission of controller
+//! pods, failing pulls, crash loops, a StatefulSet stuck on a bad revision, scale-down,
+//! OnDelete, lagging observedGeneration and Certificates) live in apiserver/controllers.rs.
+//!
 //! Not modelled: watches (answered 404 and recorded as unexpected), field ownership
 //! beyond one managedFields entry per manager (an apply replaces the object's fields
 //! except status and server-set metadata), resourceVersion preconditions, RBAC,
-//! admission beyond the options, namespace termination (deletion is immediate).
+//! admission of objects other than controller-made pods beyond the options, namespace
+//! termination (deletion is immediate).
 
 // The `up` tests use the parts these tests do not.
 #![allow(dead_code)]
@@ -2853,6 +2858,14 @@ impl State {
                 .as_array_mut()
                 .unwrap()
                 .push(controllers::replica_failure(e));
+        }
+        if ready < replicas && self.past_progress_deadline(k, &d, &hash) {
+            status["conditions"][1] = cond(
+                "Progressing",
+                false,
+                "ProgressDeadlineExceeded",
+                &format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+            );
         }
         self.set_status(k, status);
     }

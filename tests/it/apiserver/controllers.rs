@@ -13,6 +13,7 @@
 //! in the order those checks run upstream, as far as the fake implements them.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -77,6 +78,8 @@ pub(super) struct Extra {
     pub born: HashMap<Key, u64>,
     /// Pod key → the pass its graceful deletion began at.
     pub terminating: HashMap<Key, u64>,
+    /// Deployment → (pod template hash, when its rollout began).
+    pub rollouts: HashMap<Key, (String, Instant)>,
 }
 
 impl State {
@@ -96,6 +99,25 @@ impl State {
             *e = (generation, tick);
         }
         tick - e.1
+    }
+
+    /// Whether Deployment `k`'s rollout of template `hash` has made no progress for
+    /// `spec.progressDeadlineSeconds` (default 600): the deployment controller then sets
+    /// Progressing=False/ProgressDeadlineExceeded `ReplicaSet "<rs>" has timed out
+    /// progressing.` (kubernetes pkg/controller/deployment/progress.go
+    /// `syncRolloutStatus`, util.DeploymentTimedOut). Wall-clock seconds, as upstream.
+    pub(super) fn past_progress_deadline(&mut self, k: &Key, d: &Value, hash: &str) -> bool {
+        let deadline = d["spec"]["progressDeadlineSeconds"].as_u64().unwrap_or(600);
+        let now = Instant::now();
+        let e = self
+            .ext
+            .rollouts
+            .entry(k.clone())
+            .or_insert_with(|| (hash.to_string(), now));
+        if e.0 != hash {
+            *e = (hash.to_string(), now);
+        }
+        now - e.1 >= Duration::from_secs(deadline)
     }
 
     /// Deletes pod `k` gracefully: the first call sets `deletionTimestamp` (the pod is
@@ -845,6 +867,40 @@ mod tests {
         });
         // Ready only once the extra pods are gone.
         assert_eq!(api.objects_of("Pod").len(), 1);
+    }
+
+    #[test]
+    fn a_rollout_past_its_progress_deadline_fails_at_once() {
+        // Pods stay ContainerCreating for 10 minutes: no failure signal, only the
+        // deployment controller's deadline (1 s here).
+        let api = FakeApiServer::start(Options::new("test").ready_after(Duration::from_secs(600)));
+        let dir = tempfile::tempdir().unwrap();
+        let e = rt().block_on(async {
+            let (engine, _) = engine(&api, dir.path()).await;
+            let yaml = format!(
+                "{}---\n{}",
+                namespace("restricted"),
+                deployment("nginx:1.29").replace(
+                    "  replicas: 1\n",
+                    "  replicas: 1\n  progressDeadlineSeconds: 1\n"
+                )
+            );
+            apply_and_wait(&engine, &yaml, Duration::from_secs(120))
+                .await
+                .unwrap_err()
+        });
+        assert_eq!(e.id(), "rollout-timeout", "{e:?}");
+        assert!(
+            e.message
+                .contains("failed: ProgressDeadlineExceeded: ReplicaSet \"web-"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("has timed out progressing."),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
