@@ -869,4 +869,165 @@ mod tests {
             ]
         );
     }
+
+    fn container(
+        state: &str,
+        reason: Option<&str>,
+        ready: bool,
+        restarts: i32,
+        last: Option<i32>,
+    ) -> super::ContainerReport {
+        super::ContainerReport {
+            name: "api".into(),
+            init: false,
+            image: "localhost:5001/pulsewatch/api:dev".into(),
+            ready,
+            restarts,
+            state: state.into(),
+            reason: reason.map(str::to_string),
+            message: None,
+            exit_code: None,
+            last_exit_code: last,
+            log_tail: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_failures_waiting_does_not_cure_are_signals() {
+        let f = |c: super::ContainerReport| c.failure().map(str::to_string);
+        // The kubelet's reasons of a failure that persists.
+        for r in super::SETTLING {
+            assert_eq!(
+                f(container("waiting", Some(r), false, 0, None)),
+                Some(r.to_string())
+            );
+        }
+        // Starting up is not a failure.
+        assert_eq!(
+            f(container(
+                "waiting",
+                Some("ContainerCreating"),
+                false,
+                0,
+                None
+            )),
+            None
+        );
+        assert_eq!(
+            f(container(
+                "waiting",
+                Some("PodInitializing"),
+                false,
+                0,
+                None
+            )),
+            None
+        );
+        // Between two crashes: running again, not ready, after a failed run.
+        assert_eq!(
+            f(container("running", None, false, 3, Some(137))),
+            Some("CrashLoopBackOff".to_string())
+        );
+        // Restarted after a clean exit, or ready again: not crashing.
+        assert_eq!(f(container("running", None, false, 3, Some(0))), None);
+        assert_eq!(f(container("running", None, true, 3, Some(1))), None);
+        assert_eq!(f(container("running", None, false, 0, None)), None);
+        // A ready container is never a signal, whatever its last state said.
+        assert_eq!(
+            f(container(
+                "waiting",
+                Some("CrashLoopBackOff"),
+                true,
+                3,
+                Some(1)
+            )),
+            None
+        );
+        assert!(
+            container(
+                "waiting",
+                Some("CreateContainerConfigError"),
+                false,
+                0,
+                None
+            )
+            .config_error()
+        );
+        assert!(container("waiting", Some("CreateContainerError"), false, 0, None).config_error());
+        assert!(!container("waiting", Some("ErrImagePull"), false, 0, None).config_error());
+    }
+
+    #[test]
+    fn the_most_specific_id_wins_and_failed_create_is_pod_create_failed() {
+        use super::{Diagnosis, EventReport, PodReport, classify};
+        use crate::error::ErrorKind;
+        let target = Target::new(TargetKind::StatefulSet, NS, "postgres");
+        let d =
+            |summary: &str, containers: Vec<super::ContainerReport>, events: Vec<&str>| Diagnosis {
+                target: target.label(),
+                namespace: NS.into(),
+                name: "postgres".into(),
+                id: "",
+                summary: summary.into(),
+                pods: vec![PodReport {
+                    name: "postgres-0".into(),
+                    phase: "Pending".into(),
+                    problem: None,
+                    containers,
+                }],
+                events: events
+                    .into_iter()
+                    .map(|r| EventReport {
+                        object: "StatefulSet/postgres".into(),
+                        reason: r.into(),
+                        message: String::new(),
+                        count: 1,
+                    })
+                    .collect(),
+            };
+        let config = || {
+            container(
+                "waiting",
+                Some("CreateContainerConfigError"),
+                false,
+                0,
+                None,
+            )
+        };
+        let pull = || container("waiting", Some("ImagePullBackOff"), false, 0, None);
+        assert_eq!(
+            classify(&d("", vec![config()], vec![]), &target, false),
+            ErrorKind::ContainerConfigError
+        );
+        assert_eq!(
+            classify(&d("", vec![config(), pull()], vec![]), &target, false),
+            ErrorKind::ImagePullFailed
+        );
+        assert_eq!(
+            classify(&d("", vec![], vec!["FailedCreate"]), &target, false),
+            ErrorKind::PodCreateFailed
+        );
+        assert_eq!(
+            classify(
+                &d("failing for 30s: FailedCreate: x", vec![], vec![]),
+                &target,
+                false
+            ),
+            ErrorKind::PodCreateFailed
+        );
+        assert_eq!(
+            classify(&d("", vec![], vec!["FailedScheduling"]), &target, false),
+            ErrorKind::RolloutTimeout
+        );
+        let ranks: Vec<usize> = [
+            "pod-crash-looping",
+            "container-config-error",
+            "pod-create-failed",
+            "rollout-timeout",
+        ]
+        .iter()
+        .map(|id| super::rank(id))
+        .collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
+    }
 }
