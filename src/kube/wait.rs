@@ -1777,4 +1777,101 @@ mod tests {
             format!("deployment pulsewatch-dev/api: failing for 30s: FailedCreate: {message}")
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_whose_pod_is_refused_and_a_daemonset_that_cannot_pull_fail_fast() {
+        const DS: &str = "/apis/apps/v1/namespaces/pulsewatch-dev/daemonsets/agent";
+        // The job controller's FailedCreate (kubernetes pkg/controller/job uses
+        // controller_utils.go `CreatePodsWithGenerateName`: "Error creating: …").
+        let refused = "Error creating: pods \"migrations-3f2a9c-7xk2p\" is forbidden: violates PodSecurity \"baseline:latest\": hostPath volumes (volume \"data\")";
+        let running =
+            || Exchange::get(JOB).ok(job("pulsewatch-dev", "migrations-3f2a9c", 0, 0, None));
+        let job_pods = || {
+            Exchange::get(PODS)
+                .query(
+                    "labelSelector",
+                    "batch.kubernetes.io/controller-uid=uid-migrations-3f2a9c",
+                )
+                .ok(pod_list(vec![]))
+        };
+        let job_events = || {
+            Exchange::get(EVENTS).ok(event_list(vec![warning(
+                "pulsewatch-dev",
+                "Job",
+                "migrations-3f2a9c",
+                "FailedCreate",
+                refused,
+                4,
+                "2026-11-26T05:21:00Z",
+            )]))
+        };
+        let mut scenario = Scenario::new();
+        for _ in 0..5 {
+            scenario = scenario.then(running());
+        }
+        for _ in 0..16 {
+            scenario = scenario.then(running()).then(job_pods()).then(job_events());
+        }
+        let (client, mock) = scenario.then(job_pods()).then(job_events()).start();
+        let (waiter, _) = engine(client);
+        let e = waiter
+            .wait_ready(
+                &[Target::new(
+                    TargetKind::Job,
+                    "pulsewatch-dev",
+                    "migrations-3f2a9c",
+                )],
+                Duration::from_secs(300),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "pod-create-failed");
+
+        let mut ds = serde_json::to_value(daemonset("RollingUpdate", 1, 0)).unwrap();
+        ds["metadata"]["name"] = serde_json::json!("agent");
+        ds["metadata"]["namespace"] = serde_json::json!("pulsewatch-dev");
+        ds["spec"]["selector"]["matchLabels"] =
+            serde_json::json!({"app.kubernetes.io/name": "agent"});
+        let ds_pods = || {
+            Exchange::get(PODS)
+                .query("labelSelector", "app.kubernetes.io/name=agent")
+                .ok(pod_list(vec![pod(
+                    "pulsewatch-dev",
+                    "agent-x2kqp",
+                    "agent",
+                    "localhost:5001/pulsewatch/api:0000dead",
+                    pulling(),
+                )]))
+        };
+        let mut scenario = Scenario::new();
+        for _ in 0..5 {
+            scenario = scenario.then(Exchange::get(DS).ok(ds.clone()));
+        }
+        for _ in 0..16 {
+            scenario = scenario
+                .then(Exchange::get(DS).ok(ds.clone()))
+                .then(ds_pods());
+        }
+        let (client, mock) = scenario
+            .then(ds_pods())
+            .then(Exchange::get(EVENTS).ok(event_list(vec![])))
+            .start();
+        let (waiter, _) = engine(client);
+        let e = waiter
+            .wait_ready(
+                &[Target::new(
+                    TargetKind::DaemonSet,
+                    "pulsewatch-dev",
+                    "agent",
+                )],
+                Duration::from_secs(300),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "image-pull-failed");
+    }
 }
