@@ -1874,4 +1874,37 @@ mod tests {
         mock.finish().await;
         assert_eq!(e.id(), "image-pull-failed");
     }
+
+    #[test]
+    fn only_a_true_replica_failure_condition_is_a_failed_create() {
+        // Mid-rollout, as progress.go writes it: Progressing=True/ReplicaSetUpdated.
+        let mut d = rolled_out(2);
+        d.status.as_mut().unwrap().conditions.as_mut().unwrap()[1] = condition(
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            "ReplicaSet \"api-7c9f5d8b6\" is progressing.",
+        );
+        let facts = deployment_facts(&d);
+        assert_eq!(facts.replica_failure, None);
+        assert_eq!(facts.desired_pods, Some(2));
+        assert_eq!(
+            facts.selector.as_deref(),
+            Some("app.kubernetes.io/name=api")
+        );
+        let conditions = d.status.as_mut().unwrap().conditions.as_mut().unwrap();
+        conditions.push(condition("ReplicaFailure", "False", "FailedCreate", "old"));
+        assert_eq!(deployment_facts(&d).replica_failure, None);
+        let conditions = d.status.as_mut().unwrap().conditions.as_mut().unwrap();
+        conditions.push(condition(
+            "ReplicaFailure",
+            "True",
+            "FailedCreate",
+            "pods \"api-7c9f5d8b6-x2kqp\" is forbidden: exceeded quota: compute",
+        ));
+        assert_eq!(
+            deployment_facts(&d).replica_failure.as_deref(),
+            Some("pods \"api-7c9f5d8b6-x2kqp\" is forbidden: exceeded quota: compute")
+        );
+    }
 }
