@@ -1907,4 +1907,52 @@ mod tests {
             Some("pods \"api-7c9f5d8b6-x2kqp\" is forbidden: exceeded quota: compute")
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_daemonset_whose_pods_are_refused_fails_fast() {
+        const DS: &str = "/apis/apps/v1/namespaces/pulsewatch-dev/daemonsets/agent";
+        let mut ds = serde_json::to_value(daemonset("RollingUpdate", 0, 0)).unwrap();
+        ds["metadata"]["name"] = serde_json::json!("agent");
+        ds["metadata"]["namespace"] = serde_json::json!("pulsewatch-dev");
+        ds["status"]["currentNumberScheduled"] = serde_json::json!(0);
+        // The daemonset controller's FailedCreate (controller_utils.go `createPods`).
+        let events = || {
+            Exchange::get(EVENTS).ok(event_list(vec![warning(
+                "pulsewatch-dev",
+                "DaemonSet",
+                "agent",
+                "FailedCreate",
+                "Error creating: pods \"agent-x2kqp\" is forbidden: violates PodSecurity \"baseline:latest\": hostPort (container \"agent\" uses hostPort 9100)",
+                6,
+                "2026-11-26T05:21:00Z",
+            )]))
+        };
+        let no_pods = || Exchange::get(PODS).ok(pod_list(vec![]));
+        let mut scenario = Scenario::new();
+        for _ in 0..5 {
+            scenario = scenario.then(Exchange::get(DS).ok(ds.clone()));
+        }
+        for _ in 0..16 {
+            scenario = scenario
+                .then(Exchange::get(DS).ok(ds.clone()))
+                .then(no_pods())
+                .then(events());
+        }
+        let (client, mock) = scenario.then(no_pods()).then(events()).start();
+        let (waiter, _) = engine(client);
+        let e = waiter
+            .wait_ready(
+                &[Target::new(
+                    TargetKind::DaemonSet,
+                    "pulsewatch-dev",
+                    "agent",
+                )],
+                Duration::from_secs(300),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "pod-create-failed");
+    }
 }
