@@ -69,17 +69,6 @@ impl TargetKind {
             TargetKind::Certificate => "certificate",
         }
     }
-
-    /// Kinds whose pods can fail in ways that waiting does not cure.
-    fn has_pods(self) -> bool {
-        matches!(
-            self,
-            TargetKind::Deployment
-                | TargetKind::StatefulSet
-                | TargetKind::DaemonSet
-                | TargetKind::Job
-        )
-    }
 }
 
 /// Something to wait for.
@@ -293,7 +282,9 @@ impl Engine {
             if let Some(rollout) = &facts.rollout {
                 self.unstick(target, &facts, rollout, &mut unstuck).await;
             }
-            if target.kind.has_pods() && now - started >= self.timing.probe_after {
+            // Only kinds with pods have a selector (and a Deployment a ReplicaFailure):
+            // for the others the signal is always none.
+            if now - started >= self.timing.probe_after {
                 match self.failure_signal(target, &facts).await {
                     Some((reason, message)) => {
                         let since = *failing_since.get_or_insert(now);
