@@ -1237,6 +1237,12 @@ mod tests {
             certificate_state(&certificate(1, serde_json::json!([]))),
             Poll::Waiting("not issued yet".into())
         );
+        // A condition without a message says its reason alone.
+        let bare = serde_json::json!({"type": "Ready", "status": "Unknown", "reason": "Pending", "message": ""});
+        assert_eq!(
+            certificate_state(&certificate(1, serde_json::json!([bare]))),
+            Poll::Waiting("Pending".into())
+        );
     }
 
     #[tokio::test(start_paused = true)]
