@@ -1952,4 +1952,35 @@ mod tests {
         mock.finish().await;
         assert_eq!(e.id(), "pod-create-failed");
     }
+
+    #[test]
+    fn a_job_that_met_its_success_criteria_is_ready_only_once_complete() {
+        // Kubernetes 1.31+: the job controller first adds SuccessCriteriaMet and adds
+        // Complete only once the Job's pods are gone (kubernetes
+        // pkg/controller/job/job_controller.go, KEP-4368 "Job terminal conditions").
+        let mut j: Job = serde_json::from_value(job(
+            "ns",
+            "m",
+            0,
+            0,
+            Some((
+                "Complete",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            )),
+        ))
+        .unwrap();
+        let status = j.status.as_mut().unwrap();
+        status.conditions.as_mut().unwrap().truncate(1);
+        status.terminating = Some(1);
+        status.succeeded = Some(1);
+        assert_eq!(
+            status.conditions.as_ref().unwrap()[0].type_,
+            "SuccessCriteriaMet"
+        );
+        assert_eq!(
+            job_state(&j),
+            Poll::Waiting("0 active, 1 succeeded, 0 failed".into())
+        );
+    }
 }
