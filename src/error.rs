@@ -39,6 +39,12 @@ pub enum ErrorKind {
     RolloutTimeout,
     PodCrashLooping,
     ImagePullFailed,
+    /// A container cannot be created from its spec (CreateContainerConfigError: a
+    /// missing Secret, ConfigMap or key it refers to).
+    ContainerConfigError,
+    /// A controller cannot create the pods at all (FailedCreate: Pod Security
+    /// admission, a quota, a webhook).
+    PodCreateFailed,
     MigrationsFailed,
     /// A Job other than the migrations Job ended Failed.
     JobFailed,
@@ -54,7 +60,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 29] = [
+    pub const ALL: [ErrorKind; 31] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -77,6 +83,8 @@ impl ErrorKind {
         ErrorKind::RolloutTimeout,
         ErrorKind::PodCrashLooping,
         ErrorKind::ImagePullFailed,
+        ErrorKind::ContainerConfigError,
+        ErrorKind::PodCreateFailed,
         ErrorKind::MigrationsFailed,
         ErrorKind::JobFailed,
         ErrorKind::NotReady,
@@ -115,6 +123,8 @@ impl ErrorKind {
             ErrorKind::RolloutTimeout => "rollout-timeout",
             ErrorKind::PodCrashLooping => "pod-crash-looping",
             ErrorKind::ImagePullFailed => "image-pull-failed",
+            ErrorKind::ContainerConfigError => "container-config-error",
+            ErrorKind::PodCreateFailed => "pod-create-failed",
             ErrorKind::MigrationsFailed => "migrations-failed",
             ErrorKind::JobFailed => "job-failed",
             ErrorKind::NotReady => "not-ready",
@@ -154,6 +164,8 @@ impl ErrorKind {
             | ErrorKind::RolloutTimeout
             | ErrorKind::PodCrashLooping
             | ErrorKind::ImagePullFailed
+            | ErrorKind::ContainerConfigError
+            | ErrorKind::PodCreateFailed
             | ErrorKind::MigrationsFailed
             | ErrorKind::JobFailed
             | ErrorKind::NotReady

@@ -117,69 +117,19 @@ impl Shared {
             engine.before_apply(&manifests, &options, cancel).await?;
             let report = engine.apply(&manifests, &options, cancel).await?;
             let targets = report.targets();
-            // cert-manager Certificates: ready when their Secret holds a certificate.
-            let certificates: Vec<(String, String)> = manifests
-                .iter()
-                .filter(|m| m.kind() == "Certificate")
-                .filter_map(|m| {
-                    let secret = m.object.data["spec"]["secretName"].as_str()?.to_string();
-                    let ns = m
-                        .namespace()
-                        .unwrap_or(namespace.unwrap_or(&app))
-                        .to_string();
-                    Some((ns, secret))
-                })
-                .collect();
             let n = report.applied.len();
             self.applied.lock().expect("not poisoned").extend(report);
             self.manifests
                 .lock()
                 .expect("not poisoned")
                 .extend(manifests);
+            // Certificates are targets too (Ready for their generation): the ingress
+            // serves TLS for a host only once cert-manager issued it.
             engine
                 .wait_ready(&targets, self.opts.timeout, cancel)
                 .await?;
-            self.wait_certificates(&certificates, cancel).await?;
             Ok(n)
         })
-    }
-
-    /// Waits until each `(namespace, secret)` of a Certificate holds `tls.crt`: the
-    /// ingress serves TLS for a host only once cert-manager issued it.
-    async fn wait_certificates(
-        &self,
-        certificates: &[(String, String)],
-        cancel: &CancellationToken,
-    ) -> Result<()> {
-        let engine = Shared::get(&self.kube, "the cluster client")?;
-        let deadline = tokio::time::Instant::now() + self.opts.timeout;
-        for (ns, secret) in certificates {
-            loop {
-                if kube::secrets::read_key(engine.client(), ns, secret, "tls.crt")
-                    .await?
-                    .is_some()
-                {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(Error::new(
-                        ErrorKind::RolloutTimeout,
-                        format!(
-                            "the certificate for Secret {ns}/{secret} was not issued within {}s",
-                            self.opts.timeout.as_secs()
-                        ),
-                    )
-                    .with_hint(format!(
-                        "look at `kubectl describe certificate -n {ns}` and the cert-manager logs"
-                    )));
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = cancel.cancelled() => return Err(Error::interrupted()),
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Renders a pinned platform chart from the cache and applies it into its own

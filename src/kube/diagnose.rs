@@ -3,9 +3,10 @@
 //! pod, the recent Warning events of the objects involved, and the last log lines of
 //! crashing containers. Rendered compactly for people and as data for JSON.
 //!
-//! Owns: collecting that picture (read-only requests) and choosing the error id
+//! Owns: collecting that picture (read-only requests), choosing the error id
 //! (`migrations-failed`, `job-failed`, `image-pull-failed`, `pod-crash-looping`,
-//! `rollout-timeout`). Must not change anything on the server.
+//! `container-config-error`, `pod-create-failed`, `rollout-timeout`), and the failure
+//! signal a wait uses to fail fast. Must not change anything on the server.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use ::kube::api::{ListParams, LogParams};
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use serde::Serialize;
 
-use super::wait::{Outcome, Target, TargetKind};
+use super::wait::{Facts, Outcome, Target, TargetKind};
 use super::{Engine, describe, human_duration};
 use crate::error::{Error, ErrorKind};
 
@@ -85,6 +86,24 @@ const IMAGE_PULL: [&str; 5] = [
     "RegistryUnavailable",
 ];
 
+/// Container waiting reasons that do not go away by waiting alone, as the kubelet writes
+/// them: kubernetes pkg/kubelet/images/types.go (`ErrImagePullBackOff`, `ErrImagePull`,
+/// `ErrInvalidImageName`, `ErrImageNeverPull`), pkg/kubelet/container/sync_result.go
+/// (`ErrCrashLoopBackOff`) and pkg/kubelet/kuberuntime/kuberuntime_container.go
+/// (`ErrCreateContainerConfig`, `ErrCreateContainer`). A first ErrImagePull or crash can
+/// still recover, which is why a wait reports them only once they persist.
+const SETTLING: [&str; 7] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+const CONFIG_ERRORS: [&str; 2] = ["CreateContainerConfigError", "CreateContainerError"];
+
 impl ContainerReport {
     fn image_pull_failed(&self) -> bool {
         self.reason
@@ -95,6 +114,30 @@ impl ContainerReport {
     fn crash_looping(&self) -> bool {
         self.reason.as_deref() == Some("CrashLoopBackOff")
             || (self.restarts > 0 && self.last_exit_code.is_some_and(|c| c != 0))
+    }
+
+    fn config_error(&self) -> bool {
+        self.reason
+            .as_deref()
+            .is_some_and(|r| CONFIG_ERRORS.contains(&r))
+    }
+
+    /// A failure a wait may report early: a waiting reason of [`SETTLING`], or a
+    /// container between two crashes (running again, not ready, after a failed run).
+    fn failure(&self) -> Option<&str> {
+        if self.ready {
+            return None;
+        }
+        match self.reason.as_deref() {
+            Some(r) if self.state == "waiting" && SETTLING.contains(&r) => Some(r),
+            _ if self.state == "running"
+                && self.restarts > 0
+                && self.last_exit_code.is_some_and(|c| c != 0) =>
+            {
+                Some("CrashLoopBackOff")
+            }
+            _ => None,
+        }
     }
 
     fn failed_run(&self) -> bool {
@@ -142,6 +185,21 @@ impl Engine {
                     target.kind == TargetKind::Job,
                 )
             }
+            Outcome::Stuck {
+                target,
+                reason,
+                message,
+                selector,
+                settled,
+            } => (
+                target,
+                format!(
+                    "failing for {}: {reason}: {message}",
+                    human_duration(*settled)
+                ),
+                selector.clone(),
+                false,
+            ),
             Outcome::TimedOut {
                 target,
                 last,
@@ -220,6 +278,8 @@ impl Engine {
 }
 
 fn classify(d: &Diagnosis, target: &Target, job_failed: bool) -> ErrorKind {
+    let create_failed =
+        d.summary.contains("FailedCreate") || d.events.iter().any(|e| e.reason == "FailedCreate");
     let containers = || d.pods.iter().flat_map(|p| p.containers.iter());
     if job_failed {
         return if target.migrations {
@@ -232,8 +292,112 @@ fn classify(d: &Diagnosis, target: &Target, job_failed: bool) -> ErrorKind {
         ErrorKind::ImagePullFailed
     } else if containers().any(|c| c.crash_looping()) {
         ErrorKind::PodCrashLooping
+    } else if containers().any(|c| c.config_error()) {
+        ErrorKind::ContainerConfigError
+    } else if create_failed {
+        ErrorKind::PodCreateFailed
     } else {
         ErrorKind::RolloutTimeout
+    }
+}
+
+impl Engine {
+    /// What makes `target` fail in a way waiting does not cure, if anything: a container
+    /// failure of [`SETTLING`], or pods its controller cannot create (a Deployment's
+    /// `ReplicaFailure=True`, copied from its ReplicaSet by the deployment controller,
+    /// kubernetes pkg/controller/deployment/sync.go; or a `FailedCreate` Warning event on
+    /// the workload or its ReplicaSet while fewer pods exist than it wants, the event
+    /// kubernetes pkg/controller/controller_utils.go `CreatePods`/`FailedCreatePodReason`
+    /// and the StatefulSet controller record). Returns (reason, words). Read errors count
+    /// as no signal: the wait goes on.
+    pub(crate) async fn failure_signal(
+        &self,
+        target: &Target,
+        facts: &Facts,
+    ) -> Option<(String, String)> {
+        if let Some(message) = &facts.replica_failure {
+            return Some(("FailedCreate".into(), cut(message)));
+        }
+        let selector = facts.selector.as_ref()?;
+        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+        let pods = pods_api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .ok()?
+            .items;
+        let live: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        for p in &live {
+            let report = pod_report(p);
+            if let Some((c, reason)) = report
+                .containers
+                .iter()
+                .find_map(|c| c.failure().map(|r| (c, r)))
+            {
+                let mut words = format!("pod {} container {}", report.name, c.name);
+                if let Some(m) = c
+                    .message
+                    .as_deref()
+                    .filter(|_| reason != "CrashLoopBackOff")
+                {
+                    words.push_str(&format!(": {m}"));
+                }
+                return Some((reason.to_string(), words));
+            }
+        }
+        let running = live
+            .iter()
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded" | "Failed"))
+            })
+            .count();
+        if facts
+            .desired_pods
+            .is_none_or(|want| i32::try_from(running).unwrap_or(i32::MAX) >= want)
+        {
+            return None;
+        }
+        let events_api: Api<Event> = Api::namespaced(self.client.clone(), &target.namespace);
+        let events = events_api
+            .list(&ListParams::default().fields("type=Warning"))
+            .await
+            .ok()?
+            .items;
+        let prefix = format!("{}-", target.name);
+        let kind = kind_name(target.kind);
+        events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+            .find(|e| {
+                let o = &e.involved_object;
+                let name = o.name.as_deref().unwrap_or_default();
+                match o.kind.as_deref().unwrap_or_default() {
+                    "ReplicaSet" => {
+                        target.kind == TargetKind::Deployment && name.starts_with(&prefix)
+                    }
+                    k => k == kind && name == target.name,
+                }
+            })
+            .map(|e| {
+                (
+                    "FailedCreate".to_string(),
+                    cut(e.message.as_deref().unwrap_or_default()),
+                )
+            })
+    }
+}
+
+fn kind_name(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Deployment => "Deployment",
+        TargetKind::StatefulSet => "StatefulSet",
+        TargetKind::DaemonSet => "DaemonSet",
+        TargetKind::Job => "Job",
+        TargetKind::CustomResourceDefinition => "CustomResourceDefinition",
+        TargetKind::Certificate => "Certificate",
     }
 }
 
@@ -438,6 +602,8 @@ fn rank(id: &str) -> usize {
         "job-failed",
         "image-pull-failed",
         "pod-crash-looping",
+        "container-config-error",
+        "pod-create-failed",
         "rollout-timeout",
     ]
     .iter()
@@ -487,6 +653,25 @@ pub(crate) fn to_error(diagnoses: &[Diagnosis]) -> Error {
                 "the log lines above are from the container's last run; fix the cause and run `pulsedev up` again",
             )
         }
+        ErrorKind::ContainerConfigError => {
+            let what = first_container(&|c| c.config_error())
+                .map(|(pod, c)| {
+                    let why = c.message.map(|m| format!(": {m}")).unwrap_or_default();
+                    format!("container {} of pod {pod} cannot be created{why}", c.name)
+                })
+                .unwrap_or_else(|| "a container cannot be created".into());
+            (
+                format!("{}: {what}", top.target),
+                "a Secret, ConfigMap or key the pod refers to is missing (the message names it); create it or fix the reference, then run `pulsedev up` again",
+            )
+        }
+        ErrorKind::PodCreateFailed => (
+            format!(
+                "{}: its pods cannot be created: {}",
+                top.target, top.summary
+            ),
+            "the API server refused the pods (the event above names the rule: Pod Security admission, a quota or a webhook); fix the pod's securityContext or the namespace's `pod-security.kubernetes.io/enforce` label, then run `pulsedev up` again",
+        ),
         _ => (
             format!("{} is not ready: {}", top.target, top.summary),
             "the pods and events above say what it waits for; `pulsedev status` shows the whole stack",
@@ -677,7 +862,172 @@ mod tests {
             .collect();
         assert_eq!(
             ids,
-            ["image-pull-failed", "rollout-timeout", "rollout-timeout"]
+            [
+                "image-pull-failed",
+                "container-config-error",
+                "rollout-timeout"
+            ]
         );
+    }
+
+    fn container(
+        state: &str,
+        reason: Option<&str>,
+        ready: bool,
+        restarts: i32,
+        last: Option<i32>,
+    ) -> super::ContainerReport {
+        super::ContainerReport {
+            name: "api".into(),
+            init: false,
+            image: "localhost:5001/pulsewatch/api:dev".into(),
+            ready,
+            restarts,
+            state: state.into(),
+            reason: reason.map(str::to_string),
+            message: None,
+            exit_code: None,
+            last_exit_code: last,
+            log_tail: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_failures_waiting_does_not_cure_are_signals() {
+        let f = |c: super::ContainerReport| c.failure().map(str::to_string);
+        // The kubelet's reasons of a failure that persists.
+        for r in super::SETTLING {
+            assert_eq!(
+                f(container("waiting", Some(r), false, 0, None)),
+                Some(r.to_string())
+            );
+        }
+        // Starting up is not a failure.
+        assert_eq!(
+            f(container(
+                "waiting",
+                Some("ContainerCreating"),
+                false,
+                0,
+                None
+            )),
+            None
+        );
+        assert_eq!(
+            f(container(
+                "waiting",
+                Some("PodInitializing"),
+                false,
+                0,
+                None
+            )),
+            None
+        );
+        // Between two crashes: running again, not ready, after a failed run.
+        assert_eq!(
+            f(container("running", None, false, 3, Some(137))),
+            Some("CrashLoopBackOff".to_string())
+        );
+        // Restarted after a clean exit, or ready again: not crashing.
+        assert_eq!(f(container("running", None, false, 3, Some(0))), None);
+        assert_eq!(f(container("running", None, true, 3, Some(1))), None);
+        assert_eq!(f(container("running", None, false, 0, None)), None);
+        // A ready container is never a signal, whatever its last state said.
+        assert_eq!(
+            f(container(
+                "waiting",
+                Some("CrashLoopBackOff"),
+                true,
+                3,
+                Some(1)
+            )),
+            None
+        );
+        assert!(
+            container(
+                "waiting",
+                Some("CreateContainerConfigError"),
+                false,
+                0,
+                None
+            )
+            .config_error()
+        );
+        assert!(container("waiting", Some("CreateContainerError"), false, 0, None).config_error());
+        assert!(!container("waiting", Some("ErrImagePull"), false, 0, None).config_error());
+    }
+
+    #[test]
+    fn the_most_specific_id_wins_and_failed_create_is_pod_create_failed() {
+        use super::{Diagnosis, EventReport, PodReport, classify};
+        use crate::error::ErrorKind;
+        let target = Target::new(TargetKind::StatefulSet, NS, "postgres");
+        let d =
+            |summary: &str, containers: Vec<super::ContainerReport>, events: Vec<&str>| Diagnosis {
+                target: target.label(),
+                namespace: NS.into(),
+                name: "postgres".into(),
+                id: "",
+                summary: summary.into(),
+                pods: vec![PodReport {
+                    name: "postgres-0".into(),
+                    phase: "Pending".into(),
+                    problem: None,
+                    containers,
+                }],
+                events: events
+                    .into_iter()
+                    .map(|r| EventReport {
+                        object: "StatefulSet/postgres".into(),
+                        reason: r.into(),
+                        message: String::new(),
+                        count: 1,
+                    })
+                    .collect(),
+            };
+        let config = || {
+            container(
+                "waiting",
+                Some("CreateContainerConfigError"),
+                false,
+                0,
+                None,
+            )
+        };
+        let pull = || container("waiting", Some("ImagePullBackOff"), false, 0, None);
+        assert_eq!(
+            classify(&d("", vec![config()], vec![]), &target, false),
+            ErrorKind::ContainerConfigError
+        );
+        assert_eq!(
+            classify(&d("", vec![config(), pull()], vec![]), &target, false),
+            ErrorKind::ImagePullFailed
+        );
+        assert_eq!(
+            classify(&d("", vec![], vec!["FailedCreate"]), &target, false),
+            ErrorKind::PodCreateFailed
+        );
+        assert_eq!(
+            classify(
+                &d("failing for 30s: FailedCreate: x", vec![], vec![]),
+                &target,
+                false
+            ),
+            ErrorKind::PodCreateFailed
+        );
+        assert_eq!(
+            classify(&d("", vec![], vec!["FailedScheduling"]), &target, false),
+            ErrorKind::RolloutTimeout
+        );
+        let ranks: Vec<usize> = [
+            "pod-crash-looping",
+            "container-config-error",
+            "pod-create-failed",
+            "rollout-timeout",
+        ]
+        .iter()
+        .map(|id| super::rank(id))
+        .collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
     }
 }

@@ -86,6 +86,12 @@ pub struct Timing {
     pub recreate: Duration,
     /// How long a deleted object (a Terminating namespace or CRD) may take to be gone.
     pub deletion: Duration,
+    /// How long a wait looks only at the object before it also looks at its pods for a
+    /// failure (fail fast; docs/DECISIONS.md "Waits").
+    pub probe_after: Duration,
+    /// How long the same kind of pod failure must persist before the wait reports it
+    /// instead of waiting for its deadline.
+    pub settle: Duration,
 }
 
 impl Default for Timing {
@@ -98,6 +104,8 @@ impl Default for Timing {
             log_lines: 20,
             recreate: Duration::from_secs(60),
             deletion: Duration::from_secs(300),
+            probe_after: Duration::from_secs(10),
+            settle: Duration::from_secs(30),
         }
     }
 }

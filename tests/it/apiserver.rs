@@ -40,6 +40,10 @@
 //! (`latency`) and hung (`Options::hang`) requests; plain HTTP only (kind serves TLS with a
 //! client certificate: not reproduced, kube-rs's rustls path is not exercised here).
 //!
+//! Controllers and admission that make waits hard (Pod Security admission of controller
+//! pods, failing pulls, crash loops, a StatefulSet stuck on a bad revision, scale-down,
+//! OnDelete, lagging observedGeneration and Certificates) live in apiserver/controllers.rs.
+//!
 //! Not modelled: watches (answered 404 and recorded as unexpected), resourceVersion
 //! preconditions, RBAC, admission beyond the options. Deletion (finalizers, Terminating
 //! namespaces and CRDs, PVC protection, propagation, refused writes) is in
@@ -59,6 +63,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+mod controllers;
 mod deletion;
 #[cfg(test)]
 mod fidelity;
@@ -67,6 +72,7 @@ mod immutable;
 mod schema;
 mod ssa;
 mod webhooks;
+pub use controllers::Sim;
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -118,6 +124,8 @@ pub struct Options {
     /// Reconcile passes each deletion controller step waits (namespace contents, CRD
     /// instances, garbage collection); see apiserver/deletion.rs.
     pub deletion_lag: u32,
+    /// Controllers and admission that make waiting hard (tests/it/apiserver/controllers.rs).
+    pub sim: Sim,
 }
 
 /// A canned failure: the next `times` requests whose method is `method` (or any, when
@@ -174,6 +182,7 @@ impl Options {
             hang: Vec::new(),
             warnings: Vec::new(),
             deletion_lag: 1,
+            sim: Sim::default(),
         }
     }
 
@@ -1113,6 +1122,7 @@ struct State {
     countdown: HashMap<Key, u32>,
     /// The uid of the object the last immediate delete removed.
     gone_uid: String,
+    ext: controllers::Extra,
 }
 
 fn now_rfc3339() -> String {
@@ -1383,6 +1393,7 @@ impl State {
             webhook_seen: HashMap::new(),
             countdown: HashMap::new(),
             gone_uid: String::new(),
+            ext: controllers::Extra::default(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             st.upsert(
@@ -2571,6 +2582,7 @@ impl State {
     // ---- controllers ----
 
     fn reconcile(&mut self) {
+        self.tick();
         let node = format!("{}-control-plane", self.opts.cluster_name);
         let ready = self.opts.node_ready;
         self.ensure_node(&node, ready);
@@ -2584,6 +2596,9 @@ impl State {
                 .get(&k)
                 .is_none_or(|o| !o["metadata"]["deletionTimestamp"].is_null())
             {
+                continue;
+            }
+            if k.0 == "apps" && self.not_observed_yet(&k) {
                 continue;
             }
             match (k.0.as_str(), k.1.as_str()) {
@@ -2643,9 +2658,15 @@ impl State {
     }
 
     /// Crash, Pending (not ready yet) or Running for workload `name` with `uid`.
-    fn mode_for(&self, name: &str, uid: &str) -> PodMode {
-        if self.opts.crash_looping.iter().any(|n| n == name) {
+    fn mode_for(&self, name: &str, uid: &str, template: &Value) -> PodMode {
+        let trouble = self.image_trouble(template);
+        if self.opts.crash_looping.iter().any(|n| n == name)
+            || trouble == Some(controllers::Trouble::Crash)
+        {
             PodMode::Crash
+        } else if trouble == Some(controllers::Trouble::Pull) {
+            // Pending while the kubelet fails to pull (controllers.rs sets the reasons).
+            PodMode::Pending
         } else if self.ready_at.get(uid).is_some_and(|t| Instant::now() < *t) {
             PodMode::Pending
         } else {
@@ -2664,6 +2685,13 @@ impl State {
         mode: PodMode,
     ) {
         let k = key("", "pods", ns, name);
+        // Pod Security admission judges every pod a controller creates.
+        if !self.objects.contains_key(&k)
+            && let Err(e) = self.admit_pod(ns, name, &template["spec"])
+        {
+            self.reject(str_of(owner, &["uid"]), name, e);
+            return;
+        }
         let created = self
             .objects
             .get(&k)
@@ -2807,6 +2835,18 @@ impl State {
             "spec": spec,
             "status": status,
         });
+        let mut pod = pod;
+        if mode == PodMode::Pending && self.image_trouble(template).is_some() {
+            pod["metadata"]["uid"] = self
+                .objects
+                .get(&k)
+                .map_or(Value::Null, |p| p["metadata"]["uid"].clone());
+            self.pull_failure(&k, &mut pod);
+            pod.as_object_mut().unwrap()["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("uid");
+        }
         self.upsert("", "pods", pod, "kubelet");
         let first = containers.first().map(|c| c.0.clone()).unwrap_or_default();
         match mode {
@@ -2891,7 +2931,7 @@ impl State {
         let template = d["spec"]["template"].clone();
         let hash = short_hash(&template, 10);
         let rs_name = format!("{name}-{hash}");
-        let mode = self.mode_for(&name, &uid);
+        let mode = self.mode_for(&name, &uid, &template);
         let ready = if mode == PodMode::Running {
             replicas
         } else {
@@ -2955,6 +2995,25 @@ impl State {
         for n in &names {
             self.pod(&ns, n, &rs_template, &[], &owner_ref(&rs), mode);
         }
+        // Pods that admission refused were not created (controllers.rs).
+        let failure = self.rejected(&rs_uid);
+        let (replicas, ready) = match &failure {
+            Some((pod, e)) => {
+                self.failed_create(&rs, pod, e, "replicaset-controller");
+                let made = names
+                    .iter()
+                    .filter(|n| self.objects.contains_key(&key("", "pods", &ns, n)))
+                    .count() as i64;
+                let rs_key = key("apps", "replicasets", &ns, &rs_name);
+                self.set_status(
+                    &rs_key,
+                    json!({"replicas": made, "fullyLabeledReplicas": made, "observedGeneration": 1,
+                        "conditions": [controllers::replica_failure(e)]}),
+                );
+                (made, 0)
+            }
+            None => (replicas, ready),
+        };
         let mut status = json!({
             "observedGeneration": d["metadata"]["generation"],
             "replicas": replicas,
@@ -2998,9 +3057,30 @@ impl State {
                 ),
             ])
         };
+        if let Some((_, e)) = &failure {
+            status["conditions"]
+                .as_array_mut()
+                .unwrap()
+                .push(controllers::replica_failure(e));
+        }
+        if ready < replicas && self.past_progress_deadline(k, &d, &hash) {
+            status["conditions"][1] = cond(
+                "Progressing",
+                false,
+                "ProgressDeadlineExceeded",
+                &format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+            );
+        }
         self.set_status(k, status);
     }
 
+    /// The StatefulSet controller as far as a wait sees it (kubernetes
+    /// pkg/controller/statefulset/stateful_set_control.go `updateStatefulSet`): pods in
+    /// ordinal order, each from the update revision when created; under `OrderedReady`
+    /// nothing proceeds past a pod that is not Running and Ready, so a pod not Ready on an
+    /// old revision is never replaced until someone deletes it (kubernetes#67250); a Ready
+    /// old pod is replaced; `OnDelete` replaces none. Scale-down removes the highest
+    /// ordinal first, one per pass. Status counts come from the pods.
     fn statefulset(&mut self, k: &Key) {
         let s = self.objects[k].clone();
         let (ns, name) = (k.2.clone(), k.3.clone());
@@ -3008,15 +3088,56 @@ impl State {
         let replicas = s["spec"]["replicas"].as_i64().unwrap_or(1);
         let template = s["spec"]["template"].clone();
         let revision = format!("{name}-{}", short_hash(&template, 10));
-        let mode = self.mode_for(&name, &uid);
-        let ready = if mode == PodMode::Running {
-            replicas
-        } else {
-            0
+        let mode = self.mode_for(&name, &uid, &template);
+        let ordered = s["spec"]["podManagementPolicy"]
+            .as_str()
+            .unwrap_or("OrderedReady")
+            == "OrderedReady";
+        let on_delete = s["spec"]["updateStrategy"]["type"] == "OnDelete";
+        let owned = |st: &State| -> Vec<(i64, Value)> {
+            st.objects
+                .iter()
+                .filter(|((g, p, pns, _), o)| {
+                    g.is_empty() && p == "pods" && *pns == ns && owned_by(o, &uid)
+                })
+                .filter_map(|((_, _, _, n), o)| {
+                    let i = n.strip_prefix(&format!("{name}-"))?.parse().ok()?;
+                    Some((i, o.clone()))
+                })
+                .collect()
         };
-        let names: Vec<String> = (0..replicas).map(|i| format!("{name}-{i}")).collect();
-        self.prune_pods(&ns, &uid, &names);
-        for (i, n) in names.iter().enumerate() {
+        let pod_ready = |p: &Value| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        };
+        let pod_revision =
+            |p: &Value| str_of(p, &["metadata", "labels", "controller-revision-hash"]).to_string();
+        // Scale-down: the highest ordinal goes first, gracefully, and the next only once
+        // it is gone (OrderedReady).
+        if let Some((i, _)) = owned(self)
+            .into_iter()
+            .filter(|(i, _)| *i >= replicas)
+            .max_by_key(|(i, _)| *i)
+        {
+            self.terminate(&key("", "pods", &ns, &format!("{name}-{i}")));
+        }
+        let mut failure = None;
+        for i in 0..replicas {
+            let n = format!("{name}-{i}");
+            let pk = key("", "pods", &ns, &n);
+            if let Some(p) = self.objects.get(&pk).cloned()
+                && pod_revision(&p) != revision
+            {
+                if on_delete || (ordered && !pod_ready(&p)) {
+                    if ordered && !pod_ready(&p) {
+                        break;
+                    }
+                    continue;
+                }
+                self.delete_key(&pk);
+            }
             let mut t = template.clone();
             let mut volumes = t["spec"]["volumes"].as_array().cloned().unwrap_or_default();
             for claim in s["spec"]["volumeClaimTemplates"]
@@ -3056,7 +3177,7 @@ impl State {
             t["spec"]["volumes"] = json!(volumes);
             self.pod(
                 &ns,
-                n,
+                &n,
                 &t,
                 &[
                     ("controller-revision-hash", revision.clone()),
@@ -3066,13 +3187,33 @@ impl State {
                 &owner_ref(&s),
                 mode,
             );
+            if let Some((pod, e)) = self.rejected(&uid) {
+                failure = Some((pod, e));
+                break;
+            }
+            let made = &self.objects[&pk];
+            if ordered && !pod_ready(made) {
+                break;
+            }
         }
+        if let Some((pod, e)) = &failure {
+            self.failed_create(&s, pod, e, "statefulset-controller");
+        }
+        let pods = owned(self);
+        let count = |f: &dyn Fn(&Value) -> bool| pods.iter().filter(|(_, p)| f(p)).count() as i64;
+        let ready = count(&|p| pod_ready(p));
+        let updated = count(&|p| pod_revision(p) == revision);
+        let current = pods
+            .iter()
+            .map(|(_, p)| pod_revision(p))
+            .find(|r| *r != revision)
+            .unwrap_or_else(|| revision.clone());
         let mut status = json!({
             "observedGeneration": s["metadata"]["generation"],
-            "replicas": replicas,
-            "currentReplicas": replicas,
-            "updatedReplicas": replicas,
-            "currentRevision": revision,
+            "replicas": pods.len(),
+            "currentReplicas": count(&|p| pod_revision(p) == current),
+            "updatedReplicas": updated,
+            "currentRevision": current,
             "updateRevision": revision,
             "collisionCount": 0,
             "availableReplicas": ready,
@@ -3083,32 +3224,59 @@ impl State {
         self.set_status(k, status);
     }
 
+    /// The DaemonSet controller on one node (kubernetes pkg/controller/daemon): the pod
+    /// follows the template under RollingUpdate; under `OnDelete` an old pod stays until
+    /// deleted (pkg/controller/daemon/update.go acts only for RollingUpdate), so
+    /// updatedNumberScheduled stays 0 after a template change.
     fn daemonset(&mut self, k: &Key) {
         let d = self.objects[k].clone();
         let (ns, name) = (k.2.clone(), k.3.clone());
         let uid = str_of(&d, &["metadata", "uid"]).to_string();
-        let mode = self.mode_for(&name, &uid);
         let template = d["spec"]["template"].clone();
+        let mode = self.mode_for(&name, &uid, &template);
         let hash = short_hash(&template, 10);
         let pod = format!("{name}-{}", short_hash(&format!("{uid}/0"), 5));
+        let pk = key("", "pods", &ns, &pod);
         self.prune_pods(&ns, &uid, std::slice::from_ref(&pod));
-        self.pod(
-            &ns,
-            &pod,
-            &template,
-            &[
-                ("controller-revision-hash", hash),
-                ("pod-template-generation", "1".into()),
-            ],
-            &owner_ref(&d),
-            mode,
-        );
-        let ready = i64::from(mode == PodMode::Running);
+        let old = self.objects.get(&pk).is_some_and(|p| {
+            str_of(p, &["metadata", "labels", "controller-revision-hash"]) != hash
+        });
+        let keep = old && d["spec"]["updateStrategy"]["type"] == "OnDelete";
+        if !keep {
+            self.pod(
+                &ns,
+                &pod,
+                &template,
+                &[
+                    ("controller-revision-hash", hash.clone()),
+                    (
+                        "pod-template-generation",
+                        d["metadata"]["generation"].to_string(),
+                    ),
+                ],
+                &owner_ref(&d),
+                mode,
+            );
+        }
+        if let Some((p, e)) = self.rejected(&uid) {
+            self.failed_create(&d, &p, &e, "daemonset-controller");
+        }
+        let stored = self.objects.get(&pk);
+        let scheduled = i64::from(stored.is_some());
+        let ready = i64::from(stored.is_some_and(|p| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        }));
+        let updated = i64::from(stored.is_some_and(|p| {
+            str_of(p, &["metadata", "labels", "controller-revision-hash"]) == hash
+        }));
         let mut status = json!({
             "observedGeneration": d["metadata"]["generation"],
             "desiredNumberScheduled": 1,
-            "currentNumberScheduled": 1,
-            "updatedNumberScheduled": 1,
+            "currentNumberScheduled": scheduled,
+            "updatedNumberScheduled": updated,
             "numberMisscheduled": 0,
             "numberReady": ready,
         });
@@ -3142,6 +3310,19 @@ impl State {
             .iter()
             .any(|p| name.starts_with(p.as_str()));
         let pod_name = |i: i64| format!("{name}-{}", short_hash(&format!("{uid}/{i}"), 5));
+        let first = pod_name(0);
+        if !self.objects.contains_key(&key("", "pods", &ns, &first))
+            && let Err(e) = self.admit_pod(&ns, &first, &template["spec"])
+        {
+            // The job controller records the refusal and retries (controller_utils.go).
+            self.failed_create(&j, &first, &e, "job-controller");
+            self.set_status(
+                k,
+                json!({"active": 0, "ready": 0, "terminating": 0, "startTime": start,
+                    "uncountedTerminatedPods": {}}),
+            );
+            return;
+        }
         if pending {
             self.pod(&ns, &pod_name(0), &template, &[], &owner, PodMode::Pending);
             self.set_status(
@@ -3213,9 +3394,17 @@ impl State {
     }
 
     fn certificate(&mut self, k: &Key) {
+        if self.certificate_waits(k) {
+            return;
+        }
         let c = self.objects[k].clone();
         let ns = k.2.clone();
         let secret = str_of(&c, &["spec", "secretName"]).to_string();
+        // Each generation gets its own certificate, so an old Secret is told apart.
+        let issued_for = match c["metadata"]["generation"].as_i64() {
+            Some(g) if g > 1 => format!("{ns}/{}#{g}", k.3),
+            _ => format!("{ns}/{}", k.3),
+        };
         if !secret.is_empty() {
             let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
             let issuer = &c["spec"]["issuerRef"];
@@ -3241,7 +3430,7 @@ impl State {
                             "cert-manager.io/issuer-group": issuer["group"].as_str().unwrap_or("cert-manager.io"),
                         }},
                     "data": {
-                        "tls.crt": b64(fake_pem("CERTIFICATE", &format!("{ns}/{}", k.3))),
+                        "tls.crt": b64(fake_pem("CERTIFICATE", &issued_for)),
                         "tls.key": b64(fake_pem("EC PRIVATE KEY", &format!("{ns}/{}", k.3))),
                         "ca.crt": b64(fake_pem("CERTIFICATE", "pulsewatch-local-ca")),
                     }}),
@@ -3426,6 +3615,8 @@ mod tests {
                 log_lines: 5,
                 recreate: Duration::from_secs(10),
                 deletion: Duration::from_secs(10),
+                probe_after: Duration::from_millis(200),
+                settle: Duration::from_secs(1),
             })
             .with_progress(move |l| sink.lock().unwrap().push(l.to_string()));
         (engine, lines)

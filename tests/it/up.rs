@@ -1107,17 +1107,9 @@ fn unpinned_platform_charts_are_trusted_on_first_use_then_verified() {
 
 #[test]
 fn up_waits_for_the_tls_certificates_to_be_issued() {
-    // cert-manager never fills the web's TLS Secret.
-    let Some(w) = World::new(|o| {
-        o.fault(
-            "GET",
-            "/secrets/pulsewatch-web-tls",
-            404,
-            "NotFound",
-            "secrets \"pulsewatch-web-tls\" not found",
-            10_000,
-        )
-    }) else {
+    // cert-manager never issues the web's TLS certificate: its Secret never appears and
+    // the Certificate stays Ready=False.
+    let Some(w) = World::new(|o| o.never_issue("pulsewatch-web-tls")) else {
         return;
     };
     let run = w.up(&["--timeout", "3"]);
@@ -1125,10 +1117,9 @@ fn up_waits_for_the_tls_certificates_to_be_issued() {
     let doc = run.json();
     assert_eq!(doc["error"]["id"], "rollout-timeout", "{doc:#}");
     assert!(
-        doc["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Secret pulsewatch-dev/pulsewatch-web-tls was not issued"),
+        doc["error"]["message"].as_str().unwrap().contains(
+            "certificate pulsewatch-dev/pulsewatch-web-tls is not ready: not ready after 3s: DoesNotExist: Issuing certificate as Secret does not exist"
+        ),
         "{doc:#}"
     );
     assert_eq!(step(&doc, "local-ca")["status"], "failed");
