@@ -367,7 +367,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
         global: cli.global,
     };
     let result = runtime.block_on(async move {
-        tokio::spawn(watch_interrupts(cancel));
+        // The handlers are in place before any work starts: registered inside the spawned
+        // task instead, a signal that came before its first poll would still get the
+        // default action and end the process without the cleanup.
+        let signals = interrupt_signals();
+        tokio::spawn(watch_interrupts(signals, cancel));
         dispatch(cli.command, &ctx).await
     });
     // Do not wait for helper tasks (a hung Docker call) on the way out.
@@ -400,16 +404,27 @@ pub fn interrupted_exit_code(signal: i32) -> i32 {
     }
 }
 
+type Signals = (
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+);
+
+/// Handlers for SIGINT, SIGTERM and SIGHUP (none when the runtime cannot install them).
+fn interrupt_signals() -> Option<Signals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    Some((
+        signal(SignalKind::interrupt()).ok()?,
+        signal(SignalKind::terminate()).ok()?,
+        signal(SignalKind::hangup()).ok()?,
+    ))
+}
+
 /// First SIGINT (Ctrl-C), SIGTERM (`kill`, CI cancelling a job, `timeout`) or SIGHUP
 /// (the terminal went away): cancel, so running steps stop and undo what this run made.
 /// A second one: leave at once.
-async fn watch_interrupts(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
+async fn watch_interrupts(signals: Option<Signals>, cancel: CancellationToken) {
+    let Some((mut int, mut term, mut hup)) = signals else {
         return;
     };
     let mut next = async || -> i32 {

@@ -289,19 +289,45 @@ mod tests {
     #[tokio::test]
     async fn a_timeout_kills_the_whole_group() {
         let dir = tempfile::tempdir().unwrap();
-        let marker = dir.path().join("survived");
-        let script = format!("(sleep 1; touch {}) & sleep 30", marker.display());
+        let pidfile = dir.path().join("grandchild.pid");
+        // A grandchild that would live 30 s, and a parent that waits until its pid is
+        // written before it sleeps too: the timeout finds both running.
+        let script = format!(
+            "sh -c 'echo $$ > {p}.tmp && mv {p}.tmp {p} && exec sleep 30' & \
+             while [ ! -s {p} ]; do sleep 0.01; done; sleep 30",
+            p = pidfile.display()
+        );
         let started = std::time::Instant::now();
         let f = ProcessRunner
             .run(
                 &Cmd::new("/bin/sh").args(["-c", &script]),
-                Some(Duration::from_millis(200)),
+                Some(Duration::from_secs(3)),
             )
             .await
             .unwrap_err();
         assert!(f.timed_out.is_some());
-        assert!(started.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(!marker.exists(), "a grandchild outlived the kill");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("the grandchild started before the timeout")
+            .trim()
+            .parse()
+            .unwrap();
+        // Gone (or a zombie waiting to be reaped) soon after the kill; alive for 30 s
+        // otherwise.
+        let dead = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !dead() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the grandchild {pid} outlived the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
