@@ -68,36 +68,56 @@ pub struct Schemas {
     kinds: HashMap<(String, String, String), String>,
 }
 
-fn venv() -> Option<PathBuf> {
-    if let Some(v) = std::env::var_os("PULSEDEV_VENV") {
-        return Some(PathBuf::from(v));
-    }
+/// The virtualenvs that may hold kubernetes-validate, in order: `$PULSEDEV_VENV`, the one
+/// whose `bin` is on PATH (scripts/test puts it there), the repository's `.venv`.
+fn venvs() -> Vec<PathBuf> {
+    let mut venvs: Vec<PathBuf> = std::env::var_os("PULSEDEV_VENV")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
     if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if dir.join("kubernetes-validate").is_file() {
-                return dir.parent().map(Path::to_path_buf);
+        venvs.extend(
+            std::env::split_paths(&path)
+                .filter(|d| d.join("kubernetes-validate").is_file())
+                .filter_map(|d| d.parent().map(Path::to_path_buf)),
+        );
+    }
+    venvs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    venvs
+}
+
+/// `_definitions.json` of kubernetes-validate's Kubernetes 1.36 schemas in `flavour`
+/// (`v1.36.0-local-strict`: no extra fields allowed; `v1.36.0-local`: with the list
+/// extensions server-side apply merges by). Both fake-server modules find them here.
+pub fn kubernetes_validate_file(flavour: &str) -> Result<PathBuf, String> {
+    let venvs = venvs();
+    for venv in &venvs {
+        let Ok(entries) = std::fs::read_dir(venv.join("lib")) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e
+                .path()
+                .join("site-packages/kubernetes_validate/kubernetes-json-schema")
+                .join(flavour)
+                .join("_definitions.json");
+            if p.is_file() {
+                return Ok(p);
             }
         }
     }
-    Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"))
+    Err(format!(
+        "kubernetes-validate's {flavour} schemas are in none of {} (run scripts/venv, or set PULSEDEV_VENV to the test virtualenv)",
+        venvs
+            .iter()
+            .map(|v| v.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 fn definitions_file() -> Result<PathBuf, String> {
-    let venv = venv().ok_or("no venv")?;
-    let lib = venv.join("lib");
-    let entries = std::fs::read_dir(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
-    for e in entries.flatten() {
-        let p = e.path().join(
-            "site-packages/kubernetes_validate/kubernetes-json-schema/v1.36.0-local-strict/_definitions.json",
-        );
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    Err(format!(
-        "kubernetes-validate's v1.36 schemas are not under {} (run scripts/venv, or set PULSEDEV_VENV)",
-        lib.display()
-    ))
+    kubernetes_validate_file("v1.36.0-local-strict")
 }
 
 impl Schemas {

@@ -33,7 +33,6 @@
 //! ownership instead of owning the list whole.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
@@ -50,47 +49,13 @@ pub struct Schemas {
     roots: HashMap<(String, String, String), String>,
 }
 
-const SCHEMA_DIR: &str = "kubernetes_validate/kubernetes-json-schema/v1.36.0-local";
-
-/// Where kubernetes-validate keeps the 1.36 definitions: under `$PULSEDEV_VENV`, or the
-/// virtualenv whose `bin` is on PATH (scripts/test puts it there).
-fn definitions_file() -> Option<PathBuf> {
-    let mut venvs: Vec<PathBuf> = std::env::var_os("PULSEDEV_VENV")
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    if let Some(path) = std::env::var_os("PATH") {
-        venvs.extend(std::env::split_paths(&path).filter_map(|d| d.parent().map(PathBuf::from)));
-    }
-    for venv in venvs {
-        let Ok(libs) = std::fs::read_dir(venv.join("lib")) else {
-            continue;
-        };
-        for lib in libs.flatten() {
-            let f = lib
-                .path()
-                .join("site-packages")
-                .join(SCHEMA_DIR)
-                .join("_definitions.json");
-            if f.is_file() {
-                return Some(f);
-            }
-        }
-    }
-    None
-}
-
 /// The schemas, loaded once per test binary. Panics with the fix when
 /// kubernetes-validate is not installed: a fake without them would merge lists wrong.
 pub fn schemas() -> &'static Schemas {
     static S: OnceLock<Schemas> = OnceLock::new();
     S.get_or_init(|| {
-        let file = definitions_file().unwrap_or_else(|| {
-            panic!(
-                "the fake API server needs the Kubernetes 1.36 OpenAPI schemas of kubernetes-validate \
-                 ({SCHEMA_DIR}/_definitions.json): set PULSEDEV_VENV to the test virtualenv \
-                 (scripts/venv --path) or put its bin on PATH, as scripts/test does"
-            )
+        let file = super::schema::kubernetes_validate_file("v1.36.0-local").unwrap_or_else(|e| {
+            panic!("the fake API server merges lists by the 1.36 OpenAPI: {e}")
         });
         let text = std::fs::read_to_string(&file).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
