@@ -37,8 +37,10 @@
 //! and file-mode ranges as 422 Invalid (apiserver/immutable.rs); admission webhooks with a
 //! start-up (no endpoints, connection refused, serving) and their EndpointSlices
 //! (apiserver/webhooks.rs). Transport: canned `Warning` headers (`Options::warn`), slow
-//! (`latency`) and hung (`Options::hang`) requests; plain HTTP only (kind serves TLS with a
-//! client certificate: not reproduced, kube-rs's rustls path is not exercised here).
+//! (`latency`) and hung (`Options::hang`) requests; plain HTTP by default, HTTPS as kind
+//! serves it with `Options::tls` (a cluster CA, a serving certificate for 127.0.0.1, the
+//! admin's client certificate in the kubeconfig, 403 for the anonymous user;
+//! apiserver/tls.rs).
 //!
 //! Controllers and admission that make waits hard (Pod Security admission of controller
 //! pods, failing pulls, crash loops, a StatefulSet stuck on a bad revision, scale-down,
@@ -71,6 +73,7 @@ mod fields;
 mod immutable;
 mod schema;
 mod ssa;
+mod tls;
 mod webhooks;
 pub use controllers::Sim;
 
@@ -110,6 +113,9 @@ pub struct Options {
     /// Every request waits this long before it is handled (outside any lock, so
     /// concurrent requests overlap measurably).
     pub latency: Duration,
+    /// Serve HTTPS as kind's API server does: a cluster CA, a serving certificate for
+    /// 127.0.0.1, the admin's client certificate in the kubeconfig (apiserver/tls.rs).
+    pub tls: bool,
     /// Answers to give instead of the real one (see [`Fault`]).
     pub faults: Vec<Fault>,
     /// Webhook configurations' servers: how long they have no endpoints, then refuse
@@ -177,6 +183,7 @@ impl Options {
             .join("\n"),
             webhook_refusals: 0,
             latency: Duration::ZERO,
+            tls: false,
             faults: Vec::new(),
             webhook_startup: (Duration::ZERO, Duration::ZERO),
             hang: Vec::new(),
@@ -263,6 +270,12 @@ impl Options {
         self
     }
 
+    /// HTTPS with client certificates, as kind serves it (see [`Options::tls`]).
+    pub fn tls(mut self) -> Options {
+        self.tls = true;
+        self
+    }
+
     pub fn webhook_startup(mut self, no_endpoints: Duration, refused: Duration) -> Options {
         self.webhook_startup = (no_endpoints, refused);
         self
@@ -335,6 +348,8 @@ pub struct FakeApiServer {
     port: u16,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+    /// With `Options::tls`: the CA and the admin's client certificate.
+    pki: Option<Arc<tls::Pki>>,
 }
 
 struct Shared {
@@ -347,6 +362,8 @@ impl FakeApiServer {
     pub fn start(opts: Options) -> FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let pki = opts.tls.then(|| Arc::new(tls::Pki::new()));
+        let server_tls = pki.as_ref().map(|p| p.server.clone());
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(opts)),
             started: Instant::now(),
@@ -361,16 +378,18 @@ impl FakeApiServer {
                         return;
                     }
                     let Ok(conn) = conn else { continue };
-                    let (sh, st) = (sh.clone(), st.clone());
-                    std::thread::spawn(move || serve(conn, &sh, &st));
+                    let (sh, st, tls) = (sh.clone(), st.clone(), server_tls.clone());
+                    std::thread::spawn(move || serve(conn, &sh, &st, tls));
                 }
             })
             .unwrap();
+        let scheme = if pki.is_some() { "https" } else { "http" };
         FakeApiServer {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             port,
             shared,
             stop,
+            pki,
         }
     }
 
@@ -381,6 +400,9 @@ impl FakeApiServer {
     /// A kubeconfig with one cluster, user (a token) and context, all named `context`
     /// (kind's `kind-<name>`), which is also the current context.
     pub fn kubeconfig(&self, context: &str) -> String {
+        if let Some(pki) = &self.pki {
+            return pki.kubeconfig(&self.url, context);
+        }
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {url}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\ncurrent-context: {context}\npreferences: {{}}\nusers:\n- name: {context}\n  user:\n    token: fake-token\n",
             url = self.url
@@ -542,12 +564,35 @@ impl Response {
     }
 }
 
-fn serve(conn: TcpStream, shared: &Shared, stop: &AtomicBool) {
+fn serve(
+    mut conn: TcpStream,
+    shared: &Shared,
+    stop: &AtomicBool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     let _ = conn.set_nodelay(true);
-    let Ok(write_half) = conn.try_clone() else {
+    let Some(config) = tls else {
+        return serve_stream(conn, false, shared, stop);
+    };
+    let Ok(mut server) = rustls::ServerConnection::new(config) else {
         return;
     };
-    let mut writer = write_half;
+    // The handshake first: whether the client showed a certificate decides who it is.
+    while server.is_handshaking() {
+        if server.complete_io(&mut conn).is_err() {
+            return;
+        }
+    }
+    let anonymous = server.peer_certificates().is_none_or(|c| c.is_empty());
+    serve_stream(
+        rustls::StreamOwned::new(server, conn),
+        anonymous,
+        shared,
+        stop,
+    );
+}
+
+fn serve_stream<S: Read + Write>(conn: S, anonymous: bool, shared: &Shared, stop: &AtomicBool) {
     let mut reader = BufReader::new(conn);
     loop {
         let Some(req) = read_request(&mut reader) else {
@@ -556,6 +601,7 @@ fn serve(conn: TcpStream, shared: &Shared, stop: &AtomicBool) {
         if stop.load(Ordering::SeqCst) {
             return;
         }
+        let writer = reader.get_mut();
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -570,7 +616,12 @@ fn serve(conn: TcpStream, shared: &Shared, stop: &AtomicBool) {
             }
             return;
         }
-        let resp = handle(shared, req);
+        let resp = if anonymous && !tls::public(&req.path) {
+            let (code, status) = tls::forbidden(&req.method, &req.path);
+            Response::json(code, &status)
+        } else {
+            handle(shared, req)
+        };
         let warnings: String = resp
             .warnings
             .iter()
@@ -598,6 +649,7 @@ fn reason_phrase(code: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         406 => "Not Acceptable",
@@ -609,7 +661,7 @@ fn reason_phrase(code: u16) -> &'static str {
     }
 }
 
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
+fn read_request<S: Read>(r: &mut BufReader<S>) -> Option<Request> {
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;
@@ -3622,7 +3674,7 @@ mod tests {
         (engine, lines)
     }
 
-    const STACK: &str = r#"
+    pub(super) const STACK: &str = r#"
 apiVersion: example.com/v1
 kind: Widget
 metadata: {name: w1, namespace: demo}
