@@ -1395,6 +1395,17 @@ webhooks:
             Group::Routing
         );
         assert_eq!(g("cert-manager.io/v1", "ClusterIssuer"), Group::Routing);
+        // A custom resource that shares a built-in kind's name is a custom resource: it
+        // goes after its CRD, never with the namespaces, CRDs, config or webhooks.
+        for kind in [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ConfigMap",
+            "PersistentVolumeClaim",
+            "MutatingWebhookConfiguration",
+        ] {
+            assert_eq!(g("example.com/v1", kind), Group::Routing, "{kind}");
+        }
         let _ = json!(null);
     }
 }
