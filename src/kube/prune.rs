@@ -654,6 +654,12 @@ mod tests {
         let mut hand_made = object("v1", "ConfigMap", Some(NS), "hand-made");
         hand_made["metadata"]["managedFields"][0]["manager"] = json!("kubectl-client-side-apply");
         hand_made["metadata"]["managedFields"][0]["operation"] = json!("Update");
+        // Applied by pulsedev, but now controlled by another object (its owner manages it).
+        let mut owned = object("v1", "ConfigMap", Some(NS), "owned-config");
+        owned["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "apps/v1", "kind": "Deployment", "name": "api",
+            "uid": "uid-api", "controller": true, "blockOwnerDeletion": true
+        }]);
         let mut other_stack = object("v1", "ConfigMap", Some(NS), "other-stack");
         other_stack["metadata"]["labels"]["pulsedev.dev/stack"] = json!("other");
         s.then(Exchange::get(INVENTORY).ok(inventory(
@@ -673,6 +679,7 @@ mod tests {
                         object("v1", "ConfigMap", Some(NS), "old-config"),
                         kept,
                         hand_made,
+                        owned,
                         // The server-side filter is not trusted blindly.
                         other_stack,
                         // In another scenario's namespace that is being deleted.
@@ -776,7 +783,10 @@ mod tests {
                     "Namespace monitoring".into()
                 ],
                 gone: vec!["ConfigMap pulsewatch-dev/old-config".into()],
-                left_alone: vec!["ConfigMap pulsewatch-dev/hand-made".into()],
+                left_alone: vec![
+                    "ConfigMap pulsewatch-dev/hand-made".into(),
+                    "ConfigMap pulsewatch-dev/owned-config".into(),
+                ],
                 kept: vec![
                     "ConfigMap pulsewatch-dev/grafana-dashboards (helm.sh/resource-policy: keep)"
                         .into(),
