@@ -452,14 +452,7 @@ mod tests {
     /// plaintext.
     #[test]
     fn tls_asked_for_a_tcp_engine_is_refused_not_downgraded() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let env = crate::test_env;
         let e = resolve(
             &env(&[
                 ("DOCKER_HOST", "tcp://10.0.0.5:2376"),

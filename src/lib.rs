@@ -20,3 +20,17 @@ pub mod tools;
 pub mod trust;
 pub mod ui;
 pub mod up;
+
+/// An environment for tests: `env(&[("K", "v")])` looks `K` up in the pairs, as the
+/// `&dyn Fn(&str) -> Option<String>` parameters of config, docker, state and ui expect.
+#[cfg(test)]
+pub(crate) fn test_env(
+    pairs: &'static [(&'static str, &'static str)],
+) -> impl Fn(&str) -> Option<String> {
+    move |k: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
+}

@@ -391,14 +391,7 @@ mod tests {
 
     #[test]
     fn the_owner_is_the_sudo_user_only_when_root() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let env = crate::test_env;
         let sudo = env(&[("SUDO_UID", "1000"), ("SUDO_GID", "1001")]);
         assert_eq!(
             Owner::resolve(0, 0, &sudo),

@@ -714,14 +714,7 @@ mod tests {
 
     #[test]
     fn ci_detection() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let env = crate::test_env;
         assert!(is_ci(&env(&[("CI", "true")])));
         assert!(is_ci(&env(&[("CI", "1")])));
         assert!(!is_ci(&env(&[("CI", "false")])));
