@@ -495,6 +495,29 @@ class DeployCommand(unittest.TestCase):
         self.assertIn("charts.web is missing", run.stderr)
 
 
+class InstallHelm(unittest.TestCase):
+    def test_a_download_that_is_not_the_pinned_archive_is_refused(self) -> None:
+        """install-helm reads url and sha256 from src/tools/pins.toml and refuses anything else
+        (curl is replaced by one that serves other bytes for the pinned URL)."""
+        tmp = Path(tempfile.mkdtemp(prefix="pulsedev-install-helm-"))
+        try:
+            (tmp / "bin").mkdir()
+            curl = tmp / "bin" / "curl"
+            curl.write_text('#!/bin/sh\nwhile [ $# -gt 0 ]; do case "$1" in -o) out=$2; shift;; https://*) url=$1;; esac; shift; done\n'
+                            'echo "$url" > "$URL_SEEN"; echo "not helm" > "$out"\n')
+            curl.chmod(0o755)
+            env = dict(os.environ, PATH=f"{tmp / 'bin'}:{os.environ['PATH']}", URL_SEEN=str(tmp / "url"))
+            env.pop("GITHUB_PATH", None)
+            run = subprocess.run([str(REPO / "scripts/delivery/install-helm"), str(tmp / "dest")], capture_output=True, text=True, env=env)
+            self.assertNotEqual(run.returncode, 0)
+            self.assertIn("FAILED", run.stderr + run.stdout)
+            self.assertFalse((tmp / "dest" / "helm").exists())
+            pins = tomllib.loads((REPO / "src/tools/pins.toml").read_text())["helm"]
+            self.assertIn((tmp / "url").read_text().strip(), {pins[p]["url"] for p in ("linux-amd64", "linux-arm64")})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 class GitopsCommit(unittest.TestCase):
     def test_committed_images_files_are_what_the_release_writes(self) -> None:
         rv = str(REPO / "scripts/delivery/release-values")
@@ -823,6 +846,9 @@ class ArgoCD(unittest.TestCase):
                 by_chart = {Path(p).name: objs for p, objs in rendered.items()}
                 self.assertEqual(sorted(by_chart), sorted(lib.CHARTS))
                 self.assertEqual(check_sync_order(by_chart), [])
+                phases = ("PreSync", "Sync", "PostSync")
+                order = {c: sorted({f"{phases[k[0]]} wave {k[1]}" for k in map(argo_phase_wave, objs)}) for c, objs in by_chart.items()}
+                print(f"{app['metadata']['name']}: " + "; ".join(f"{c}: {', '.join(v)}" for c, v in order.items()), file=sys.stderr)
                 # The check fails when the Job is no longer a hook (it would then run
                 # in the Sync phase's wave 0, alongside the services).
                 broken = copy.deepcopy(by_chart)
