@@ -606,6 +606,32 @@ class GitopsCommit(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class RenderShowsTheRelease(unittest.TestCase):
+    def test_render_of_staging_and_prod_uses_the_committed_release_images(self) -> None:
+        """`pulsedev render --env <env>` renders what Argo CD applies: the env's values, then
+        manifests/gitops/<env>/images.yaml (in a copy of manifests/ whose images file pins a
+        release)."""
+        tmp = Path(tempfile.mkdtemp(prefix="pulsedev-render-release-"))
+        try:
+            shutil.copytree(REPO / "manifests", tmp / "manifests", symlinks=True)
+            binary = upstream.pulsedev_bin()
+            for env in ("staging", "prod"):
+                with self.subTest(env=env):
+                    release = fake_release(f"v3.1.{len(env)}")
+                    run = subprocess.run([str(REPO / "scripts/delivery/release-values"), "images", json.dumps(release)],
+                                         capture_output=True, text=True, check=True)
+                    (tmp / "manifests/gitops" / env / "images.yaml").write_text(run.stdout)
+                    out = subprocess.run([str(binary), "render", "--env", env, "--output", "json"], cwd=tmp,
+                                         capture_output=True, text=True,
+                                         env=upstream.offline_env(HOME=str(tmp / "home"), XDG_CACHE_HOME=str(tmp / "cache")))
+                    self.assertEqual(out.returncode, 0, out.stderr)
+                    got = images_of(json.loads(out.stdout)["yaml"])
+                    want = {f"{i['repository']}:{release['tag']}@{i['digest']}" for i in release["images"].values()}
+                    self.assertEqual(set().union(*got.values()), want)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------
 # Argo CD
 
