@@ -5,12 +5,17 @@
     SchemaStore copies), and checkov's github_actions checks pass with zero failures;
   - every `uses:` is pinned by a full commit SHA with its version in a comment (local `./`
     paths excepted; they are this commit), one SHA per action across the repository;
+  - every `needs.*.outputs`, `steps.*`, `matrix.*` reference and every script a `run:` names
+    resolves, and local actions and reusable workflows get exactly their inputs (what
+    actionlint would check; it cannot be installed here); every image build is signed and
+    SBOM-attested (checkov's own cosign checks pass without cosign);
   - the deploy order: migrations before api, worker and web in deploy.yml's `needs:` graph,
     staging before prod in release.yml, every delivery after the release manifest;
     per-environment concurrency; AWS only through OIDC roles; nothing secret;
   - the deploy's helm command (scripts/delivery/deploy-chart, recorded) uses flags the pinned
     helm has, the release's OCI chart by digest, and values that render (through the helm
     shim) to exactly the release's image digests; the GitOps commit writes the same values;
+  - `pulsedev render --env staging|prod` renders the release manifests/gitops/<env>/images.yaml pins;
   - the Argo CD objects (manifests/gitops) meet the openAPIV3Schema of Argo CD v3.5.1's CRDs
     ($PULSEDEV_UPSTREAM_CHARTS/argo-cd-crds, else downloaded at that tag and checked against
     the SHA-256 below); the Applications the ApplicationSets generate too; every path, values
@@ -238,10 +243,82 @@ class Workflows(unittest.TestCase):
                     self.assertEqual((job.get("permissions") or {}).get("id-token"), "write",
                                      f"{path.name} {name}: OIDC needs id-token: write")
 
+    def test_every_reference_resolves(self) -> None:
+        problems = []
+        for path in WORKFLOWS:
+            problems += dangling_references(path, load_yaml(path))
+        self.assertEqual(problems, [])
+        wf = load_yaml(REPO / ".github/workflows/release.yml")
+        broken = copy.deepcopy(wf)
+        broken["jobs"]["deploy-prod"]["needs"] = ["deploy-staging"]
+        broken["jobs"]["images"]["steps"][2].pop("id")
+        broken["jobs"]["deploy-staging"]["with"]["env"] = "staging"
+        found = dangling_references(REPO / ".github/workflows/release.yml", broken)
+        self.assertTrue(any("needs.manifest.outputs.release" in p for p in found), found)
+        self.assertTrue(any("no earlier step has id ecr" in p for p in found), found)
+        self.assertTrue(any("declares no input env" in p for p in found), found)
+
     def test_workflow_permissions_default_to_none(self) -> None:
         for name in ("release.yml", "deploy.yml"):
             wf = load_yaml(REPO / ".github/workflows" / name)
             self.assertEqual(wf.get("permissions"), {}, f"{name}: jobs ask for what they need")
+
+
+EXPR = re.compile(r"\$\{\{(.*?)\}\}", re.S)
+
+
+def dangling_references(path: Path, wf: dict[str, Any]) -> list[str]:
+    """What actionlint would refuse and this machine cannot run actionlint for: a
+    `needs.<job>.outputs.<o>` whose job is not in `needs:` or has no such output, a
+    `steps.<id>` that no earlier step has, a `matrix.<key>` the matrix lacks, a script in
+    `run:` that does not exist, a local action or reusable workflow called with inputs it
+    does not declare or without a required one."""
+    problems = []
+    jobs = wf.get("jobs") or {}
+    for name, job in jobs.items():
+        needs = job.get("needs") or []
+        needs = [needs] if isinstance(needs, str) else needs
+        matrix_keys = set()
+        for row in ((job.get("strategy") or {}).get("matrix") or {}).get("include", []):
+            matrix_keys |= set(row)
+        seen_steps: set[str] = set()
+
+        def refs(value: Any, where: str) -> None:
+            for expr in EXPR.findall(json.dumps(value)):
+                for dep, out in re.findall(r"needs\.([\w-]+)\.outputs\.([\w-]+)", expr):
+                    if dep not in needs or out not in (jobs.get(dep, {}).get("outputs") or {}):
+                        problems.append(f"{path.name} {name} {where}: needs.{dep}.outputs.{out} is not there")
+                for sid in re.findall(r"steps\.([\w-]+)\.", expr):
+                    if sid not in seen_steps:
+                        problems.append(f"{path.name} {name} {where}: no earlier step has id {sid}")
+                for key in re.findall(r"matrix\.([\w-]+)", expr):
+                    if key not in matrix_keys:
+                        problems.append(f"{path.name} {name} {where}: the matrix has no {key}")
+
+        refs({k: v for k, v in job.items() if k not in ("steps", "outputs")}, "job")
+        for i, step in enumerate(job.get("steps") or []):
+            refs(step, f"step {i}")
+            for script in re.findall(r"(?:^|\s)(scripts/[\w./-]+)", str(step.get("run", ""))):
+                if not os.access(REPO / script, os.X_OK):
+                    problems.append(f"{path.name} {name}: {script} is not an executable file")
+            if "id" in step:
+                seen_steps.add(step["id"])
+        refs(job.get("outputs") or {}, "outputs")
+        local = job.get("uses") or ""
+        calls = [(local, job.get("with") or {})] if local.startswith("./") else []
+        calls += [(s["uses"], s.get("with") or {}) for s in job.get("steps") or [] if str(s.get("uses", "")).startswith("./")]
+        for ref, given in calls:
+            target = REPO / ref[2:]
+            if target.is_file():
+                declared = ((on(load_yaml(target)) or {}).get("workflow_call") or {}).get("inputs") or {}
+            else:
+                declared = load_yaml(target / "action.yml").get("inputs") or {}
+            for k in set(given) - set(declared):
+                problems.append(f"{path.name} {name}: {ref} declares no input {k}")
+            for k, spec in declared.items():
+                if (spec or {}).get("required") and "default" not in (spec or {}) and k not in given:
+                    problems.append(f"{path.name} {name}: {ref} needs input {k}")
+    return problems
 
 
 def ancestors(jobs: dict[str, Any], job: str) -> set[str]:
