@@ -121,8 +121,11 @@ pub struct Filter {
 
 impl Filter {
     /// The filter of a build of the context `root` with the Dockerfile `dockerfile`
-    /// (relative to `root`, `/`-separated, as `dockerignore::clean` leaves it).
+    /// (relative to `root`, `/`-separated). The file it was read from is `ignore_file`:
+    /// a watcher must look at that file too, which may exclude itself.
     pub fn for_build(root: &Path, dockerfile: &str) -> Result<Filter> {
+        let cleaned = dockerignore::clean(dockerfile);
+        let dockerfile = cleaned.as_str();
         let specific = format!("{dockerfile}.dockerignore");
         for (name, always_sent) in [
             (specific.as_str(), vec![dockerfile]),
@@ -864,6 +867,11 @@ mod tests {
         let f = filter("svc/Dockerfile");
         assert_eq!(
             f.ignore_file.as_deref(),
+            Some("svc/Dockerfile.dockerignore")
+        );
+        // The Dockerfile's path is cleaned first, as the engine's is.
+        assert_eq!(
+            filter("./svc//Dockerfile").ignore_file.as_deref(),
             Some("svc/Dockerfile.dockerignore")
         );
         assert!(f.includes("README.md") && f.includes("svc/gen/b.js"));
