@@ -1,4 +1,4 @@
-//! Build contexts: walking a context directory with `.dockerignore` applied, the
+//! Build contexts: walking a context directory with its ignore file applied, the
 //! content hash over what a build can see, the stat cache that makes re-hashing an
 //! unchanged context cheap, and the streamed tar the engine receives.
 //!
@@ -327,7 +327,7 @@ pub fn normalised_mode(kind: &EntryKind, on_disk: u32) -> u32 {
     }
 }
 
-/// File hashes remembered by stat, one cache file per context directory.
+/// File hashes remembered by stat, one cache file per build (context and Dockerfile).
 ///
 /// A hash is reused only when size, mtime, ctime, inode and device are all equal.
 /// Files changed within `RACY_SECONDS` of the scan are never stored: a later write in
