@@ -102,8 +102,15 @@ fn build_error(message: String) -> Error {
 /// root of the build context if both exist"):
 /// - `<dir>/<name>.dockerignore` next to the Dockerfile `<dir>/<name>` (the full
 ///   file name plus `.dockerignore`: `api/Dockerfile.dockerignore`,
-///   `api/Containerfile.dockerignore`) when that file exists, even when empty;
+///   `api/Containerfile.dockerignore`) when that file exists, even when empty (the
+///   built-in frontend reads it with cache/util/fsutil.go `ReadFile`, whose `io.ReadAll`
+///   gives a non-nil empty slice; only a `# syntax=` frontend, over gRPC, would see nil
+///   and fall back);
 /// - otherwise `.dockerignore` at the context root; otherwise nothing is left out.
+///
+/// Either file that is not a regular file (a FIFO, a directory) is refused, where
+/// BuildKit would skip it: sending the whole context instead could send what the file
+/// was meant to keep out (docs/DECISIONS.md, issue 13's "smaller ones").
 ///
 /// The two are never merged, and a `.dockerignore` in a subdirectory (the Dockerfile's
 /// included) means nothing. What is always sent: with the root `.dockerignore`, that
@@ -932,6 +939,11 @@ mod tests {
             "{}",
             e.message
         );
+        // Not a regular file: refused, not skipped (which would send everything).
+        std::fs::remove_file(r.join("svc/Dockerfile.dockerignore")).unwrap();
+        std::fs::create_dir(r.join("svc/Dockerfile.dockerignore")).unwrap();
+        let e = Filter::for_build(r, "svc/Dockerfile").unwrap_err();
+        assert!(e.message.contains("not a regular file"), "{}", e.message);
     }
 
     /// Copies the repository's app/ (without node_modules) so that a test can change
