@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{build, docker};
 
+/// What the test appends to a source file. The same text every run, so the layers the
+/// changed builds make are the engine's build cache next time, not new ones each run.
+const CHANGE: &str = "// changed by the app images test";
+
 /// The base both stages of the api and worker Dockerfiles name.
 const NODE_BASE: &str = "docker.io/library/node:22-alpine@sha256:";
 
@@ -398,7 +402,7 @@ async fn the_app_images_build_from_one_context_and_rebuild_only_what_changed() {
     // A change to the worker alone: the api is not rebuilt (same tag, skipped).
     let runner = app.join("worker/src/runner.js");
     let text = std::fs::read_to_string(&runner).unwrap();
-    std::fs::write(&runner, format!("{text}// {nonce}\n")).unwrap();
+    std::fs::write(&runner, format!("{text}{CHANGE}\n")).unwrap();
     let second = build_both().await;
     made.0.push(second["worker"].image.reference());
     assert!(
@@ -417,7 +421,7 @@ async fn the_app_images_build_from_one_context_and_rebuild_only_what_changed() {
     // A change to the shared package: both are rebuilt.
     let health = app.join("shared/src/health.js");
     let text = std::fs::read_to_string(&health).unwrap();
-    std::fs::write(&health, format!("{text}// {nonce}\n")).unwrap();
+    std::fs::write(&health, format!("{text}{CHANGE}\n")).unwrap();
     let third = build_both().await;
     for svc in ["api", "worker"] {
         made.0.push(third[svc].image.reference());
@@ -440,7 +444,7 @@ async fn the_app_images_build_from_one_context_and_rebuild_only_what_changed() {
     );
     assert_eq!(
         installed.trim(),
-        format!("// {nonce}"),
+        CHANGE,
         "the rebuilt api has the new shared code"
     );
 }
