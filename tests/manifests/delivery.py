@@ -450,6 +450,10 @@ class DeployOrder(unittest.TestCase):
             with self.subTest(service=m["service"]):
                 self.assertTrue((REPO / m["context"]).is_dir(), m["context"])
                 self.assertTrue((REPO / m["dockerfile"]).is_file(), m["dockerfile"])
+                # The context each Dockerfile says it is built from (pulsedev builds the same).
+                said = re.search(r"Build context: (\S+?)[/.]?(\s|$)", (REPO / m["dockerfile"]).read_text())
+                self.assertIsNotNone(said, m["dockerfile"])
+                self.assertEqual(m["context"], said.group(1))
                 self.assertTrue(set(m["platforms"].split(",")) >= {"linux/amd64"})
         build = next(s for s in self.release["jobs"]["images"]["steps"] if "docker/build-push-action@" in s.get("uses", ""))
         self.assertEqual(build["with"]["context"], "${{ matrix.context }}")
