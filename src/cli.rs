@@ -114,6 +114,11 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Build the service images (no cluster needed); `build api` builds one
     Build(BuildArgs),
+    /// `up`, then watch: rebuild and roll out one service per change, re-apply changed
+    /// charts, show every service's logs; Ctrl-C stops watching, the stack keeps running
+    Dev(DevArgs),
+    /// The stack's pod logs, one prefix per service
+    Logs(LogsArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -148,6 +153,28 @@ pub struct UpArgs {
     /// with claims); without it they are kept and listed
     #[arg(long)]
     pub prune_data: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Show only the loop's own lines, not the pods' logs
+    #[arg(long)]
+    pub no_logs: bool,
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Services whose logs to show [default: all]
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Keep following: new lines, restarted containers, the new pods of a rollout
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only lines younger than this (e.g. 30s, 5m, 1h)
+    #[arg(long, value_name = "DURATION", value_parser = crate::dev::logs::parse_since)]
+    pub since: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -530,6 +557,33 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
             crate::cluster::cmd::create(ctx, &args).await
         }
         Command::Build(args) => cmd_build(ctx, args).await,
+        Command::Dev(args) => {
+            let mut config = ctx.cluster_config()?;
+            config.observability |= args.up.with.iter().any(|w| w == "observability");
+            let up = up_options(ctx, &config, &args.up, false);
+            crate::dev::run(
+                ctx,
+                config,
+                crate::dev::DevOptions {
+                    up,
+                    no_logs: args.no_logs,
+                },
+            )
+            .await
+        }
+        Command::Logs(args) => {
+            let config = ctx.existing_cluster_config()?;
+            crate::dev::logs::run(
+                ctx,
+                config,
+                crate::dev::logs::LogsOptions {
+                    services: args.services,
+                    follow: args.follow,
+                    since: args.since,
+                },
+            )
+            .await
+        }
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "pulsedev", &mut script);
@@ -625,6 +679,7 @@ fn up_options(ctx: &Ctx, config: &Config, args: &UpArgs, reset: bool) -> crate::
         ports: crate::cluster::cmd::port_plan(ctx, config, args.no_host_ports),
         allow_external_binds: args.allow_external_binds,
         prune_data: args.prune_data,
+        summary_event: false,
     }
 }
 

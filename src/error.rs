@@ -50,6 +50,8 @@ pub enum ErrorKind {
     JobFailed,
     /// `status` found something missing or not ready (the table says what).
     NotReady,
+    /// `dev` cannot watch the files: the inotify watch limit is used up (ENOSPC).
+    WatchLimitReached,
     Interrupted,
     /// The user answered "no" to a question (`reset`'s confirmation): nothing changed.
     Declined,
@@ -60,7 +62,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 31] = [
+    pub const ALL: [ErrorKind; 32] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -88,6 +90,7 @@ impl ErrorKind {
         ErrorKind::MigrationsFailed,
         ErrorKind::JobFailed,
         ErrorKind::NotReady,
+        ErrorKind::WatchLimitReached,
         ErrorKind::Interrupted,
         ErrorKind::Declined,
         ErrorKind::Usage,
@@ -128,6 +131,7 @@ impl ErrorKind {
             ErrorKind::MigrationsFailed => "migrations-failed",
             ErrorKind::JobFailed => "job-failed",
             ErrorKind::NotReady => "not-ready",
+            ErrorKind::WatchLimitReached => "watch-limit-reached",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Declined => "declined",
             ErrorKind::Usage => "usage",
@@ -146,7 +150,8 @@ impl ErrorKind {
             | ErrorKind::ToolMissing
             | ErrorKind::ToolTooOld
             | ErrorKind::ToolChecksumMismatch
-            | ErrorKind::PreflightFailed => exit::MACHINE_NOT_READY,
+            | ErrorKind::PreflightFailed
+            | ErrorKind::WatchLimitReached => exit::MACHINE_NOT_READY,
             // Pointing pulsedev at a context it did not make is a configuration
             // problem of the invocation, not a failed piece of work.
             ErrorKind::ConfigInvalid | ErrorKind::NotAKindContext => exit::CONFIG_INVALID,

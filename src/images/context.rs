@@ -121,20 +121,7 @@ pub fn scan(root: &Path, dockerfile: &Path) -> Result<Context> {
                 .with_hint("create it, or set `dockerfile` of the service in pulsedev.toml"),
         );
     }
-    let ignore_path = root.join(".dockerignore");
-    let matcher = match read_regular(&ignore_path) {
-        Ok(text) => Matcher::from_dockerignore(&text, &df).map_err(|e| {
-            build_error(format!("invalid {}: {e}", ignore_path.display()))
-                .with_hint("fix the pattern; see https://docs.docker.com/build/concepts/context/#dockerignore-files")
-        })?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Matcher::default(),
-        Err(e) => {
-            return Err(build_error(format!(
-                "failed to read {}: {e}",
-                ignore_path.display()
-            )));
-        }
-    };
+    let matcher = ignore_matcher(root, &df)?;
     let mut entries = Vec::new();
     walk(root, "", &matcher, &mut entries)?;
     Ok(Context {
@@ -143,6 +130,24 @@ pub fn scan(root: &Path, dockerfile: &Path) -> Result<Context> {
         entries,
         file_hashes: std::sync::OnceLock::new(),
     })
+}
+
+/// The ignore rules of the context at `root` whose Dockerfile is `dockerfile` (cleaned,
+/// relative to `root`): what `scan` leaves out. `pulsedev dev` asks the same matcher
+/// whether a changed path is part of an image, so the two can never disagree.
+pub fn ignore_matcher(root: &Path, dockerfile: &str) -> Result<Matcher> {
+    let ignore_path = root.join(".dockerignore");
+    match read_regular(&ignore_path) {
+        Ok(text) => Matcher::from_dockerignore(&text, dockerfile).map_err(|e| {
+            build_error(format!("invalid {}: {e}", ignore_path.display()))
+                .with_hint("fix the pattern; see https://docs.docker.com/build/concepts/context/#dockerignore-files")
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Matcher::default()),
+        Err(e) => Err(build_error(format!(
+            "failed to read {}: {e}",
+            ignore_path.display()
+        ))),
+    }
 }
 
 /// Reads a small text file that must be a regular file: a FIFO (or device) put at its

@@ -31,6 +31,7 @@ mod diagnose;
 mod discovery;
 mod inventory;
 pub mod jobs;
+pub mod logs;
 pub mod manifest;
 mod prune;
 pub mod secrets;
