@@ -20,7 +20,8 @@
 //! (labelSelector, fieldSelector, across namespaces) / POST / PUT / PATCH (apply,
 //! merge, strategic merge) / DELETE (with garbage collection of owned objects, of a
 //! namespace's contents and of a CRD's objects) / deletecollection, `dryRun=All`,
-//! pod logs (`container`, `tailLines`), `status` subresource GET and PATCH.
+//! pod logs (apiserver/logs.rs: `container`, `tailLines`, `timestamps`, `since*`, `previous`,
+//! `follow` streamed chunked over restarts and pod replacement), `status` subresource GET and PATCH.
 //! Seeded: namespaces default, kube-system, kube-public, kube-node-lease; StorageClass
 //! `standard`; node `<cluster>-control-plane`.
 //!
@@ -71,6 +72,7 @@ mod deletion;
 mod fidelity;
 mod fields;
 mod immutable;
+mod logs;
 mod schema;
 mod ssa;
 mod tls;
@@ -619,6 +621,12 @@ fn serve_stream<S: Read + Write>(conn: S, anonymous: bool, shared: &Shared, stop
         let resp = if anonymous && !tls::public(&req.path) {
             let (code, status) = tls::forbidden(&req.method, &req.path);
             Response::json(code, &status)
+        } else if logs::is_follow(&req) {
+            match logs::follow(shared, &req, writer, stop) {
+                Some(r) => r,
+                // Streamed (with `Connection: close`): the connection is done.
+                None => return,
+            }
         } else {
             handle(shared, req)
         };
@@ -1162,6 +1170,8 @@ struct State {
     refusals: u32,
     /// (namespace, pod, container) → log text.
     logs: HashMap<(String, String, String), String>,
+    /// Timestamped lines per container instance, restarts, follow streams (logs.rs).
+    pod_logs: logs::Store,
     /// uid → when the object may become ready.
     ready_at: HashMap<String, Instant>,
     calls: Vec<Call>,
@@ -1437,6 +1447,7 @@ impl State {
             lag: HashMap::new(),
             establishing: HashMap::new(),
             logs: HashMap::new(),
+            pod_logs: logs::Store::default(),
             ready_at: HashMap::new(),
             calls: Vec::new(),
             unexpected: Vec::new(),
@@ -1713,7 +1724,7 @@ impl State {
             }
             ("GET", None, _) => self.list(&r, ns, req),
             ("GET", Some(n), None | Some("status")) => self.get(&r, ns, n),
-            ("GET", Some(n), Some("log")) if r.kind == "Pod" => self.log(ns, n, req),
+            ("GET", Some(n), Some("log")) if r.kind == "Pod" => self.pod_log(ns, n, req),
             ("POST", None, _) => self.create(&r, ns, req),
             ("PATCH", Some(n), None) => self.patch(&r, ns, n, req),
             ("PATCH", Some(n), Some("status")) => self.patch_status(&r, ns, n, req),
@@ -1944,52 +1955,6 @@ impl State {
             }
             None => not_found_res(r, name),
         }
-    }
-
-    fn log(&mut self, ns: Option<&str>, pod: &str, req: &Request) -> Response {
-        let ns = ns.unwrap_or_default();
-        let Some(p) = self.objects.get(&key("", "pods", ns, pod)) else {
-            return fail(
-                404,
-                "NotFound",
-                &format!("pods \"{pod}\" not found"),
-                json!({"name": pod, "kind": "pods"}),
-            );
-        };
-        let containers: Vec<String> = p["spec"]["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(p["spec"]["initContainers"].as_array().into_iter().flatten())
-            .filter_map(|c| c["name"].as_str().map(str::to_string))
-            .collect();
-        let container = match req.q("container") {
-            Some(c) if containers.iter().any(|x| x == c) => c.to_string(),
-            Some(c) => {
-                return bad_request(&format!("container {c} is not valid for pod {pod}"));
-            }
-            None if containers.len() == 1 => containers[0].clone(),
-            None => {
-                return bad_request(&format!(
-                    "a container name must be specified for pod {pod}, choose one of: [{}]",
-                    containers.join(" ")
-                ));
-            }
-        };
-        let text = self
-            .logs
-            .get(&(ns.to_string(), pod.to_string(), container))
-            .cloned()
-            .unwrap_or_default();
-        let mut lines: Vec<&str> = text.lines().collect();
-        if let Some(n) = req.q("tailLines").and_then(|n| n.parse::<usize>().ok()) {
-            lines = lines.split_off(lines.len().saturating_sub(n));
-        }
-        let mut out = lines.join("\n");
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        Response::text(200, &out)
     }
 
     // ---- writes ----
@@ -2900,6 +2865,7 @@ impl State {
                 .remove("uid");
         }
         self.upsert("", "pods", pod, "kubelet");
+        self.overlay_restarts(ns, name);
         let first = containers.first().map(|c| c.0.clone()).unwrap_or_default();
         match mode {
             PodMode::Crash => {

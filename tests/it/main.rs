@@ -3,6 +3,7 @@
 mod apiserver;
 mod cli;
 mod cluster;
+mod dev;
 mod doctor;
 mod fakes;
 mod fuzz;
