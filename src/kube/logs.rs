@@ -83,6 +83,16 @@ pub struct Resume {
 }
 
 impl Resume {
+    /// The `sinceTime` to resume with: the last shown line's second, rounded down.
+    /// kube-core rounds `since_time` to the nearest second (jiff's half-expand), which
+    /// for a line after the half second asks from the *next* second and loses the lines
+    /// between; rounded down here, its rounding changes nothing and the server repeats
+    /// a part of a second that `take` drops.
+    pub fn since(&self) -> Option<Timestamp> {
+        let last = self.last?;
+        Timestamp::from_second(last.as_second()).ok()
+    }
+
     /// A new response starts (the server repeats the lines of `sinceTime`'s second).
     pub fn begin(&mut self) {
         self.run = None;
@@ -273,7 +283,7 @@ async fn follow_container(
             } else {
                 None
             },
-            since_time: if first { None } else { resume.last },
+            since_time: if first { None } else { resume.since() },
             ..LogParams::default()
         };
         let read = async {
@@ -353,6 +363,18 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn resuming_asks_from_the_start_of_the_last_lines_second() {
+        let mut r = Resume::default();
+        assert_eq!(r.since(), None);
+        new_lines(
+            &mut r,
+            ["2026-11-30T10:00:00.900000000Z late in the second"].into_iter(),
+        );
+        // Not 10:00:01 (what rounding to the nearest second gives): a line at .95 would be lost.
+        assert_eq!(r.since().unwrap().to_string(), "2026-11-30T10:00:00Z");
     }
 
     #[test]

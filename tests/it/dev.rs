@@ -250,3 +250,172 @@ fn dev_rolls_out_only_the_changed_service_reapplies_one_chart_and_recovers_from_
     assert!(w.api.object("Deployment", NS, "api").is_some());
     assert!(w.api.unexpected().is_empty(), "{:?}", w.api.unexpected());
 }
+
+/// Waits until `f` holds for the fake server's state.
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !f() {
+        assert!(Instant::now() < deadline, "no {what} within {STEP:?}");
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn dev_merges_the_logs_with_prefixes_across_restarts_and_a_rollout_without_duplicates() {
+    let Some(w) = world() else { return };
+    let mut dev = Dev::start(&w, &[]);
+    dev.until("the watching line", |l| {
+        l.starts_with("dev") && l.contains("watching")
+    });
+    let api_pod = w.api.pods_of(NS, "api").pop().expect("an api pod");
+    let worker_pod = w.api.pods_of(NS, "worker").pop().expect("a worker pod");
+    wait_for("followers of both pods", || {
+        w.api.log_followers(NS, &api_pod) == 1 && w.api.log_followers(NS, &worker_pod) == 1
+    });
+
+    // Two services, interleaved, each with its prefix.
+    w.api.log_line(NS, &api_pod, "api", "listening on :3001");
+    dev.until("the api line", |l| l.contains("listening on :3001"));
+    w.api.log_line(NS, &worker_pod, "worker", "cycle 1 done");
+    dev.until("the worker line", |l| l.contains("cycle 1 done"));
+    w.api.log_line(NS, &api_pod, "api", "GET /health 200");
+    dev.until("the second api line", |l| l.contains("GET /health 200"));
+    let lines: Vec<&String> = dev
+        .seen
+        .iter()
+        .filter(|l| l.contains(" | ") && !l.starts_with("dev"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            // Padded to the widest configured service, `migrations`.
+            "api        | listening on :3001",
+            "worker     | cycle 1 done",
+            "api        | GET /health 200"
+        ],
+        "{}",
+        dev.seen.join("\n")
+    );
+
+    // The api's stream is cut while its container runs (an API server restart): dev
+    // asks again from the last line's second, which the server sends again; nothing
+    // shows twice and the next line comes through.
+    let asked = |w: &World| {
+        w.api
+            .requests()
+            .iter()
+            .filter(|r| r.contains(&format!("/pods/{api_pod}/log")))
+            .count()
+    };
+    let before = asked(&w);
+    w.api.cut_log_streams(NS, &api_pod);
+    wait_for("the resumed api request", || {
+        asked(&w) > before && w.api.log_followers(NS, &api_pod) == 1
+    });
+    let resumed = w.api.requests();
+    let resumed = resumed
+        .iter()
+        .rev()
+        .find(|r| r.contains(&format!("/pods/{api_pod}/log")))
+        .unwrap();
+    assert!(resumed.contains("sinceTime="), "{resumed}");
+    w.api.log_line(NS, &api_pod, "api", "after the cut");
+    dev.until("the line after the cut", |l| l.contains("after the cut"));
+
+    // The worker's container restarts: the new instance is followed, nothing repeats
+    // (the resumed request's sinceTime second is sent again by the server).
+    w.api.restart_container(NS, &worker_pod, "worker");
+    w.api.log_line(NS, &worker_pod, "worker", "started again");
+    dev.until("the restarted worker's line", |l| {
+        l.contains("started again")
+    });
+
+    // A rollout replaces the api pod: its logs follow the new pod.
+    w.change("api", &format!("api {}\n", support::build::nonce()));
+    dev.until("the rollout line", |l| {
+        l.starts_with("dev") && l.contains("rolled out Deployment/api")
+    });
+    let new_pod = w.api.pods_of(NS, "api").pop().unwrap();
+    assert_ne!(new_pod, api_pod, "the rollout replaced the pod");
+    wait_for("a follower of the new pod", || {
+        w.api.log_followers(NS, &new_pod) == 1
+    });
+    w.api
+        .log_line(NS, &new_pod, "api", "listening on :3001 (new image)");
+    dev.until("the new pod's line", |l| l.contains("(new image)"));
+
+    w.api.log_line(NS, &worker_pod, "worker", "cycle 2 done");
+    dev.until("the last worker line", |l| l.contains("cycle 2 done"));
+    for text in [
+        "listening on :3001",
+        "cycle 1 done",
+        "GET /health 200",
+        "started again",
+    ] {
+        let n = dev
+            .seen
+            .iter()
+            .filter(|l| l.ends_with(&format!("| {text}")))
+            .count();
+        assert_eq!(n, 1, "{text:?} shown {n} times:\n{}", dev.seen.join("\n"));
+    }
+    assert_eq!(dev.interrupt(), 0);
+}
+
+#[test]
+fn dev_without_logs_reads_none_and_logs_shows_the_same_merged_view() {
+    let Some(w) = world() else { return };
+    let mut dev = Dev::start(&w, &["--no-logs"]);
+    dev.until("the watching line", |l| {
+        l.starts_with("dev") && l.contains("watching")
+    });
+    let api_pod = w.api.pods_of(NS, "api").pop().unwrap();
+    let worker_pod = w.api.pods_of(NS, "worker").pop().unwrap();
+    w.api.log_line(NS, &api_pod, "api", "first api line");
+    w.api
+        .log_line(NS, &worker_pod, "worker", "first worker line");
+    // A rollout takes longer than the log follower's poll: had it started, it would
+    // have asked for logs by now.
+    w.change("web", &format!("web {}\n", support::build::nonce()));
+    dev.until("the web rollout", |l| {
+        l.contains("rolled out Deployment/web")
+    });
+    assert!(
+        !w.api.requests().iter().any(|r| r.contains("/log")),
+        "--no-logs asked for logs"
+    );
+    assert!(
+        !dev.seen.iter().any(|l| l.contains("first api line")),
+        "{}",
+        dev.seen.join("\n")
+    );
+    assert_eq!(dev.interrupt(), 0);
+
+    // `pulsedev logs`: the same prefixes, merged in time order, and one service alone.
+    let all = w.pd.run_with(&["logs"]);
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    assert_eq!(
+        all.stdout, "api        | first api line\nworker     | first worker line\n",
+        "{}",
+        all.stderr
+    );
+    let one = w.pd.run_with(&["logs", "worker", "--output", "json"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    let events: Vec<Value> = one
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{}", one.stdout);
+    assert_eq!(events[0]["event"], "log");
+    assert_eq!(events[0]["service"], "worker");
+    assert_eq!(events[0]["pod"], worker_pod.as_str());
+    assert_eq!(events[0]["line"], "first worker line");
+    let bad = w.pd.run_with(&["logs", "wrker"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("did you mean \"worker\""),
+        "{}",
+        bad.stderr
+    );
+}

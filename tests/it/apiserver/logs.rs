@@ -61,6 +61,8 @@ pub(super) struct Store {
     containers: HashMap<(String, String, String), Container>,
     /// (namespace, pod) → open follow streams.
     followers: HashMap<(String, String), usize>,
+    /// (namespace, pod) → how often its follow streams were cut.
+    cuts: HashMap<(String, String), u64>,
 }
 
 /// RFC3339NanoFixed, as kubelet writes `timestamps=true` (logs.go `timeFormatOut`).
@@ -355,6 +357,20 @@ impl FakeApiServer {
         st.overlay_restarts(ns, pod);
     }
 
+    /// Closes the open follow streams of pod `ns/pod` mid-stream, while the container
+    /// keeps running: what a client sees when the API server restarts or the kubelet's
+    /// streaming connection times out (`--streaming-connection-idle-timeout`, kubelet
+    /// pkg/kubelet/apis/config/types.go `StreamingConnectionIdleTimeout`). A client that
+    /// resumes asks again, and gets the lines of `sinceTime`'s second again.
+    pub fn cut_log_streams(&self, ns: &str, pod: &str) {
+        *self
+            .state()
+            .pod_logs
+            .cuts
+            .entry((ns.to_string(), pod.to_string()))
+            .or_default() += 1;
+    }
+
     /// Open `follow=true` streams of pod `ns/pod`.
     pub fn log_followers(&self, ns: &str, pod: &str) -> usize {
         self.state()
@@ -422,7 +438,7 @@ pub(super) fn follow<W: Write>(
             at: started,
         });
     };
-    let (a, first, mut next) = {
+    let (a, first, mut next, cuts) = {
         let mut st = shared.state.lock().unwrap();
         st.reconcile();
         let a = match ask(&mut st, &ns, &pod, req) {
@@ -447,11 +463,17 @@ pub(super) fn follow<W: Write>(
             return Some(Response::text(200, &text));
         }
         let (first, next) = st.lines_of(&a, 0);
+        let cuts = st
+            .pod_logs
+            .cuts
+            .get(&(ns.clone(), pod.clone()))
+            .copied()
+            .unwrap_or(0);
         *st.pod_logs
             .followers
             .entry((ns.clone(), pod.clone()))
             .or_default() += 1;
-        (a, first, next)
+        (a, first, next, cuts)
     };
     record(200);
     let chunk = |w: &mut W, text: &str| -> bool {
@@ -461,9 +483,14 @@ pub(super) fn follow<W: Write>(
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nAudit-Id: fake\r\n\r\n";
     let mut ok = w.write_all(head.as_bytes()).is_ok() && w.flush().is_ok() && chunk(w, &first);
     while ok && !stop.load(Ordering::SeqCst) {
-        let (text, end) = {
+        let (text, end, cut) = {
             let mut st = shared.state.lock().unwrap();
             st.reconcile();
+            let cut = st
+                .pod_logs
+                .cuts
+                .get(&(ns.clone(), pod.clone()))
+                .is_some_and(|c| *c != cuts);
             let pod_now = st.objects.get(&key("", "pods", &ns, &pod)).cloned();
             let alive = pod_now.as_ref().is_some_and(|p| {
                 str_of(p, &["metadata", "uid"]) == a.uid
@@ -477,8 +504,13 @@ pub(super) fn follow<W: Write>(
             let (text, n) = st.lines_of(&a, next);
             next = n;
             // Not running any more (restarted, or the pod went): what is left, then end.
-            (text, !alive || runs != a.run + 1)
+            (text, !alive || runs != a.run + 1, cut)
         };
+        if cut {
+            // Dropped mid-stream: no terminating chunk, the connection just closes.
+            ok = false;
+            break;
+        }
         ok = chunk(w, &text);
         if end {
             break;
