@@ -174,16 +174,22 @@ fn ask(st: &mut State, ns: &str, pod: &str, req: &Request) -> Result<Ask, Respon
     let runs = c.runs.len();
     let status = container_state(&p, &container);
     let previous = req.q("previous").is_some_and(|v| v == "true");
+    let waiting = &status["state"]["waiting"];
+    let last_terminated = !status["lastState"]["terminated"].is_null();
     let run = if previous {
-        if status["lastState"]["terminated"].is_null() || runs < 2 {
-            return Err(bad_request(&format!(
-                "previous terminated container \"{container}\" in pod \"{pod}\" not found"
-            )));
+        // A container waiting to restart (CrashLoopBackOff): its latest instance is the
+        // terminated one; a running one's previous instance is the one before.
+        match (last_terminated, waiting.is_null(), runs) {
+            (true, false, _) => runs - 1,
+            (true, true, 2..) => runs - 2,
+            _ => {
+                return Err(bad_request(&format!(
+                    "previous terminated container \"{container}\" in pod \"{pod}\" not found"
+                )));
+            }
         }
-        runs - 2
     } else {
-        let waiting = &status["state"]["waiting"];
-        if !waiting.is_null() && status["lastState"]["terminated"].is_null() {
+        if !waiting.is_null() && !last_terminated {
             return Err(bad_request(&format!(
                 "container \"{container}\" in pod \"{pod}\" is waiting to start: {}",
                 waiting["reason"].as_str().unwrap_or("ContainerCreating")
@@ -535,7 +541,225 @@ pub(super) fn follow<W: Write>(
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Read};
+    use std::net::TcpStream;
+
+    use super::super::Options;
+    use super::super::tests::raw;
     use super::*;
+
+    /// A Deployment `app` in `default` whose pod runs `containers`; the pod's name.
+    fn pod(api: &FakeApiServer, app: &str, containers: &[&str]) -> String {
+        let cs: Vec<String> = containers
+            .iter()
+            .map(|c| format!("{{name: {c}, image: \"x:1\"}}"))
+            .collect();
+        let yaml = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}}}\nspec:\n  selector: {{matchLabels: {{app.kubernetes.io/name: {app}}}}}\n  template:\n    metadata: {{labels: {{app.kubernetes.io/name: {app}}}}}\n    spec:\n      containers: [{}]\n",
+            cs.join(", ")
+        );
+        let (code, body) = raw(
+            api,
+            "PATCH",
+            &format!(
+                "/apis/apps/v1/namespaces/default/deployments/{app}?fieldManager=t&force=true"
+            ),
+            "application/apply-patch+yaml",
+            &yaml,
+        );
+        assert_eq!(code, 201, "{body}");
+        // Any request lets the controllers run.
+        let _ = raw(api, "GET", "/api/v1/namespaces/default/pods", "", "");
+        api.pods_of("default", app).pop().expect("a pod")
+    }
+
+    fn log_path(pod: &str, query: &str) -> String {
+        format!("/api/v1/namespaces/default/pods/{pod}/log?{query}")
+    }
+
+    #[test]
+    fn options_containers_instances_and_since_as_the_api_server_and_kubelet_check_them() {
+        let api = FakeApiServer::start(Options::new("test"));
+        let two = pod(&api, "two", &["app", "sidecar"]);
+        let (code, body) = raw(&api, "GET", &log_path(&two, ""), "", "");
+        assert_eq!(code, 400, "{body}");
+        assert!(
+            body.contains(&format!(
+                "a container name must be specified for pod {two}, choose one of: [app sidecar]"
+            )),
+            "{body}"
+        );
+        let (code, body) = raw(
+            &api,
+            "GET",
+            &log_path(
+                &two,
+                "container=app&sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z",
+            ),
+            "",
+            "",
+        );
+        assert_eq!(code, 422, "{body}");
+        assert!(
+            body.contains("at most one of `sinceTime` or `sinceSeconds`"),
+            "{body}"
+        );
+        let (code, body) = raw(
+            &api,
+            "GET",
+            &log_path(&two, "container=app&previous=true"),
+            "",
+            "",
+        );
+        assert_eq!(code, 400, "{body}");
+        assert!(
+            body.contains(&format!(
+                "previous terminated container \\\"app\\\" in pod \\\"{two}\\\" not found"
+            )),
+            "{body}"
+        );
+
+        let one = pod(&api, "one", &["app"]);
+        api.log_line("default", &one, "app", "first");
+        api.log_line("default", &one, "app", "second");
+        let (code, body) = raw(&api, "GET", &log_path(&one, "timestamps=true"), "", "");
+        assert_eq!(code, 200);
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines.len(), 2, "{body}");
+        // RFC3339NanoFixed: nine digits, always.
+        let (ts, text) = lines[0].split_once(' ').unwrap();
+        assert_eq!(
+            (ts.len(), text),
+            ("2026-01-01T00:00:00.000000000Z".len(), "first")
+        );
+        // sinceTime is whole seconds and not-before: the line's own second is sent again.
+        let second = format!("{}Z", &ts[..19]);
+        let (_, again) = raw(
+            &api,
+            "GET",
+            &log_path(&one, &format!("sinceTime={second}")),
+            "",
+            "",
+        );
+        assert!(again.starts_with("first\n"), "{again}");
+        let (_, none) = raw(
+            &api,
+            "GET",
+            &log_path(&one, "sinceTime=2999-01-01T00:00:00Z"),
+            "",
+            "",
+        );
+        assert_eq!(none, "");
+
+        // A restart: the current instance is new, the old one is `previous`.
+        api.restart_container("default", &one, "app");
+        api.log_line("default", &one, "app", "after the restart");
+        let (_, now) = raw(&api, "GET", &log_path(&one, ""), "", "");
+        assert_eq!(now, "after the restart\n");
+        let (code, prev) = raw(&api, "GET", &log_path(&one, "previous=true"), "", "");
+        assert_eq!((code, prev.as_str()), (200, "first\nsecond\n"));
+        let p = api.object("Pod", "default", &one).unwrap();
+        assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 1);
+        assert_eq!(
+            p["status"]["containerStatuses"][0]["lastState"]["terminated"]["reason"],
+            "Error"
+        );
+    }
+
+    /// Reads one chunk of a chunked body (its text; "" for the last chunk).
+    fn chunk(r: &mut BufReader<TcpStream>) -> Option<String> {
+        let mut size = String::new();
+        if r.read_line(&mut size).ok()? == 0 {
+            return None;
+        }
+        let n = usize::from_str_radix(size.trim(), 16).ok()?;
+        let mut buf = vec![0; n + 2];
+        r.read_exact(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[test]
+    fn follow_streams_chunks_until_the_container_restarts_or_the_pod_is_deleted() {
+        let api = FakeApiServer::start(Options::new("test"));
+        let one = pod(&api, "one", &["app"]);
+        api.log_line("default", &one, "app", "before");
+        let open = || {
+            let mut c = TcpStream::connect(api.url().trim_start_matches("http://")).unwrap();
+            write!(
+                c,
+                "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+                log_path(&one, "follow=true")
+            )
+            .unwrap();
+            let mut r = BufReader::new(c);
+            let mut head = String::new();
+            loop {
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                if l == "\r\n" {
+                    break;
+                }
+                head.push_str(&l);
+            }
+            (r, head)
+        };
+        let (mut r, head) = open();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+        assert!(head.contains("Content-Type: text/plain"), "{head}");
+        assert_eq!(chunk(&mut r).as_deref(), Some("before\n"));
+        assert_eq!(api.log_followers("default", &one), 1);
+        api.log_line("default", &one, "app", "while following");
+        assert_eq!(chunk(&mut r).as_deref(), Some("while following\n"));
+        // The container stops: the stream ends with the last chunk.
+        api.restart_container("default", &one, "app");
+        assert_eq!(chunk(&mut r).as_deref(), Some(""));
+        assert_eq!(api.log_followers("default", &one), 0);
+
+        // Following the new instance; deleting the pod ends it too.
+        let (mut r, _) = open();
+        api.log_line("default", &one, "app", "new instance");
+        assert_eq!(chunk(&mut r).as_deref(), Some("new instance\n"));
+        let (code, body) = raw(
+            &api,
+            "DELETE",
+            &format!("/api/v1/namespaces/default/pods/{one}"),
+            "",
+            "",
+        );
+        assert_eq!(code, 200, "{body}");
+        let mut rest = String::new();
+        while let Some(c) = chunk(&mut r) {
+            if c.is_empty() {
+                break;
+            }
+            rest.push_str(&c);
+        }
+        assert_eq!(rest, "");
+
+        // Cut mid-stream: no last chunk, the connection closes.
+        let two = pod(&api, "two", &["app"]);
+        let mut c = TcpStream::connect(api.url().trim_start_matches("http://")).unwrap();
+        write!(
+            c,
+            "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+            log_path(&two, "follow=true")
+        )
+        .unwrap();
+        let mut r = BufReader::new(c);
+        let mut l = String::new();
+        while l != "\r\n" {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+        }
+        while api.log_followers("default", &two) == 0 {
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+        api.cut_log_streams("default", &two);
+        let mut tail = Vec::new();
+        r.read_to_end(&mut tail).unwrap();
+        assert!(!String::from_utf8_lossy(&tail).contains("0\r\n\r\n"));
+    }
 
     #[test]
     fn rfc3339_round_trips_to_the_nanosecond() {
