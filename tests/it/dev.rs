@@ -419,3 +419,28 @@ fn dev_without_logs_reads_none_and_logs_shows_the_same_merged_view() {
         bad.stderr
     );
 }
+
+#[test]
+fn dev_shows_a_crash_loop_with_its_diagnosis_and_a_fix_recovers() {
+    let Some(w) = world() else { return };
+    let mut dev = Dev::start(&w, &["--output", "json", "--no-logs"]);
+    dev.event("watching", |v| v["event"] == "watching");
+    // The next api build crashes on start.
+    w.api.configure(|o| o.crash_looping.push("api".into()));
+    w.change("api", &format!("api {}\n", support::build::nonce()));
+    let error = dev.event("the crash loop", |v| v["event"] == "error");
+    assert_eq!(error["id"], "pod-crash-looping", "{error:#}");
+    let details = error["details"].to_string();
+    assert!(details.contains("CrashLoopBackOff"), "{error:#}");
+    assert!(
+        details.contains("Error: database unavailable"),
+        "the log tail: {error:#}"
+    );
+    assert!(dev.child.try_wait().unwrap().is_none(), "dev stopped");
+    // Fixed: the next save rolls out and is ready.
+    w.api.configure(|o| o.crash_looping.clear());
+    w.change("api", &format!("api {}\n", support::build::nonce()));
+    let rolled = dev.event("the api rollout after the fix", |v| v["event"] == "rollout");
+    assert_eq!(rolled["service"], "api", "{rolled:#}");
+    assert_eq!(dev.interrupt(), 0);
+}
