@@ -220,12 +220,20 @@ pub async fn follow(
     loop {
         match list(&api, &opts).await {
             Ok(pods) => {
+                let first_list = !listed_once;
                 listed_once = true;
                 let live: BTreeMap<String, ()> = pods
                     .iter()
                     .filter_map(|p| p.metadata.uid.clone().map(|u| (u, ())))
                     .collect();
                 followed.retain(|(uid, _)| live.contains_key(uid));
+                // `since` is for the pods there at the start; a pod that appears later
+                // (a rollout) is new: all of its log is, also what it wrote before its
+                // follower got there.
+                let mut o = opts.clone();
+                if !first_list {
+                    o.since = None;
+                }
                 for p in &pods {
                     let uid = p.metadata.uid.clone().unwrap_or_default();
                     for c in containers_of(p) {
@@ -236,7 +244,7 @@ pub async fn follow(
                                 uid.clone(),
                                 service_of(p),
                                 c,
-                                opts.clone(),
+                                o.clone(),
                                 tx.clone(),
                                 cancel.clone(),
                             ));
