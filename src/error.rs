@@ -53,6 +53,11 @@ pub enum ErrorKind {
     Interrupted,
     /// The user answered "no" to a question (`reset`'s confirmation): nothing changed.
     Declined,
+    /// An exec found no pod to run in: it does not exist, lacks the container, or is
+    /// not running it (replaced by a rollout, restarting).
+    PodUnavailable,
+    /// A command run in a container (over exec) failed, or the session broke.
+    ExecFailed,
     /// Bad command line (clap reports most of these itself).
     Usage,
     /// Anything else: an I/O error we did not expect, a bug.
@@ -60,7 +65,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 31] = [
+    pub const ALL: [ErrorKind; 33] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -90,6 +95,8 @@ impl ErrorKind {
         ErrorKind::NotReady,
         ErrorKind::Interrupted,
         ErrorKind::Declined,
+        ErrorKind::PodUnavailable,
+        ErrorKind::ExecFailed,
         ErrorKind::Usage,
         ErrorKind::Internal,
     ];
@@ -130,6 +137,8 @@ impl ErrorKind {
             ErrorKind::NotReady => "not-ready",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Declined => "declined",
+            ErrorKind::PodUnavailable => "pod-unavailable",
+            ErrorKind::ExecFailed => "exec-failed",
             ErrorKind::Usage => "usage",
             ErrorKind::Internal => "internal",
         }
@@ -170,6 +179,8 @@ impl ErrorKind {
             | ErrorKind::JobFailed
             | ErrorKind::NotReady
             | ErrorKind::Declined
+            | ErrorKind::PodUnavailable
+            | ErrorKind::ExecFailed
             | ErrorKind::Internal => exit::FAILED,
         }
     }

@@ -67,6 +67,7 @@ use serde_json::{Map, Value, json};
 
 mod controllers;
 mod deletion;
+mod exec;
 #[cfg(test)]
 mod fidelity;
 mod fields;
@@ -132,6 +133,9 @@ pub struct Options {
     pub deletion_lag: u32,
     /// Controllers and admission that make waiting hard (tests/it/apiserver/controllers.rs).
     pub sim: Sim,
+    /// (pod name prefix, Docker container): exec into such a pod runs the command in
+    /// that container on the test engine (apiserver/exec.rs).
+    pub exec_into: Vec<(String, String)>,
 }
 
 /// A canned failure: the next `times` requests whose method is `method` (or any, when
@@ -190,6 +194,7 @@ impl Options {
             warnings: Vec::new(),
             deletion_lag: 1,
             sim: Sim::default(),
+            exec_into: Vec::new(),
         }
     }
 
@@ -283,6 +288,13 @@ impl Options {
 
     pub fn hang(mut self, path_contains: &str) -> Options {
         self.hang.push(path_contains.to_string());
+        self
+    }
+
+    /// Exec into pods whose name starts with `pod_prefix` runs in Docker container
+    /// `container` (see apiserver/exec.rs).
+    pub fn exec_into(mut self, pod_prefix: &str, container: &str) -> Options {
+        self.exec_into.push((pod_prefix.into(), container.into()));
         self
     }
 
@@ -445,6 +457,11 @@ impl FakeApiServer {
         self.state().unexpected.clone()
     }
 
+    /// Every exec the server served or refused, in order.
+    pub fn execs(&self) -> Vec<exec::Record> {
+        self.state().execs.clone()
+    }
+
     /// Every stored object (controllers' pods, ReplicaSets, Secrets and events included).
     pub fn objects(&self) -> Vec<Value> {
         self.state().objects.values().cloned().collect()
@@ -592,7 +609,7 @@ fn serve(
     );
 }
 
-fn serve_stream<S: Read + Write>(conn: S, anonymous: bool, shared: &Shared, stop: &AtomicBool) {
+fn serve_stream<S: exec::Split>(conn: S, anonymous: bool, shared: &Shared, stop: &AtomicBool) {
     let mut reader = BufReader::new(conn);
     loop {
         let Some(req) = read_request(&mut reader) else {
@@ -601,7 +618,6 @@ fn serve_stream<S: Read + Write>(conn: S, anonymous: bool, shared: &Shared, stop
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let writer = reader.get_mut();
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -619,9 +635,16 @@ fn serve_stream<S: Read + Write>(conn: S, anonymous: bool, shared: &Shared, stop
         let resp = if anonymous && !tls::public(&req.path) {
             let (code, status) = tls::forbidden(&req.method, &req.path);
             Response::json(code, &status)
+        } else if exec::wants(&req) {
+            // An upgraded connection is the exec's until it ends.
+            match exec::serve(shared, &req, &mut reader) {
+                Some(resp) => resp,
+                None => return,
+            }
         } else {
             handle(shared, req)
         };
+        let writer = reader.get_mut();
         let warnings: String = resp
             .warnings
             .iter()
@@ -1175,6 +1198,8 @@ struct State {
     /// The uid of the object the last immediate delete removed.
     gone_uid: String,
     ext: controllers::Extra,
+    /// Every exec served or refused (apiserver/exec.rs).
+    execs: Vec<exec::Record>,
 }
 
 fn now_rfc3339() -> String {
@@ -1446,6 +1471,7 @@ impl State {
             countdown: HashMap::new(),
             gone_uid: String::new(),
             ext: controllers::Extra::default(),
+            execs: Vec::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             st.upsert(

@@ -4,6 +4,7 @@ mod apiserver;
 mod cli;
 mod cluster;
 mod doctor;
+mod exec;
 mod fakes;
 mod fuzz;
 mod harness;
