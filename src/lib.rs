@@ -16,6 +16,7 @@ pub mod redact;
 pub mod secrets;
 pub mod stack;
 pub mod state;
+pub mod sync;
 pub mod tools;
 pub mod trust;
 pub mod ui;

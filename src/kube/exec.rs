@@ -324,23 +324,34 @@ pub async fn pick_pod(
     selector: &str,
     container: &str,
 ) -> Result<Target> {
+    let mut pods = running_pods(client, namespace, selector, container).await?;
+    Ok(pods.remove(0))
+}
+
+/// Every pod of `namespace` matching `selector` that can take an exec now (see
+/// [`pick_pod`]), newest first; never empty.
+///
+/// Errors: `pod-unavailable` naming the selector when there is none.
+pub async fn running_pods(
+    client: &::kube::Client,
+    namespace: &str,
+    selector: &str,
+    container: &str,
+) -> Result<Vec<Target>> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let pods = tokio::time::timeout(
-        super::client::REQUEST_TIMEOUT,
-        api.list(&ListParams::default().labels(selector)),
-    )
-    .await
-    .map_err(|_| Error::internal("listing pods timed out"))?
-    .map_err(|e| {
-        Error::new(
-            ErrorKind::PodUnavailable,
-            format!(
-                "failed to list the pods of {namespace} ({selector}): {}",
-                super::describe(&e)
-            ),
-        )
-        .with_hint("check that the cluster is up with `pulsedev status`")
-    })?;
+    let pods = api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::PodUnavailable,
+                format!(
+                    "failed to list the pods of {namespace} ({selector}): {}",
+                    super::describe(&e)
+                ),
+            )
+            .with_hint("check that the cluster is up with `pulsedev status`")
+        })?;
     let mut usable: Vec<&Pod> = pods
         .items
         .iter()
@@ -365,7 +376,7 @@ pub async fn pick_pod(
                 .map(|t| t.0.as_second()),
         )
     });
-    let Some(pod) = usable.first() else {
+    if usable.is_empty() {
         return Err(Error::new(
             ErrorKind::PodUnavailable,
             format!(
@@ -373,12 +384,15 @@ pub async fn pick_pod(
             ),
         )
         .with_hint("run `pulsedev status` to see why, or `pulsedev up` to bring the stack back"));
-    };
-    Ok(Target {
-        namespace: namespace.to_string(),
-        pod: pod.metadata.name.clone().unwrap_or_default(),
-        container: container.to_string(),
-    })
+    }
+    Ok(usable
+        .into_iter()
+        .map(|pod| Target {
+            namespace: namespace.to_string(),
+            pod: pod.metadata.name.clone().unwrap_or_default(),
+            container: container.to_string(),
+        })
+        .collect())
 }
 
 /// How long an exec whose output is collected by [`output`] may take.

@@ -34,7 +34,7 @@ pub async fn cluster_with(
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": "default"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name, "app.kubernetes.io/instance": name}},
                 "spec": {"containers": [{"name": name, "image": "localhost/standin:1"}]}}}
     });
     deployments

@@ -13,4 +13,5 @@ mod render;
 mod scripts;
 mod status;
 mod support;
+mod sync;
 mod up;

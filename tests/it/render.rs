@@ -139,7 +139,10 @@ fn staging_and_prod_renders_are_snapshotted() {
             .run();
         assert_eq!(run.code, 0, "{env}: {}", run.stderr);
         assert!(!run.stdout.contains("--watch"), "{env}");
-        assert!(!run.stdout.contains("readOnlyRootFilesystem: false"), "{env}");
+        assert!(
+            !run.stdout.contains("readOnlyRootFilesystem: false"),
+            "{env}"
+        );
         insta::assert_snapshot!(format!("render_{env}"), run.stdout);
     }
 }
