@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod db;
 pub mod docker;
 pub mod doctor;
 pub mod error;

@@ -3,6 +3,7 @@
 mod apiserver;
 mod cli;
 mod cluster;
+mod db;
 mod doctor;
 mod exec;
 mod fakes;

@@ -24,6 +24,28 @@ pub struct Spec {
     pub user: Option<String>,
     /// Extra `--env K=V` of the container.
     pub env: Vec<(String, String)>,
+    /// Files or directories of this machine copied into the image at the same path
+    /// (symlinks followed), e.g. Debian's PostgreSQL binaries and the libraries they
+    /// link.
+    pub host_paths: Vec<String>,
+    /// A shell script run at build time, after busybox is installed.
+    pub setup: Option<String>,
+    /// The container's command as a shell script (default: sleep).
+    pub cmd: Option<String>,
+}
+
+/// Copies `src` (a file, or a directory recursively) to `dst`, following symlinks.
+fn copy_in(src: &std::path::Path, dst: &std::path::Path) {
+    if src.is_dir() {
+        std::fs::create_dir_all(dst).unwrap();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            copy_in(&e.path(), &dst.join(e.file_name()));
+        }
+    } else if src.exists() {
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(src, dst).unwrap();
+    }
 }
 
 /// A running stand-in; removed (container and image tag) when dropped.
@@ -46,9 +68,27 @@ impl StandIn {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, content).unwrap();
         }
+        for p in &spec.host_paths {
+            copy_in(
+                std::path::Path::new(p),
+                &root.join(p.trim_start_matches('/')),
+            );
+        }
+        let json = |s: &str| serde_json::to_string(s).unwrap();
+        let setup = spec
+            .setup
+            .as_deref()
+            .map(|s| format!("RUN [\"/bin/sh\", \"-c\", {}]\n", json(s)))
+            .unwrap_or_default();
+        let cmd = match &spec.cmd {
+            Some(c) => format!("CMD [\"/bin/sh\", \"-c\", {}]\n", json(c)),
+            None => "CMD [\"/bin/busybox\", \"sleep\", \"86400\"]\n".to_string(),
+        };
         std::fs::write(
             dir.path().join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY root/ /\nCMD [\"/bin/busybox\", \"sleep\", \"86400\"]\n",
+            format!(
+                "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY root/ /\n{setup}{cmd}"
+            ),
         )
         .unwrap();
         let image = build::build(engine, "standin", dir.path()).await;
