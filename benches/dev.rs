@@ -155,6 +155,7 @@ fn bench_rebuild(rt: &tokio::runtime::Runtime, engine: &Engine, work: &Path) -> 
             chart: None,
             build_args: BTreeMap::new(),
             target: None,
+            live_update: Default::default(),
         },
     )]);
     let push = RegistryPush::new(engine, registry.port);

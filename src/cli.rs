@@ -119,6 +119,9 @@ pub enum Command {
     Dev(DevArgs),
     /// The stack's pod logs, one prefix per service
     Logs(LogsArgs),
+    /// The dev database: `psql`, `dump [FILE]`, `restore FILE` (over exec in the Postgres pod)
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -155,6 +158,34 @@ pub struct UpArgs {
     pub prune_data: bool,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// An interactive psql in the Postgres pod (a TTY when stdin is a terminal); ARGS go
+    /// to psql, e.g. `db psql -- -c 'select 1'`
+    Psql {
+        #[arg(
+            value_name = "ARGS",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        args: Vec<String>,
+    },
+    /// pg_dump (custom format) of the database to FILE, created 0600
+    /// [default: pulsewatch-<name>-<unix time>.dump]
+    Dump {
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// pg_restore --clean --if-exists of FILE into the database (asks first on a TTY)
+    Restore {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Show only the loop's own lines, not the pods' logs
@@ -182,6 +213,10 @@ pub struct ResetArgs {
     /// Do not ask for confirmation
     #[arg(long, short)]
     pub yes: bool,
+    /// Dump the database first and restore it into the new cluster (the dump is kept,
+    /// and its path printed, if the restore fails)
+    #[arg(long)]
+    pub keep_data: bool,
     #[command(flatten)]
     pub up: UpArgs,
 }
@@ -584,6 +619,11 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
             )
             .await
         }
+        Command::Db(DbCommand::Psql { args }) => crate::db::cmd_psql(ctx, args).await,
+        Command::Db(DbCommand::Dump { file }) => crate::db::cmd_dump(ctx, file).await,
+        Command::Db(DbCommand::Restore { file, yes }) => {
+            crate::db::cmd_restore(ctx, file, yes).await
+        }
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "pulsedev", &mut script);
@@ -721,6 +761,20 @@ async fn cmd_reset(ctx: &Ctx, args: ResetArgs) -> Result<()> {
                     .with_hint("run `pulsedev reset --yes` to skip the question"),
             );
         }
+    }
+    if args.keep_data {
+        let dump = crate::db::keep_data_dump(ctx).await?;
+        ctx.ui.warn(&format!(
+            "reset deletes the cluster {} and makes it again; the data comes back from {}",
+            config.name,
+            dump.display()
+        ));
+        if let Err(mut e) = cmd_up(ctx, &args.up, true, Some(config)).await {
+            e.details
+                .push(format!("the data is kept in {}", dump.display()));
+            return Err(e);
+        }
+        return crate::db::keep_data_restore(ctx, &dump).await;
     }
     ctx.ui.warn(&format!(
         "reset deletes the cluster {} and its data (Postgres included), then makes it again",

@@ -55,6 +55,11 @@ pub enum ErrorKind {
     Interrupted,
     /// The user answered "no" to a question (`reset`'s confirmation): nothing changed.
     Declined,
+    /// An exec found no pod to run in: it does not exist, lacks the container, or is
+    /// not running it (replaced by a rollout, restarting).
+    PodUnavailable,
+    /// A command run in a container (over exec) failed, or the session broke.
+    ExecFailed,
     /// Bad command line (clap reports most of these itself).
     Usage,
     /// Anything else: an I/O error we did not expect, a bug.
@@ -62,7 +67,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 32] = [
+    pub const ALL: [ErrorKind; 34] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -93,6 +98,8 @@ impl ErrorKind {
         ErrorKind::WatchLimitReached,
         ErrorKind::Interrupted,
         ErrorKind::Declined,
+        ErrorKind::PodUnavailable,
+        ErrorKind::ExecFailed,
         ErrorKind::Usage,
         ErrorKind::Internal,
     ];
@@ -134,6 +141,8 @@ impl ErrorKind {
             ErrorKind::WatchLimitReached => "watch-limit-reached",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Declined => "declined",
+            ErrorKind::PodUnavailable => "pod-unavailable",
+            ErrorKind::ExecFailed => "exec-failed",
             ErrorKind::Usage => "usage",
             ErrorKind::Internal => "internal",
         }
@@ -175,6 +184,8 @@ impl ErrorKind {
             | ErrorKind::JobFailed
             | ErrorKind::NotReady
             | ErrorKind::Declined
+            | ErrorKind::PodUnavailable
+            | ErrorKind::ExecFailed
             | ErrorKind::Internal => exit::FAILED,
         }
     }

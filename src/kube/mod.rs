@@ -29,6 +29,7 @@ mod apply;
 pub mod client;
 mod diagnose;
 mod discovery;
+pub mod exec;
 mod inventory;
 pub mod jobs;
 pub mod logs;

@@ -68,6 +68,7 @@ use serde_json::{Map, Value, json};
 
 mod controllers;
 mod deletion;
+mod exec;
 #[cfg(test)]
 mod fidelity;
 mod fields;
@@ -134,6 +135,9 @@ pub struct Options {
     pub deletion_lag: u32,
     /// Controllers and admission that make waiting hard (tests/it/apiserver/controllers.rs).
     pub sim: Sim,
+    /// (pod name prefix, Docker container): exec into such a pod runs the command in
+    /// that container on the test engine (apiserver/exec.rs).
+    pub exec_into: Vec<(String, String)>,
 }
 
 /// A canned failure: the next `times` requests whose method is `method` (or any, when
@@ -192,6 +196,7 @@ impl Options {
             warnings: Vec::new(),
             deletion_lag: 1,
             sim: Sim::default(),
+            exec_into: Vec::new(),
         }
     }
 
@@ -285,6 +290,13 @@ impl Options {
 
     pub fn hang(mut self, path_contains: &str) -> Options {
         self.hang.push(path_contains.to_string());
+        self
+    }
+
+    /// Exec into pods whose name starts with `pod_prefix` runs in Docker container
+    /// `container` (see apiserver/exec.rs).
+    pub fn exec_into(mut self, pod_prefix: &str, container: &str) -> Options {
+        self.exec_into.push((pod_prefix.into(), container.into()));
         self
     }
 
@@ -447,6 +459,11 @@ impl FakeApiServer {
         self.state().unexpected.clone()
     }
 
+    /// Every exec the server served or refused, in order.
+    pub fn execs(&self) -> Vec<exec::Record> {
+        self.state().execs.clone()
+    }
+
     /// Every stored object (controllers' pods, ReplicaSets, Secrets and events included).
     pub fn objects(&self) -> Vec<Value> {
         self.state().objects.values().cloned().collect()
@@ -594,7 +611,7 @@ fn serve(
     );
 }
 
-fn serve_stream<S: Read + Write>(conn: S, anonymous: bool, shared: &Shared, stop: &AtomicBool) {
+fn serve_stream<S: exec::Split>(conn: S, anonymous: bool, shared: &Shared, stop: &AtomicBool) {
     let mut reader = BufReader::new(conn);
     loop {
         let Some(req) = read_request(&mut reader) else {
@@ -603,7 +620,6 @@ fn serve_stream<S: Read + Write>(conn: S, anonymous: bool, shared: &Shared, stop
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let writer = reader.get_mut();
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -622,14 +638,21 @@ fn serve_stream<S: Read + Write>(conn: S, anonymous: bool, shared: &Shared, stop
             let (code, status) = tls::forbidden(&req.method, &req.path);
             Response::json(code, &status)
         } else if logs::is_follow(&req) {
-            match logs::follow(shared, &req, writer, stop) {
+            match logs::follow(shared, &req, reader.get_mut(), stop) {
                 Some(r) => r,
                 // Streamed (with `Connection: close`): the connection is done.
+                None => return,
+            }
+        } else if exec::wants(&req) {
+            // An upgraded connection is the exec's until it ends.
+            match exec::serve(shared, &req, &mut reader) {
+                Some(resp) => resp,
                 None => return,
             }
         } else {
             handle(shared, req)
         };
+        let writer = reader.get_mut();
         let warnings: String = resp
             .warnings
             .iter()
@@ -1185,6 +1208,8 @@ struct State {
     /// The uid of the object the last immediate delete removed.
     gone_uid: String,
     ext: controllers::Extra,
+    /// Every exec served or refused (apiserver/exec.rs).
+    execs: Vec<exec::Record>,
 }
 
 fn now_rfc3339() -> String {
@@ -1457,6 +1482,7 @@ impl State {
             countdown: HashMap::new(),
             gone_uid: String::new(),
             ext: controllers::Extra::default(),
+            execs: Vec::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             st.upsert(
