@@ -256,9 +256,14 @@ impl Loop {
     ) -> Result<()> {
         let t0 = Instant::now();
         let what = describe_paths(changed);
-        let Some(svc) = self.config.services.get(service) else {
+        let Some(svc) = self.config.services.get(service).cloned() else {
             return Ok(());
         };
+        if !svc.live_update.sync.is_empty()
+            && self.live_update(service, &svc, changed, cancel).await?
+        {
+            return Ok(());
+        }
         let one = BTreeMap::from([(service.to_string(), svc.clone())]);
         let noop: images::Events = Arc::new(|_| {});
         let outcome = images::build(&self.docker, &one, &self.build, cancel, noop)
@@ -318,6 +323,51 @@ impl Loop {
             if rolled.is_empty() { "nothing".to_string() } else { rolled.join(", ") },
         ));
         Ok(())
+    }
+
+    /// Live update (`sync::live_update`, tar over exec into the running pods) when the
+    /// service has rules and every changed path is covered by one; `true` when synced.
+    /// A change that needs an image, or a sync that failed (no running pod, a path that
+    /// is not writable), goes to the rebuild: the change lands either way.
+    async fn live_update(
+        &self,
+        service: &str,
+        svc: &crate::config::Service,
+        changed: &BTreeSet<String>,
+        cancel: &CancellationToken,
+    ) -> Result<bool> {
+        let paths: Vec<std::path::PathBuf> = changed.iter().map(Into::into).collect();
+        let ns = stack::namespace(self.config.env);
+        match crate::sync::live_update(&self.kube, &ns, service, svc, &paths, cancel).await {
+            Ok(crate::sync::Outcome::Synced(r)) => {
+                self.view.event(serde_json::json!({
+                    "event": "sync", "service": service, "changed": changed,
+                    "copied": r.copied, "deleted": r.deleted, "pods": r.pods,
+                    "seconds": round(r.took.as_secs_f64()),
+                }));
+                self.view.say(&format!(
+                    "{service}: {} changed → {}",
+                    describe_paths(changed),
+                    r.summary()
+                ));
+                Ok(true)
+            }
+            Ok(crate::sync::Outcome::NeedsRebuild { path, reason }) => {
+                self.view.say(&format!(
+                    "{service}: {} needs a new image ({reason})",
+                    path.display()
+                ));
+                Ok(false)
+            }
+            Err(e) if e.kind == ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.view.error(&e);
+                self.view.say(&format!(
+                    "{service}: live update failed; rebuilding instead"
+                ));
+                Ok(false)
+            }
+        }
     }
 
     /// Re-renders every chart; applies those whose rendering changed.

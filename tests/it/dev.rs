@@ -444,3 +444,59 @@ fn dev_shows_a_crash_loop_with_its_diagnosis_and_a_fix_recovers() {
     assert_eq!(rolled["service"], "api", "{rolled:#}");
     assert_eq!(dev.interrupt(), 0);
 }
+
+#[test]
+fn dev_live_updates_a_synced_file_and_rebuilds_what_needs_an_image() {
+    let rt = crate::fakes::rt();
+    let Some(engine) = rt.block_on(support::docker::engine("dev_live_update")) else {
+        return;
+    };
+    // The web pod's container: non-root, read-only root, writable where sync writes.
+    let standin = rt.block_on(crate::support::standin::StandIn::start(
+        &engine,
+        crate::support::standin::Spec {
+            read_only: true,
+            writable: vec!["/www".into()],
+            user: Some("10001:10001".into()),
+            ..Default::default()
+        },
+    ));
+    let Some(w) = World::new(|o| o.exec_into("web-", &standin.container)) else {
+        return;
+    };
+    let web = w.pd.work.path().join("svc/web");
+    std::fs::create_dir_all(web.join("static")).unwrap();
+    std::fs::write(web.join("static/index.html"), "<h1>v1</h1>\n").unwrap();
+    let toml = std::fs::read_to_string(w.pd.work.path().join("pulsedev.toml")).unwrap();
+    w.pd.write(
+        "pulsedev.toml",
+        &format!(
+            "{toml}[services.web.live_update]\nsync = [{{ from = \"static\", to = \"/www\" }}]\n"
+        ),
+    );
+    let mut dev = Dev::start(&w, &["--output", "json", "--no-logs"]);
+    dev.event("watching", |v| v["event"] == "watching");
+    let generation_before = generation(&w, "web");
+
+    std::fs::write(web.join("static/index.html"), "<h1>v2</h1>\n").unwrap();
+    let synced = dev.event("the sync", |v| {
+        v["event"] == "sync" || v["event"] == "build"
+    });
+    assert_eq!(synced["event"], "sync", "synced, not rebuilt: {synced:#}");
+    assert_eq!(synced["service"], "web");
+    assert_eq!(synced["copied"], serde_json::json!(["/www/index.html"]));
+    assert_eq!(standin.sh("cat /www/index.html"), "<h1>v2</h1>\n");
+    assert_eq!(generation(&w, "web"), generation_before, "no rollout");
+
+    // Outside the synced paths: a new image.
+    w.change("web", &format!("web {}\n", support::build::nonce()));
+    let built = dev.event("the web build", |v| {
+        v["event"] == "build" || v["event"] == "sync"
+    });
+    assert_eq!(built["event"], "build", "{built:#}");
+    assert_eq!(built["service"], "web");
+    dev.event("the web rollout", |v| {
+        v["event"] == "rollout" && v["service"] == "web"
+    });
+    assert_eq!(dev.interrupt(), 0);
+}
