@@ -279,6 +279,29 @@ mod tests {
         assert!(l.classify(&one).is_empty());
     }
 
+    #[test]
+    fn a_used_up_watch_limit_is_its_own_error_with_the_sysctl_fix() {
+        for e in [
+            notify::Error::new(notify::ErrorKind::MaxFilesWatch),
+            notify::Error::io(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+        ] {
+            let err = watch_error(Path::new("/src/app"), e);
+            assert_eq!(err.kind, ErrorKind::WatchLimitReached);
+            assert_eq!(err.exit_code(), crate::error::exit::MACHINE_NOT_READY);
+            assert!(err.message.contains("/src/app"), "{}", err.message);
+            let hint = err.hint.clone().unwrap_or_default();
+            assert!(
+                hint.contains("`sudo sysctl fs.inotify.max_user_watches="),
+                "{hint}"
+            );
+        }
+        let other = watch_error(
+            Path::new("/src/app"),
+            notify::Error::io(std::io::Error::from_raw_os_error(libc::EACCES)),
+        );
+        assert_eq!(other.kind, ErrorKind::Internal);
+    }
+
     #[tokio::test]
     async fn a_save_by_rename_is_seen_as_a_change_of_the_file() {
         let t = tempfile::tempdir().unwrap();
