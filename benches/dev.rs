@@ -72,6 +72,7 @@ struct Registry {
 
 impl Registry {
     fn start(dir: &Path) -> Registry {
+        std::fs::create_dir_all(dir).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -238,8 +239,10 @@ fn bench_rebuild(rt: &tokio::runtime::Runtime, engine: &Engine, work: &Path) -> 
     );
     let mut rm: Vec<String> = made.into_iter().collect();
     rm.push(docker_tag.into());
+    // --no-prune: the parent layers are other builds' cache (a concurrent build whose
+    // cached parent disappears fails with "unable to find image").
     let _ = Command::new("docker")
-        .arg("rmi")
+        .args(["rmi", "--no-prune"])
         .args(&rm)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
