@@ -170,6 +170,7 @@ fn service(dir: &Path) -> Service {
         chart: None,
         build_args: BTreeMap::new(),
         target: None,
+        live_update: Default::default(),
     }
 }
 

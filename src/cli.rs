@@ -114,6 +114,14 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Build the service images (no cluster needed); `build api` builds one
     Build(BuildArgs),
+    /// `up`, then watch: rebuild and roll out one service per change, re-apply changed
+    /// charts, show every service's logs; Ctrl-C stops watching, the stack keeps running
+    Dev(DevArgs),
+    /// The stack's pod logs, one prefix per service
+    Logs(LogsArgs),
+    /// The dev database: `psql`, `dump [FILE]`, `restore FILE` (over exec in the Postgres pod)
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -150,11 +158,65 @@ pub struct UpArgs {
     pub prune_data: bool,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// An interactive psql in the Postgres pod (a TTY when stdin is a terminal); ARGS go
+    /// to psql, e.g. `db psql -- -c 'select 1'`
+    Psql {
+        #[arg(
+            value_name = "ARGS",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        args: Vec<String>,
+    },
+    /// pg_dump (custom format) of the database to FILE, created 0600
+    /// [default: pulsewatch-<name>-<unix time>.dump]
+    Dump {
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// pg_restore --clean --if-exists of FILE into the database (asks first on a TTY)
+    Restore {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Show only the loop's own lines, not the pods' logs
+    #[arg(long)]
+    pub no_logs: bool,
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Services whose logs to show [default: all]
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Keep following: new lines, restarted containers, the new pods of a rollout
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only lines younger than this (e.g. 30s, 5m, 1h)
+    #[arg(long, value_name = "DURATION", value_parser = crate::dev::logs::parse_since)]
+    pub since: Option<Duration>,
+}
+
 #[derive(Debug, Args)]
 pub struct ResetArgs {
     /// Do not ask for confirmation
     #[arg(long, short)]
     pub yes: bool,
+    /// Dump the database first and restore it into the new cluster (the dump is kept,
+    /// and its path printed, if the restore fails)
+    #[arg(long)]
+    pub keep_data: bool,
     #[command(flatten)]
     pub up: UpArgs,
 }
@@ -530,6 +592,38 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
             crate::cluster::cmd::create(ctx, &args).await
         }
         Command::Build(args) => cmd_build(ctx, args).await,
+        Command::Dev(args) => {
+            let mut config = ctx.cluster_config()?;
+            config.observability |= args.up.with.iter().any(|w| w == "observability");
+            let up = up_options(ctx, &config, &args.up, false);
+            crate::dev::run(
+                ctx,
+                config,
+                crate::dev::DevOptions {
+                    up,
+                    no_logs: args.no_logs,
+                },
+            )
+            .await
+        }
+        Command::Logs(args) => {
+            let config = ctx.existing_cluster_config()?;
+            crate::dev::logs::run(
+                ctx,
+                config,
+                crate::dev::logs::LogsOptions {
+                    services: args.services,
+                    follow: args.follow,
+                    since: args.since,
+                },
+            )
+            .await
+        }
+        Command::Db(DbCommand::Psql { args }) => crate::db::cmd_psql(ctx, args).await,
+        Command::Db(DbCommand::Dump { file }) => crate::db::cmd_dump(ctx, file).await,
+        Command::Db(DbCommand::Restore { file, yes }) => {
+            crate::db::cmd_restore(ctx, file, yes).await
+        }
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "pulsedev", &mut script);
@@ -625,6 +719,7 @@ fn up_options(ctx: &Ctx, config: &Config, args: &UpArgs, reset: bool) -> crate::
         ports: crate::cluster::cmd::port_plan(ctx, config, args.no_host_ports),
         allow_external_binds: args.allow_external_binds,
         prune_data: args.prune_data,
+        summary_event: false,
     }
 }
 
@@ -666,6 +761,20 @@ async fn cmd_reset(ctx: &Ctx, args: ResetArgs) -> Result<()> {
                     .with_hint("run `pulsedev reset --yes` to skip the question"),
             );
         }
+    }
+    if args.keep_data {
+        let dump = crate::db::keep_data_dump(ctx).await?;
+        ctx.ui.warn(&format!(
+            "reset deletes the cluster {} and makes it again; the data comes back from {}",
+            config.name,
+            dump.display()
+        ));
+        if let Err(mut e) = cmd_up(ctx, &args.up, true, Some(config)).await {
+            e.details
+                .push(format!("the data is kept in {}", dump.display()));
+            return Err(e);
+        }
+        return crate::db::keep_data_restore(ctx, &dump).await;
     }
     ctx.ui.warn(&format!(
         "reset deletes the cluster {} and its data (Postgres included), then makes it again",

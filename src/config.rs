@@ -85,6 +85,34 @@ pub struct Service {
     pub chart: Option<PathBuf>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
+    /// Live update under `pulsedev dev` (`[services.<name>.live_update]`).
+    pub live_update: LiveUpdate,
+}
+
+/// Live update of a service (`pulsedev dev`, src/sync.rs): which paths of the build
+/// context are copied into which directories of the running container, and which
+/// changes need a new image instead. Empty `sync`: every change rebuilds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LiveUpdate {
+    pub sync: Vec<SyncRule>,
+    /// Paths relative to the context (a file, or a directory and all under it) whose
+    /// change needs a rebuild even inside a synced path (dependency manifests). The
+    /// Dockerfile and `.dockerignore` always do.
+    pub rebuild_on: Vec<String>,
+    /// The container to copy into; default: the service's name.
+    pub container: Option<String>,
+    /// Label selector of the service's pods; default:
+    /// `app.kubernetes.io/instance=<service>` (the charts' selector labels, release =
+    /// service name).
+    pub selector: Option<String>,
+}
+
+/// `from` (relative to the build context) is copied to `to` (an absolute directory in
+/// the container, which must be writable there: the charts' `liveUpdate.path`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncRule {
+    pub from: String,
+    pub to: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -115,27 +143,68 @@ pub struct Overrides {
 impl Config {
     /// The built-in defaults: the reference PulseWatch app of this repository.
     pub fn defaults(root: &Path) -> Config {
-        let service = |dir: &str, dockerfile: &str, chart: &str| Service {
+        let service = |dir: &str,
+                       dockerfile: &str,
+                       chart: &str,
+                       sync: &[(&str, &str)],
+                       rebuild_on: &[&str]| Service {
             context: root.join(dir),
             dockerfile: PathBuf::from(dockerfile),
             chart: Some(root.join(chart)),
             build_args: BTreeMap::new(),
             target: None,
+            live_update: LiveUpdate {
+                sync: sync
+                    .iter()
+                    .map(|(from, to)| SyncRule {
+                        from: from.to_string(),
+                        to: to.to_string(),
+                    })
+                    .collect(),
+                rebuild_on: rebuild_on.iter().map(|r| r.to_string()).collect(),
+                container: None,
+                selector: None,
+            },
         };
         // api and worker share the context app/ (and the package app/shared); each one's
-        // Dockerfile.dockerignore narrows it to what its image holds.
+        // Dockerfile.dockerignore narrows it to what its image holds. The sync targets
+        // are where the dev values mount the charts' live-update volume
+        // (manifests/charts/<chart>/values.yaml `liveUpdate.path`); a change to the
+        // shared package or to a service's dependencies is a rebuild.
         let services = BTreeMap::from([
             (
                 "api".to_string(),
-                service("app", "api/Dockerfile", "manifests/charts/api"),
+                service(
+                    "app",
+                    "api/Dockerfile",
+                    "manifests/charts/api",
+                    &[("api/src", "/app/src")],
+                    &["api/package.json", "api/package-lock.json", "api/.npmrc"],
+                ),
             ),
             (
                 "worker".to_string(),
-                service("app", "worker/Dockerfile", "manifests/charts/worker"),
+                service(
+                    "app",
+                    "worker/Dockerfile",
+                    "manifests/charts/worker",
+                    &[("worker/src", "/app/src")],
+                    &[
+                        "worker/package.json",
+                        "worker/package-lock.json",
+                        "worker/.npmrc",
+                    ],
+                ),
             ),
             (
                 "web".to_string(),
-                service("app/web", "Dockerfile", "manifests/charts/web"),
+                service(
+                    "app/web",
+                    "Dockerfile",
+                    "manifests/charts/web",
+                    &[("public", "/usr/share/nginx/html")],
+                    &["package.json", "package-lock.json"],
+                ),
             ),
             (
                 "migrations".to_string(),
@@ -143,6 +212,8 @@ impl Config {
                     "app/migrations",
                     "Dockerfile",
                     "manifests/charts/migrations",
+                    &[],
+                    &[],
                 ),
             ),
         ]);
@@ -560,7 +631,16 @@ const TOP_KEYS: &[&str] = &[
 ];
 const PORT_KEYS: &[&str] = &["http", "https", "registry"];
 const IMAGE_KEYS: &[&str] = &["load", "parallel"];
-const SERVICE_KEYS: &[&str] = &["context", "dockerfile", "chart", "build_args", "target"];
+const SERVICE_KEYS: &[&str] = &[
+    "context",
+    "dockerfile",
+    "chart",
+    "build_args",
+    "target",
+    "live_update",
+];
+const LIVE_UPDATE_KEYS: &[&str] = &["sync", "rebuild_on", "container", "selector"];
+const SYNC_KEYS: &[&str] = &["from", "to"];
 
 /// Parses and validates the text of a config file; every problem is reported at once.
 pub fn parse(text: &str, file: &Path, root: &Path) -> Result<Config> {
@@ -784,13 +864,196 @@ fn parse_service(c: &mut Checker, item: &Item, key: &str, root: &Path) -> Option
             }
         }
     }
+    let live_update = match t.get("live_update") {
+        Some(item) => parse_live_update(c, item, &format!("{key}.live_update")),
+        None => LiveUpdate::default(),
+    };
     Some(Service {
         context: root.join(context?),
         dockerfile: PathBuf::from(dockerfile.unwrap_or_else(|| "Dockerfile".into())),
         chart: chart.map(|c| root.join(c)),
         build_args,
         target,
+        live_update,
     })
+}
+
+/// A path relative to the build context that stays inside it.
+fn context_relative(p: &str) -> std::result::Result<(), String> {
+    let path = Path::new(p);
+    if p.is_empty() || path.is_absolute() {
+        return Err(format!(
+            "expected a path relative to the build context, found {}",
+            shown_value(p)
+        ));
+    }
+    if path
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(format!(
+            "{} must stay inside the build context (no `..` or `.`)",
+            shown_value(p)
+        ));
+    }
+    Ok(())
+}
+
+fn parse_live_update(c: &mut Checker, item: &Item, key: &str) -> LiveUpdate {
+    let mut lu = LiveUpdate::default();
+    let Some(t) = c.table(item, key) else {
+        return lu;
+    };
+    c.unknown_keys(t, key, LIVE_UPDATE_KEYS);
+    if let Some(item) = t.get("sync") {
+        let k = format!("{key}.sync");
+        // `sync = [{ from, to }]` or `[[services.x.live_update.sync]]`.
+        let entries: Vec<(Option<Range<usize>>, Item)> = match item {
+            Item::ArrayOfTables(a) => a
+                .iter()
+                .map(|t| (t.span(), Item::Table(t.clone())))
+                .collect(),
+            _ => match item.as_array() {
+                Some(a) => a
+                    .iter()
+                    .map(|v| (v.span(), Item::Value(v.clone())))
+                    .collect(),
+                None => {
+                    c.at(
+                        item.span(),
+                        &k,
+                        format!(
+                            "expected an array of {{ from, to }} tables, found {}",
+                            kind_of(item)
+                        ),
+                    );
+                    Vec::new()
+                }
+            },
+        };
+        for (i, (span, entry)) in entries.iter().enumerate() {
+            let k = format!("{k}[{i}]");
+            let Some(rule) = entry.as_table_like() else {
+                c.at(
+                    span.clone(),
+                    &k,
+                    format!("expected a {{ from, to }} table, found {}", kind_of(entry)),
+                );
+                continue;
+            };
+            c.unknown_keys(rule, &k, SYNC_KEYS);
+            let get = |c: &mut Checker, name: &str| match rule.get(name) {
+                Some(v) => c.string(v, &format!("{k}.{name}")).map(|s| (s, v.span())),
+                None => {
+                    c.at(span.clone(), &k, format!("missing required key `{name}`"));
+                    None
+                }
+            };
+            let from = get(c, "from");
+            let to = get(c, "to");
+            let from_ok = match &from {
+                Some((f, span)) => match context_relative(f) {
+                    Ok(()) => true,
+                    Err(m) => {
+                        c.at(span.clone(), &format!("{k}.from"), m);
+                        false
+                    }
+                },
+                None => false,
+            };
+            let to_ok = match &to {
+                Some((t, span)) => {
+                    let p = Path::new(t.as_str());
+                    let clean = p
+                        .components()
+                        .skip(1)
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                    if p.is_absolute() && clean && t != "/" {
+                        true
+                    } else {
+                        c.at(
+                            span.clone(),
+                            &format!("{k}.to"),
+                            format!(
+                                "expected an absolute directory in the container other than `/` (no `..`), found {}",
+                                shown_value(t)
+                            ),
+                        );
+                        false
+                    }
+                }
+                None => false,
+            };
+            if let (Some((from, _)), Some((to, _)), true, true) = (from, to, from_ok, to_ok) {
+                lu.sync.push(SyncRule {
+                    from: from.trim_end_matches('/').to_string(),
+                    to: to.trim_end_matches('/').to_string(),
+                });
+            }
+        }
+    }
+    if let Some(item) = t.get("rebuild_on") {
+        let k = format!("{key}.rebuild_on");
+        match item.as_array() {
+            Some(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    let ki = format!("{k}[{i}]");
+                    match v.as_str() {
+                        Some(p) => match context_relative(p) {
+                            Ok(()) => lu.rebuild_on.push(p.trim_end_matches('/').to_string()),
+                            Err(m) => c.at(v.span(), &ki, m),
+                        },
+                        None => c.at(v.span(), &ki, "expected a string"),
+                    }
+                }
+            }
+            None => c.at(
+                item.span(),
+                &k,
+                format!("expected an array of paths, found {}", kind_of(item)),
+            ),
+        }
+    }
+    if let Some(item) = t.get("container")
+        && let Some(name) = c.string(item, &format!("{key}.container"))
+    {
+        let ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if ok {
+            lu.container = Some(name);
+        } else {
+            c.at(
+                item.span(),
+                &format!("{key}.container"),
+                format!(
+                    "{} is not a container name (1-63 lowercase letters, digits and '-')",
+                    shown_value(&name)
+                ),
+            );
+        }
+    }
+    if let Some(item) = t.get("selector")
+        && let Some(sel) = c.string(item, &format!("{key}.selector"))
+    {
+        if sel.trim().is_empty() || !sel.contains('=') {
+            c.at(
+                item.span(),
+                &format!("{key}.selector"),
+                format!(
+                    "expected a label selector such as \"app.kubernetes.io/instance=api\", found {}",
+                    shown_value(&sel)
+                ),
+            );
+        } else {
+            lu.selector = Some(sel);
+        }
+    }
+    lu
 }
 
 #[cfg(test)]
@@ -805,6 +1068,80 @@ mod tests {
         let err = parse(text, Path::new("pulsedev.toml"), Path::new("/repo")).unwrap_err();
         assert_eq!(err.kind, ErrorKind::ConfigInvalid);
         err.details.clone()
+    }
+
+    #[test]
+    fn live_update_rules_are_read_and_checked_naming_the_key() {
+        let c = parse_ok(
+            r#"
+[services.app]
+context = "app"
+[services.app.live_update]
+sync = [{ from = "api/src/", to = "/app/api/src/" }, { from = "shared", to = "/app/shared" }]
+rebuild_on = ["package.json", "api/package.json"]
+container = "api"
+selector = "app.kubernetes.io/name=app"
+"#,
+        );
+        let lu = &c.services["app"].live_update;
+        assert_eq!(
+            lu.sync,
+            [
+                SyncRule {
+                    from: "api/src".into(),
+                    to: "/app/api/src".into()
+                },
+                SyncRule {
+                    from: "shared".into(),
+                    to: "/app/shared".into()
+                }
+            ]
+        );
+        assert_eq!(lu.rebuild_on, ["package.json", "api/package.json"]);
+        assert_eq!(lu.container.as_deref(), Some("api"));
+        let p = problems(
+            r#"
+[services.api]
+context = "app/api"
+[services.api.live_update]
+sync = [{ from = "../secrets", to = "app/src" }, { from = "src" }, "x"]
+rebuild_on = ["/etc/passwd"]
+container = "API"
+selector = ""
+tpyo = 1
+"#,
+        );
+        let want = [
+            "services.api.live_update.sync[0].from: \"../secrets\" must stay inside the build context",
+            "services.api.live_update.sync[0].to: expected an absolute directory in the container",
+            "services.api.live_update.sync[1]: missing required key `to`",
+            "services.api.live_update.sync[2]: expected a { from, to } table, found a string",
+            "services.api.live_update.rebuild_on[0]: expected a path relative to the build context",
+            "services.api.live_update.container: \"API\" is not a container name",
+            "services.api.live_update.selector: expected a label selector",
+            "services.api.live_update.tpyo: unknown key",
+        ];
+        for w in want {
+            assert!(p.iter().any(|l| l.contains(w)), "no {w:?} in {p:#?}");
+        }
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+        // Defaults: web's static files and the Node services' sources.
+        let d = Config::defaults(Path::new("/repo"));
+        assert_eq!(
+            d.services["web"].live_update.sync[0].to,
+            "/usr/share/nginx/html"
+        );
+        // api and worker build from app/: their rules name paths under their folders,
+        // and their dependency files (not the shared package's sources) are rebuilds.
+        assert_eq!(d.services["api"].live_update.sync[0].from, "api/src");
+        assert_eq!(d.services["worker"].live_update.sync[0].to, "/app/src");
+        assert!(
+            d.services["api"]
+                .live_update
+                .rebuild_on
+                .contains(&"api/package-lock.json".to_string())
+        );
+        assert!(d.services["migrations"].live_update.sync.is_empty());
     }
 
     #[test]

@@ -50,9 +50,16 @@ pub enum ErrorKind {
     JobFailed,
     /// `status` found something missing or not ready (the table says what).
     NotReady,
+    /// `dev` cannot watch the files: the inotify watch limit is used up (ENOSPC).
+    WatchLimitReached,
     Interrupted,
     /// The user answered "no" to a question (`reset`'s confirmation): nothing changed.
     Declined,
+    /// An exec found no pod to run in: it does not exist, lacks the container, or is
+    /// not running it (replaced by a rollout, restarting).
+    PodUnavailable,
+    /// A command run in a container (over exec) failed, or the session broke.
+    ExecFailed,
     /// Bad command line (clap reports most of these itself).
     Usage,
     /// Anything else: an I/O error we did not expect, a bug.
@@ -60,7 +67,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 31] = [
+    pub const ALL: [ErrorKind; 34] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -88,8 +95,11 @@ impl ErrorKind {
         ErrorKind::MigrationsFailed,
         ErrorKind::JobFailed,
         ErrorKind::NotReady,
+        ErrorKind::WatchLimitReached,
         ErrorKind::Interrupted,
         ErrorKind::Declined,
+        ErrorKind::PodUnavailable,
+        ErrorKind::ExecFailed,
         ErrorKind::Usage,
         ErrorKind::Internal,
     ];
@@ -128,8 +138,11 @@ impl ErrorKind {
             ErrorKind::MigrationsFailed => "migrations-failed",
             ErrorKind::JobFailed => "job-failed",
             ErrorKind::NotReady => "not-ready",
+            ErrorKind::WatchLimitReached => "watch-limit-reached",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Declined => "declined",
+            ErrorKind::PodUnavailable => "pod-unavailable",
+            ErrorKind::ExecFailed => "exec-failed",
             ErrorKind::Usage => "usage",
             ErrorKind::Internal => "internal",
         }
@@ -146,7 +159,8 @@ impl ErrorKind {
             | ErrorKind::ToolMissing
             | ErrorKind::ToolTooOld
             | ErrorKind::ToolChecksumMismatch
-            | ErrorKind::PreflightFailed => exit::MACHINE_NOT_READY,
+            | ErrorKind::PreflightFailed
+            | ErrorKind::WatchLimitReached => exit::MACHINE_NOT_READY,
             // Pointing pulsedev at a context it did not make is a configuration
             // problem of the invocation, not a failed piece of work.
             ErrorKind::ConfigInvalid | ErrorKind::NotAKindContext => exit::CONFIG_INVALID,
@@ -170,6 +184,8 @@ impl ErrorKind {
             | ErrorKind::JobFailed
             | ErrorKind::NotReady
             | ErrorKind::Declined
+            | ErrorKind::PodUnavailable
+            | ErrorKind::ExecFailed
             | ErrorKind::Internal => exit::FAILED,
         }
     }

@@ -5,6 +5,8 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod db;
+pub mod dev;
 pub mod docker;
 pub mod doctor;
 pub mod error;
@@ -16,6 +18,7 @@ pub mod redact;
 pub mod secrets;
 pub mod stack;
 pub mod state;
+pub mod sync;
 pub mod tools;
 pub mod trust;
 pub mod ui;

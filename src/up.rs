@@ -52,6 +52,9 @@ pub struct UpOptions {
     pub allow_external_binds: bool,
     /// Prune leftovers that hold data too (`--prune-data`).
     pub prune_data: bool,
+    /// JSON mode of `dev`: the summary as one `{"event": "up", …}` line, the first of
+    /// the event stream, instead of the one document.
+    pub summary_event: bool,
 }
 
 /// State the steps share: each slot is filled by exactly one step and read by the
@@ -171,6 +174,9 @@ pub struct Summary {
     pub rolled_out: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_certificate: Option<PathBuf>,
+    /// The delivered images, for `dev` to re-render one chart with the others' images.
+    #[serde(skip)]
+    pub refs: BTreeMap<String, ImageRef>,
 }
 
 /// Runs `up`. On success the summary; on failure the error, after the summary of
@@ -178,6 +184,11 @@ pub struct Summary {
 /// the config's paths) still names the cluster: in CI without a job id the name was
 /// made up for this run, and a script needs it for `down --name`.
 pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
+    run_summary(ctx, config, opts).await.map(|_| ())
+}
+
+/// As `run`, handing back the summary of a successful run (`dev` goes on from it).
+pub async fn run_summary(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<Summary> {
     let name = config.name.clone();
     match run_steps(ctx, config, opts).await {
         Err(mut e) if ctx.ui.json() && !e.emitted => {
@@ -193,7 +204,7 @@ pub async fn run(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
     }
 }
 
-async fn run_steps(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
+async fn run_steps(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<Summary> {
     if config.env != Env::Dev {
         return Err(Error::new(
             ErrorKind::ConfigInvalid,
@@ -269,7 +280,8 @@ async fn run_steps(ctx: &Ctx, config: Config, opts: UpOptions) -> Result<()> {
     };
     shared.session.finish(&result);
     let summary = summarize(&shared, &run, result.is_ok())?;
-    report(ctx, &shared, &summary, &run, started.elapsed(), result)
+    report(ctx, &shared, &summary, &run, started.elapsed(), result)?;
+    Ok(summary)
 }
 
 /// After Ctrl-C: undo what this run created (the cluster, if this run made it; the
@@ -1125,6 +1137,7 @@ fn summarize(shared: &Shared, run: &Run, ok: bool) -> Result<Summary> {
         images,
         rolled_out: if ok { rolled_out(shared)? } else { Vec::new() },
         ca_certificate: None,
+        refs: shared.images.get().cloned().unwrap_or_default(),
     })
 }
 
@@ -1141,7 +1154,14 @@ fn report(
         if let Err(e) = &result {
             doc["error"] = crate::ui::error_json(e);
         }
-        ctx.ui.out_json(&doc);
+        if shared.opts.summary_event {
+            doc["event"] = "up".into();
+            let line = serde_json::to_string(&crate::redact::scrub_json(&doc))
+                .expect("JSON values serialize");
+            ctx.ui.out(&format!("{line}\n"));
+        } else {
+            ctx.ui.out_json(&doc);
+        }
         return result.map_err(|mut e| {
             e.emitted = true;
             e

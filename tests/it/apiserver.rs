@@ -20,7 +20,8 @@
 //! (labelSelector, fieldSelector, across namespaces) / POST / PUT / PATCH (apply,
 //! merge, strategic merge) / DELETE (with garbage collection of owned objects, of a
 //! namespace's contents and of a CRD's objects) / deletecollection, `dryRun=All`,
-//! pod logs (`container`, `tailLines`), `status` subresource GET and PATCH.
+//! pod logs (apiserver/logs.rs: `container`, `tailLines`, `timestamps`, `since*`, `previous`,
+//! `follow` streamed chunked over restarts and pod replacement), `status` subresource GET and PATCH.
 //! Seeded: namespaces default, kube-system, kube-public, kube-node-lease; StorageClass
 //! `standard`; node `<cluster>-control-plane`.
 //!
@@ -67,10 +68,12 @@ use serde_json::{Map, Value, json};
 
 mod controllers;
 mod deletion;
+mod exec;
 #[cfg(test)]
 mod fidelity;
 mod fields;
 mod immutable;
+mod logs;
 mod schema;
 mod ssa;
 mod tls;
@@ -135,6 +138,9 @@ pub struct Options {
     pub deletion_lag: u32,
     /// Controllers and admission that make waiting hard (tests/it/apiserver/controllers.rs).
     pub sim: Sim,
+    /// (pod name prefix, Docker container): exec into such a pod runs the command in
+    /// that container on the test engine (apiserver/exec.rs).
+    pub exec_into: Vec<(String, String)>,
 }
 
 /// A canned failure: the next `times` requests whose method is `method` (or any, when
@@ -194,6 +200,7 @@ impl Options {
             warnings: Vec::new(),
             deletion_lag: 1,
             sim: Sim::default(),
+            exec_into: Vec::new(),
         }
     }
 
@@ -293,6 +300,13 @@ impl Options {
 
     pub fn hang(mut self, path_contains: &str) -> Options {
         self.hang.push(path_contains.to_string());
+        self
+    }
+
+    /// Exec into pods whose name starts with `pod_prefix` runs in Docker container
+    /// `container` (see apiserver/exec.rs).
+    pub fn exec_into(mut self, pod_prefix: &str, container: &str) -> Options {
+        self.exec_into.push((pod_prefix.into(), container.into()));
         self
     }
 
@@ -498,6 +512,11 @@ impl FakeApiServer {
         self.state().unexpected.clone()
     }
 
+    /// Every exec the server served or refused, in order.
+    pub fn execs(&self) -> Vec<exec::Record> {
+        self.state().execs.clone()
+    }
+
     /// Every stored object (controllers' pods, ReplicaSets, Secrets and events included).
     pub fn objects(&self) -> Vec<Value> {
         self.state().objects.values().cloned().collect()
@@ -645,7 +664,7 @@ fn serve(
     );
 }
 
-fn serve_stream<S: Read + Write>(conn: S, anonymous: bool, shared: &Shared, stop: &AtomicBool) {
+fn serve_stream<S: exec::Split>(conn: S, anonymous: bool, shared: &Shared, stop: &AtomicBool) {
     let mut reader = BufReader::new(conn);
     loop {
         let Some(req) = read_request(&mut reader) else {
@@ -654,7 +673,6 @@ fn serve_stream<S: Read + Write>(conn: S, anonymous: bool, shared: &Shared, stop
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let writer = reader.get_mut();
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -672,9 +690,22 @@ fn serve_stream<S: Read + Write>(conn: S, anonymous: bool, shared: &Shared, stop
         let resp = if anonymous && !tls::public(&req.path) {
             let (code, status) = tls::forbidden(&req.method, &req.path);
             Response::json(code, &status)
+        } else if logs::is_follow(&req) {
+            match logs::follow(shared, &req, reader.get_mut(), stop) {
+                Some(r) => r,
+                // Streamed (with `Connection: close`): the connection is done.
+                None => return,
+            }
+        } else if exec::wants(&req) {
+            // An upgraded connection is the exec's until it ends.
+            match exec::serve(shared, &req, &mut reader) {
+                Some(resp) => resp,
+                None => return,
+            }
         } else {
             handle(shared, req)
         };
+        let writer = reader.get_mut();
         let warnings: String = resp
             .warnings
             .iter()
@@ -1216,6 +1247,8 @@ struct State {
     refusals: u32,
     /// (namespace, pod, container) → log text.
     logs: HashMap<(String, String, String), String>,
+    /// Timestamped lines per container instance, restarts, follow streams (logs.rs).
+    pod_logs: logs::Store,
     /// uid → when the object may become ready.
     ready_at: HashMap<String, Instant>,
     calls: Vec<Call>,
@@ -1229,6 +1262,8 @@ struct State {
     /// The uid of the object the last immediate delete removed.
     gone_uid: String,
     ext: controllers::Extra,
+    /// Every exec served or refused (apiserver/exec.rs).
+    execs: Vec<exec::Record>,
 }
 
 fn now_rfc3339() -> String {
@@ -1491,6 +1526,7 @@ impl State {
             lag: HashMap::new(),
             establishing: HashMap::new(),
             logs: HashMap::new(),
+            pod_logs: logs::Store::default(),
             ready_at: HashMap::new(),
             calls: Vec::new(),
             unexpected: Vec::new(),
@@ -1500,6 +1536,7 @@ impl State {
             countdown: HashMap::new(),
             gone_uid: String::new(),
             ext: controllers::Extra::default(),
+            execs: Vec::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             st.upsert(
@@ -1767,7 +1804,7 @@ impl State {
             }
             ("GET", None, _) => self.list(&r, ns, req),
             ("GET", Some(n), None | Some("status")) => self.get(&r, ns, n),
-            ("GET", Some(n), Some("log")) if r.kind == "Pod" => self.log(ns, n, req),
+            ("GET", Some(n), Some("log")) if r.kind == "Pod" => self.pod_log(ns, n, req),
             ("POST", None, _) => self.create(&r, ns, req),
             ("PATCH", Some(n), None) => self.patch(&r, ns, n, req),
             ("PATCH", Some(n), Some("status")) => self.patch_status(&r, ns, n, req),
@@ -1998,52 +2035,6 @@ impl State {
             }
             None => not_found_res(r, name),
         }
-    }
-
-    fn log(&mut self, ns: Option<&str>, pod: &str, req: &Request) -> Response {
-        let ns = ns.unwrap_or_default();
-        let Some(p) = self.objects.get(&key("", "pods", ns, pod)) else {
-            return fail(
-                404,
-                "NotFound",
-                &format!("pods \"{pod}\" not found"),
-                json!({"name": pod, "kind": "pods"}),
-            );
-        };
-        let containers: Vec<String> = p["spec"]["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(p["spec"]["initContainers"].as_array().into_iter().flatten())
-            .filter_map(|c| c["name"].as_str().map(str::to_string))
-            .collect();
-        let container = match req.q("container") {
-            Some(c) if containers.iter().any(|x| x == c) => c.to_string(),
-            Some(c) => {
-                return bad_request(&format!("container {c} is not valid for pod {pod}"));
-            }
-            None if containers.len() == 1 => containers[0].clone(),
-            None => {
-                return bad_request(&format!(
-                    "a container name must be specified for pod {pod}, choose one of: [{}]",
-                    containers.join(" ")
-                ));
-            }
-        };
-        let text = self
-            .logs
-            .get(&(ns.to_string(), pod.to_string(), container))
-            .cloned()
-            .unwrap_or_default();
-        let mut lines: Vec<&str> = text.lines().collect();
-        if let Some(n) = req.q("tailLines").and_then(|n| n.parse::<usize>().ok()) {
-            lines = lines.split_off(lines.len().saturating_sub(n));
-        }
-        let mut out = lines.join("\n");
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        Response::text(200, &out)
     }
 
     // ---- writes ----
@@ -2954,6 +2945,7 @@ impl State {
                 .remove("uid");
         }
         self.upsert("", "pods", pod, "kubelet");
+        self.overlay_restarts(ns, name);
         let first = containers.first().map(|c| c.0.clone()).unwrap_or_default();
         match mode {
             PodMode::Crash => {

@@ -3,7 +3,10 @@
 mod apiserver;
 mod cli;
 mod cluster;
+mod db;
+mod dev;
 mod doctor;
+mod exec;
 mod fakes;
 mod fuzz;
 mod harness;
@@ -12,4 +15,5 @@ mod render;
 mod scripts;
 mod status;
 mod support;
+mod sync;
 mod up;

@@ -126,6 +126,27 @@ fn render_staging_and_prod_use_external_secrets() {
     }
 }
 
+/// Staging and prod renders are pinned whole: dev-only machinery (live update's
+/// writable volumes and seeding initContainers, `node --watch`) must never reach them,
+/// and the read-only root filesystems stay as they are.
+#[test]
+fn staging_and_prod_renders_are_snapshotted() {
+    for env in ["staging", "prod"] {
+        let run = Pd::new()
+            .with_helm()
+            .cwd(repo_root())
+            .args(&["render", "--env", env])
+            .run();
+        assert_eq!(run.code, 0, "{env}: {}", run.stderr);
+        assert!(!run.stdout.contains("--watch"), "{env}");
+        assert!(
+            !run.stdout.contains("readOnlyRootFilesystem: false"),
+            "{env}"
+        );
+        insta::assert_snapshot!(format!("render_{env}"), run.stdout);
+    }
+}
+
 #[test]
 fn render_one_service_and_json() {
     let run = Pd::new()

@@ -16,10 +16,10 @@ use crate::support;
 const SERVICES: [&str; 4] = ["api", "migrations", "web", "worker"];
 
 /// Everything one `up` test needs, removed again on drop.
-struct World {
-    pd: Pd,
-    api: FakeApiServer,
-    name: String,
+pub(crate) struct World {
+    pub(crate) pd: Pd,
+    pub(crate) api: FakeApiServer,
+    pub(crate) name: String,
     network: String,
     host: String,
     kind_dir: PathBuf,
@@ -247,7 +247,7 @@ fn write_service(dir: &Path, name: &str) {
 
 impl World {
     /// None (after a notice) when no Docker engine answers outside CI.
-    fn new(opts: impl FnOnce(Options) -> Options) -> Option<World> {
+    pub(crate) fn new(opts: impl FnOnce(Options) -> Options) -> Option<World> {
         let host = docker_host()?;
         let name = fakes::unique("up");
         let network = format!("{name}-net");
@@ -338,7 +338,7 @@ impl World {
         self.pd.run_with(&args)
     }
 
-    fn change(&self, service: &str, text: &str) {
+    pub(crate) fn change(&self, service: &str, text: &str) {
         std::fs::write(
             self.pd
                 .work

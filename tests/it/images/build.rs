@@ -427,6 +427,7 @@ async fn a_context_swapped_during_upload_fails_clearly_and_tags_nothing() {
         chart: None,
         build_args: Default::default(),
         target: None,
+        live_update: Default::default(),
     };
     let services = std::collections::BTreeMap::from([("api".to_string(), service)]);
     let mut opts = images::build_options(

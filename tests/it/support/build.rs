@@ -51,6 +51,7 @@ pub async fn build(engine: &Engine, name: &str, dir: &Path) -> LocalImage {
             chart: None,
             build_args: BTreeMap::new(),
             target: None,
+            live_update: Default::default(),
         },
     )]);
     let mut out = images::build(

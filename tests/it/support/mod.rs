@@ -4,3 +4,4 @@
 pub mod build;
 pub mod docker;
 pub mod registry;
+pub mod standin;

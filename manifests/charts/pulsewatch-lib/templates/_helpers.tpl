@@ -240,3 +240,48 @@ spec:
       scrapeTimeout: {{ $sm.scrapeTimeout | default "10s" }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Live update (dev only; docs/DECISIONS.md "Live update"). `pulsedev dev` copies changed
+files into the running container over the exec API (tar, as `kubectl cp` does). The root
+filesystem stays read-only: a writable emptyDir is mounted only at
+<chart>.liveUpdate.path, and an initContainer of the same image seeds it with the image's
+own files there, so the container starts with exactly what the image holds. Nothing of
+this renders unless <chart>.liveUpdate.enabled (set by manifests/envs/dev/values.yaml only).
+*/}}
+{{- define "pw.liveUpdateInit" -}}
+{{- $v := index .Values .Chart.Name -}}
+{{- if $v.liveUpdate.enabled }}
+initContainers:
+  - name: live-update-seed
+    image: {{ include "pw.image" . | quote }}
+    imagePullPolicy: {{ $v.image.pullPolicy }}
+    command: ["sh", "-c", "cp -R \"$0\"/. /live-update/", {{ $v.liveUpdate.path | quote }}]
+    resources:
+      {{- toYaml $v.resources | nindent 6 }}
+    securityContext:
+      {{- include "pw.containerSecurityContext" . | nindent 6 }}
+    volumeMounts:
+      - name: live-update
+        mountPath: /live-update
+{{- end }}
+{{- end -}}
+
+{{/* The live-update mount of the service's container (see pw.liveUpdateInit). */}}
+{{- define "pw.liveUpdateMount" -}}
+{{- $v := index .Values .Chart.Name -}}
+{{- if $v.liveUpdate.enabled }}
+- name: live-update
+  mountPath: {{ $v.liveUpdate.path }}
+{{- end }}
+{{- end -}}
+
+{{/* The live-update volume (see pw.liveUpdateInit). */}}
+{{- define "pw.liveUpdateVolume" -}}
+{{- $v := index .Values .Chart.Name -}}
+{{- if $v.liveUpdate.enabled }}
+- name: live-update
+  emptyDir:
+    sizeLimit: {{ $v.liveUpdate.sizeLimit }}
+{{- end }}
+{{- end -}}

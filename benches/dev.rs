@@ -1,0 +1,332 @@
+//! `pulsedev dev` benchmarks, on a real Docker engine and a real registry:
+//!
+//!   1. the rebuild path: a one-file change of an api-like context (2,000 files, ~20 MB,
+//!      a layer per directory) to the new image in a local registry, through the code
+//!      `dev` runs (`images::build`: hash, context, build; `RegistryPush`: the changed
+//!      layer), against `docker build` of the same change (the Dockerfile's own build
+//!      time). Target: pulsedev's time at most 5 s beyond docker's.
+//!   2. the watcher's idle cost: `dev::watch::Watch` over a 20,000-file context with
+//!      nothing changing, sampling this process's CPU time (getrusage) and resident
+//!      memory (/proc/self/statm). Target: CPU ≈ 0 and memory that does not grow.
+//!
+//! Run: `scripts/bench-dev` (or `cargo bench --bench dev`) with DOCKER_HOST set;
+//! `… -- 2 600` runs only the watcher for 600 s (default 60 s). `/bin/busybox`,
+//! `/usr/bin/docker-registry` and the `docker` CLI must be installed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pulsedev::config::Service;
+use pulsedev::dev::watch::{Layout, Watch};
+use pulsedev::docker::Engine;
+use pulsedev::images::deliver::Deliver;
+use pulsedev::images::registry::RegistryPush;
+use pulsedev::images::{self, BuildOptions, Status};
+use tokio_util::sync::CancellationToken;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let which: Vec<u32> = match args.first().and_then(|a| a.parse().ok()) {
+        Some(n) => vec![n],
+        None => vec![1, 2],
+    };
+    let idle_secs: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(60);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut ok = true;
+    if which.contains(&1) {
+        match rt.block_on(images::connect_engine(Duration::from_secs(5))) {
+            Ok(engine) => ok &= bench_rebuild(&rt, &engine, work.path()),
+            Err(e) => {
+                eprintln!("no Docker engine answers ({}); set DOCKER_HOST", e.message);
+                ok &= std::env::var_os("CI").is_none();
+            }
+        }
+    }
+    if which.contains(&2) {
+        ok &= bench_idle(&rt, work.path(), Duration::from_secs(idle_secs));
+    }
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "target met" } else { "TARGET MISSED" }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A small local registry (Debian's docker-registry), removed on drop.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Registry {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("storage").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry { child, port }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An api-like context: busybox, `deps/` (what `npm ci` would bring: 1,900 files, the
+/// big layer) and `src/` (100 files: what one edits).
+fn api_context(dir: &Path) {
+    std::fs::create_dir_all(dir.join("deps")).unwrap();
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    for i in 0..1900 {
+        let body: String = (0..10_000)
+            .map(|j| char::from(b'a' + ((i * 7 + j) % 26) as u8))
+            .collect();
+        std::fs::write(dir.join(format!("deps/m{i}.js")), body).unwrap();
+    }
+    for i in 0..100 {
+        std::fs::write(
+            dir.join(format!("src/f{i}.js")),
+            format!("export const v{i} = {i};\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY deps /app/deps\nCOPY src /app/src\nUSER 10001:10001\nCMD [\"/bin/busybox\", \"sleep\", \"3600\"]\n",
+    )
+    .unwrap();
+}
+
+fn bench_rebuild(rt: &tokio::runtime::Runtime, engine: &Engine, work: &Path) -> bool {
+    println!("## 1. rebuild path: one-file change of the api to a new image in the registry");
+    let ctx = work.join("api");
+    api_context(&ctx);
+    let registry = Registry::start(&work.join("registry"));
+    let info = rt.block_on(engine.info()).unwrap();
+    let opts = BuildOptions {
+        prefix: "pdbench-dev".into(),
+        platform: pulsedev::docker::platform(&info),
+        parallel: 1,
+        cache_dir: Some(work.join("cache")),
+    };
+    let services = BTreeMap::from([(
+        "api".to_string(),
+        Service {
+            context: ctx.clone(),
+            dockerfile: "Dockerfile".into(),
+            chart: None,
+            build_args: BTreeMap::new(),
+            target: None,
+            live_update: Default::default(),
+        },
+    )]);
+    let push = RegistryPush::new(engine, registry.port);
+    let mut made: BTreeSet<String> = BTreeSet::new();
+    let mut round = |n: usize| -> (f64, f64) {
+        std::fs::write(
+            ctx.join("src/f7.js"),
+            format!("export const v7 = {n}; // edit {n}\n"),
+        )
+        .unwrap();
+        let t = Instant::now();
+        let mut out = rt.block_on(images::build(
+            engine,
+            &services,
+            &opts,
+            &CancellationToken::new(),
+            Arc::new(|_| {}),
+        ));
+        let o = out.remove(0);
+        let image = match o.status {
+            Status::Built => o.image,
+            other => panic!("not built: {other:?}"),
+        };
+        let build = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        rt.block_on(push.deliver(&image)).unwrap();
+        let deliver = t.elapsed().as_secs_f64();
+        made.insert(image.reference());
+        (build, deliver)
+    };
+    // Warm: the first build and push of everything.
+    round(0);
+    let docker_tag = "pdbench-dev-docker:latest";
+    let docker_build = |n: usize| -> f64 {
+        std::fs::write(
+            ctx.join("src/f7.js"),
+            format!("export const v7 = {n}; // docker edit {n}\n"),
+        )
+        .unwrap();
+        let t = Instant::now();
+        let ok = Command::new("docker")
+            .args(["build", "-q", "-t", docker_tag])
+            .arg(&ctx)
+            .env("DOCKER_BUILDKIT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "docker build failed");
+        t.elapsed().as_secs_f64()
+    };
+    docker_build(0);
+    let (mut builds, mut delivers, mut totals, mut dockers) = (vec![], vec![], vec![], vec![]);
+    for n in 1..=5 {
+        let (b, d) = round(n);
+        builds.push(b);
+        delivers.push(d);
+        totals.push(b + d);
+        dockers.push(docker_build(100 + n));
+    }
+    let (b, d, t, k) = (
+        median(builds),
+        median(delivers),
+        median(totals),
+        median(dockers),
+    );
+    let over = t - k;
+    println!(
+        "  context: 2,001 files, {:.1} MB; 5 rounds, medians",
+        dir_mb(&ctx)
+    );
+    println!("  pulsedev hash+context+build   {b:6.2} s");
+    println!("  pulsedev push (changed layer) {d:6.2} s");
+    println!("  pulsedev total                {t:6.2} s");
+    println!("  docker build (same change)    {k:6.2} s");
+    println!(
+        "  beyond the Dockerfile's build {over:6.2} s  (target ≤ 5 s: {})",
+        verdict(over <= 5.0)
+    );
+    let mut rm: Vec<String> = made.into_iter().collect();
+    rm.push(docker_tag.into());
+    // --no-prune: the parent layers are other builds' cache (a concurrent build whose
+    // cached parent disappears fails with "unable to find image").
+    let _ = Command::new("docker")
+        .args(["rmi", "--no-prune"])
+        .args(&rm)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    over <= 5.0
+}
+
+fn dir_mb(dir: &Path) -> f64 {
+    fn walk(p: &Path) -> u64 {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                if m.is_dir() { walk(&e.path()) } else { m.len() }
+            })
+            .sum()
+    }
+    walk(dir) as f64 / 1e6
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// Resident memory of this process in MiB (/proc/self/statm, pages).
+fn rss_mib() -> f64 {
+    let text = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: f64 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+    pages * page / (1 << 20) as f64
+}
+
+fn bench_idle(rt: &tokio::runtime::Runtime, work: &Path, span: Duration) -> bool {
+    println!(
+        "## 2. watcher idle cost: 20,000-file context, nothing changing, {} s",
+        span.as_secs()
+    );
+    let ctx = work.join("big");
+    for d in 0..200 {
+        let dir = ctx.join(format!("pkg{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            std::fs::write(dir.join(format!("f{f}.js")), "x").unwrap();
+        }
+    }
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let layout = Layout {
+        contexts: BTreeMap::from([("api".to_string(), (ctx.clone(), "Dockerfile".into()))]),
+        charts: Vec::<PathBuf>::new(),
+        root: work.to_path_buf(),
+    };
+    let _guard = rt.enter();
+    let t = Instant::now();
+    let watch = Watch::start(&layout, pulsedev::dev::DEBOUNCE).expect("watching");
+    let setup = t.elapsed().as_secs_f64();
+    let (cpu0, rss0) = (cpu_seconds(), rss_mib());
+    println!("  watch set up in {setup:.2} s (201 directories); RSS {rss0:.1} MiB");
+    let samples = 6u32;
+    let mut rss_max = rss0;
+    for i in 1..=samples {
+        std::thread::sleep(span / samples);
+        let rss = rss_mib();
+        rss_max = rss_max.max(rss);
+        println!(
+            "  after {:>4.0} s: CPU {:.3} s used, RSS {rss:.1} MiB",
+            (span / samples * i).as_secs_f64(),
+            cpu_seconds() - cpu0
+        );
+    }
+    let cpu = cpu_seconds() - cpu0;
+    let share = cpu / span.as_secs_f64() * 100.0;
+    let growth = rss_mib() - rss0;
+    drop(watch);
+    println!(
+        "  idle CPU {share:.3} % of one core, RSS growth {growth:+.2} MiB (peak {rss_max:.1}) (target CPU < 0.1 %, no growth: {})",
+        verdict(share < 0.1 && growth < 1.0)
+    );
+    share < 0.1 && growth < 1.0
+}
