@@ -235,6 +235,41 @@ async fn dump_then_restore_round_trips_data_through_a_real_postgres() {
         r.stderr
     );
 
+    // On a terminal (a pty from util-linux `script`): the exec asks for a TTY, the local
+    // terminal goes raw and comes back, and psql's output arrives.
+    let c = pd.command_with(&[
+        "db",
+        "psql",
+        "--",
+        "-At",
+        "-c",
+        "select count(*) from notes",
+    ]);
+    let line = std::iter::once(c.get_program())
+        .chain(c.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .stdin(std::process::Stdio::null());
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            script.env(k, v);
+        }
+    }
+    if let Some(d) = c.get_current_dir() {
+        script.current_dir(d);
+    }
+    let out = script.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains('2'), "{text:?}");
+    assert!(!text.contains(PASSWORD));
+    assert!(api.execs().last().unwrap().tty, "a TTY was asked for");
+
     // A file that is no dump: pg_restore's own words, exit 1.
     let junk = dir.path().join("junk.dump");
     std::fs::write(&junk, "not a dump").unwrap();
