@@ -19,7 +19,7 @@ use crate::harness::Pd;
 use crate::support::docker;
 use crate::support::standin::{Spec, StandIn};
 
-const PASSWORD: &str = "s3cret-pg-password-for-the-db-test";
+pub(crate) const PASSWORD: &str = "s3cret-pg-password-for-the-db-test";
 const PG: &str = "/usr/lib/postgresql/15";
 
 /// The libraries the PostgreSQL binaries link, as ldd resolves them here.
@@ -51,7 +51,7 @@ fn libraries() -> Vec<String> {
     libs.into_iter().collect()
 }
 
-async fn postgres(engine: &pulsedev::docker::Engine) -> StandIn {
+pub(crate) async fn postgres(engine: &pulsedev::docker::Engine) -> StandIn {
     let mut host_paths: Vec<String> = [
         format!("{PG}/bin"),
         format!("{PG}/lib"),
@@ -105,7 +105,7 @@ async fn postgres(engine: &pulsedev::docker::Engine) -> StandIn {
 }
 
 /// Waits until the stand-in's start script created the database (an observable file).
-fn wait_ready(pg: &StandIn) {
+pub(crate) fn wait_ready(pg: &StandIn) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let done = Command::new("docker")
