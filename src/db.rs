@@ -32,7 +32,7 @@ use crate::kube::exec::{self, Io, Target};
 
 /// Where the Postgres pod keeps the Secret's files (manifests/dev/postgres.yaml).
 pub const SECRET_DIR: &str = "/etc/pulsewatch/secrets/db";
-pub const SECRET: &str = "pulsewatch-db";
+pub const SECRET: &str = crate::secrets::DB_SECRET;
 pub const DATABASE: &str = "pulsewatch";
 pub const SELECTOR: &str = "app.kubernetes.io/instance=postgres";
 pub const CONTAINER: &str = "postgres";
@@ -59,12 +59,13 @@ pub fn with_credentials(program: &str, args: &[String]) -> Vec<String> {
 /// The Postgres pod of the stack in `namespace`; registers the Secret's values with
 /// `redact` first, so no error can show them.
 pub async fn target(engine: &Engine, namespace: &str) -> Result<Target> {
-    for key in ["username", "password"] {
-        if let Ok(Some(v)) =
-            crate::kube::secrets::read_key(engine.client(), namespace, SECRET, key).await
-        {
-            crate::redact::add(SECRET, key, &v);
-        }
+    // The secret keys only (crate::secrets::SECRET_KEYS): the username is the
+    // database's name too ("pulsewatch"), and scrubbing it would mangle every namespace
+    // and file name in the output.
+    if let Ok(Some(v)) =
+        crate::kube::secrets::read_key(engine.client(), namespace, SECRET, "password").await
+    {
+        crate::redact::add(SECRET, "password", &v);
     }
     exec::pick_pod(engine.client(), namespace, SELECTOR, CONTAINER)
         .await

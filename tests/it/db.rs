@@ -19,7 +19,7 @@ use crate::harness::Pd;
 use crate::support::docker;
 use crate::support::standin::{Spec, StandIn};
 
-const PASSWORD: &str = "s3cret-pg-password-for-the-db-test";
+pub(crate) const PASSWORD: &str = "s3cret-pg-password-for-the-db-test";
 const PG: &str = "/usr/lib/postgresql/15";
 
 /// The libraries the PostgreSQL binaries link, as ldd resolves them here.
@@ -51,7 +51,7 @@ fn libraries() -> Vec<String> {
     libs.into_iter().collect()
 }
 
-async fn postgres(engine: &pulsedev::docker::Engine) -> StandIn {
+pub(crate) async fn postgres(engine: &pulsedev::docker::Engine) -> StandIn {
     let mut host_paths: Vec<String> = [
         format!("{PG}/bin"),
         format!("{PG}/lib"),
@@ -105,7 +105,7 @@ async fn postgres(engine: &pulsedev::docker::Engine) -> StandIn {
 }
 
 /// Waits until the stand-in's start script created the database (an observable file).
-fn wait_ready(pg: &StandIn) {
+pub(crate) fn wait_ready(pg: &StandIn) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let done = Command::new("docker")
@@ -234,6 +234,41 @@ async fn dump_then_restore_round_trips_data_through_a_real_postgres() {
         "{}",
         r.stderr
     );
+
+    // On a terminal (a pty from util-linux `script`): the exec asks for a TTY, the local
+    // terminal goes raw and comes back, and psql's output arrives.
+    let c = pd.command_with(&[
+        "db",
+        "psql",
+        "--",
+        "-At",
+        "-c",
+        "select count(*) from notes",
+    ]);
+    let line = std::iter::once(c.get_program())
+        .chain(c.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .stdin(std::process::Stdio::null());
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            script.env(k, v);
+        }
+    }
+    if let Some(d) = c.get_current_dir() {
+        script.current_dir(d);
+    }
+    let out = script.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains('2'), "{text:?}");
+    assert!(!text.contains(PASSWORD));
+    assert!(api.execs().last().unwrap().tty, "a TTY was asked for");
 
     // A file that is no dump: pg_restore's own words, exit 1.
     let junk = dir.path().join("junk.dump");

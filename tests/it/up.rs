@@ -1518,3 +1518,99 @@ fn up_on_a_terminal_leaves_one_final_line_per_step_and_no_stale_spinner() {
         );
     }
 }
+
+/// `reset --keep-data`: the database is dumped from the old cluster's Postgres pod,
+/// the cluster is made again, and the dump is restored into the new one, then removed;
+/// when the new cluster fails to come up, the dump is kept and its path named. The pod
+/// is a real PostgreSQL (tests/it/db.rs) behind the fake API server's exec endpoint.
+#[test]
+fn reset_keep_data_dumps_recreates_and_restores() {
+    let Some(engine) = fakes::rt().block_on(support::docker::engine("reset_keep_data")) else {
+        return;
+    };
+    let pg = fakes::rt().block_on(crate::db::postgres(&engine));
+    let container = pg.container.clone();
+    let Some(w) = World::new(|o| o.exec_into("postgres", &container)) else {
+        return;
+    };
+    let run = w.up(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    crate::db::wait_ready(&pg);
+    let seed = w.pd.run_with(&[
+        "db", "psql", "--", "-v", "ON_ERROR_STOP=1", "-c",
+        "create table notes(id int primary key, body text); insert into notes values (1, 'survives the reset')",
+    ]);
+    assert_eq!(seed.code, 0, "{}", seed.stderr);
+
+    let reset =
+        w.pd.run_with(&["reset", "--keep-data", "--yes", "--timeout", "60"]);
+    assert_eq!(reset.code, 0, "{}", reset.stderr);
+    assert!(
+        reset.stderr.contains("kept the data of pulsewatch"),
+        "{}",
+        reset.stderr
+    );
+    assert!(
+        reset.stderr.contains("restored the kept data"),
+        "{}",
+        reset.stderr
+    );
+    assert!(!reset.stderr.contains(crate::db::PASSWORD));
+    // In order: pg_dump in the old cluster, the cluster made again, pg_restore of every
+    // byte of the dump; the dump removed after the restore.
+    let execs = w.api.execs();
+    let dump = execs
+        .iter()
+        .position(|e| e.command.contains(&"pg_dump".to_string()));
+    let restore = execs
+        .iter()
+        .position(|e| e.command.contains(&"pg_restore".to_string()));
+    let (dump, restore) = (dump.expect("a pg_dump"), restore.expect("a pg_restore"));
+    assert!(dump < restore, "{execs:#?}");
+    assert!(execs[restore].stdin_bytes > 0);
+    let kind_calls = fakes::kind_calls(&w.kind_dir);
+    assert!(
+        kind_calls.iter().any(|c| c.starts_with("delete cluster")),
+        "{kind_calls:?}"
+    );
+    let state = w.pd.home.path().join("state/pulsedev");
+    let left: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".dump"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let check =
+        w.pd.run_with(&["db", "psql", "--", "-At", "-c", "select body from notes"]);
+    assert_eq!(check.stdout, "survives the reset\n", "{}", check.stderr);
+
+    // The new cluster fails (the api crash-loops): the dump stays, and the error says
+    // where.
+    w.api.configure(|o| o.crash_looping.push("api".into()));
+    let reset =
+        w.pd.run_with(&["reset", "--keep-data", "--yes", "--timeout", "60"]);
+    assert_eq!(reset.code, 1, "{}", reset.stderr);
+    assert!(
+        reset.stderr.contains("error[pod-crash-looping]"),
+        "{}",
+        reset.stderr
+    );
+    let kept: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dump"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        reset
+            .stderr
+            .contains(&format!("the data is kept in {}", kept[0].display())),
+        "{}",
+        reset.stderr
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&kept[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}

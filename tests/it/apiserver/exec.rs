@@ -68,6 +68,8 @@ pub struct Record {
     pub protocol: String,
     /// Bytes received on the stdin channel.
     pub stdin_bytes: u64,
+    /// Whether the client asked for a TTY.
+    pub tty: bool,
     /// The status written on channel 3 (Null when none was).
     pub status: Value,
 }
@@ -142,6 +144,7 @@ pub(super) fn serve<S: Split>(
         command: command.clone(),
         protocol: String::new(),
         stdin_bytes: 0,
+        tty,
         status: Value::Null,
     };
     let offered: Vec<String> = req
