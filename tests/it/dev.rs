@@ -109,12 +109,12 @@ impl Dev {
     }
 }
 
-/// The World with its own copy of manifests/ (the tests edit values), not a symlink
+/// The World with its own copy of manifests/ (the tests edit values), not symlinks
 /// into the repository.
 fn world() -> Option<World> {
     let w = World::new(|o| o)?;
     let link = w.pd.work.path().join("manifests");
-    std::fs::remove_file(&link).unwrap();
+    std::fs::remove_dir_all(&link).unwrap();
     let ok = std::process::Command::new("cp")
         .arg("-a")
         .arg(crate::harness::repo_root().join("manifests"))
@@ -123,6 +123,8 @@ fn world() -> Option<World> {
         .unwrap()
         .success();
     assert!(ok, "copying manifests/");
+    // The platform charts are stand-ins, not the releases the committed pins name.
+    crate::up::unpin_charts(&link.join("platform/pins.toml"));
     Some(w)
 }
 

@@ -204,11 +204,21 @@ pub(crate) fn stand_in_manifests(work: &Path) {
             std::os::unix::fs::symlink(e.path(), dir.join("platform").join(e.file_name())).unwrap();
         }
     }
-    let pins = std::fs::read_to_string(repo.join("platform/pins.toml")).unwrap();
+    std::fs::copy(
+        repo.join("platform/pins.toml"),
+        dir.join("platform/pins.toml"),
+    )
+    .unwrap();
+    unpin_charts(&dir.join("platform/pins.toml"));
+}
+
+/// Clears every pinned chart SHA-256 of the pins file at `path` (a sandbox's copy).
+pub(crate) fn unpin_charts(path: &Path) {
+    let pins = std::fs::read_to_string(path).unwrap();
     let unpinned = regex::Regex::new(r#"(?m)^sha256 = "[0-9a-f]{64}"$"#)
         .unwrap()
         .replace_all(&pins, r#"sha256 = """#);
-    std::fs::write(dir.join("platform/pins.toml"), unpinned.as_ref()).unwrap();
+    std::fs::write(path, unpinned.as_ref()).unwrap();
 }
 
 /// What pulsedev keeps after downloading each archive in `dir` itself: its SHA-256 in
