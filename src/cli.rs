@@ -114,6 +114,9 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Build the service images (no cluster needed); `build api` builds one
     Build(BuildArgs),
+    /// Bring everything `up` downloads onto this machine (tools, node image, charts,
+    /// base images, a first build), so `up`, `render` and `reset` need no network
+    Fetch(FetchArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -175,6 +178,13 @@ pub struct RenderArgs {
     #[arg(long, value_name = "SERVICE")]
     pub service: Option<String>,
     /// Add-ons to render too: `observability` (also `observability = true` in pulsedev.toml)
+    #[arg(long = "with", value_name = "ADD-ON", value_parser = ["observability"])]
+    pub with: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Add-ons to fetch too: `observability` (also `observability = true` in pulsedev.toml)
     #[arg(long = "with", value_name = "ADD-ON", value_parser = ["observability"])]
     pub with: Vec<String>,
 }
@@ -530,6 +540,11 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
             crate::cluster::cmd::create(ctx, &args).await
         }
         Command::Build(args) => cmd_build(ctx, args).await,
+        Command::Fetch(args) => {
+            let mut config = ctx.config()?;
+            config.observability |= args.with.iter().any(|w| w == "observability");
+            crate::fetch::run(ctx, config).await
+        }
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "pulsedev", &mut script);

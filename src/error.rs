@@ -34,6 +34,9 @@ pub enum ErrorKind {
     RenderFailed,
     /// A pinned platform chart could not be fetched (`helm pull`).
     ChartFetchFailed,
+    /// Something `up` downloads is not on this machine and its source does not answer
+    /// (doctor's download checks).
+    DownloadUnreachable,
     ApplyFailed,
     WebhookNotReady,
     RolloutTimeout,
@@ -60,7 +63,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 31] = [
+    pub const ALL: [ErrorKind; 32] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -78,6 +81,7 @@ impl ErrorKind {
         ErrorKind::ImagePushFailed,
         ErrorKind::RenderFailed,
         ErrorKind::ChartFetchFailed,
+        ErrorKind::DownloadUnreachable,
         ErrorKind::ApplyFailed,
         ErrorKind::WebhookNotReady,
         ErrorKind::RolloutTimeout,
@@ -118,6 +122,7 @@ impl ErrorKind {
             ErrorKind::ImagePushFailed => "image-push-failed",
             ErrorKind::RenderFailed => "render-failed",
             ErrorKind::ChartFetchFailed => "chart-fetch-failed",
+            ErrorKind::DownloadUnreachable => "download-unreachable",
             ErrorKind::ApplyFailed => "apply-failed",
             ErrorKind::WebhookNotReady => "webhook-not-ready",
             ErrorKind::RolloutTimeout => "rollout-timeout",
@@ -146,6 +151,7 @@ impl ErrorKind {
             | ErrorKind::ToolMissing
             | ErrorKind::ToolTooOld
             | ErrorKind::ToolChecksumMismatch
+            | ErrorKind::DownloadUnreachable
             | ErrorKind::PreflightFailed => exit::MACHINE_NOT_READY,
             // Pointing pulsedev at a context it did not make is a configuration
             // problem of the invocation, not a failed piece of work.
