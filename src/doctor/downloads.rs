@@ -196,8 +196,8 @@ fn group_check(g: Group, probed: Probed) -> Check {
     let id = g.check_id();
     let mut here = Vec::new();
     let mut reachable = Vec::new();
-    let mut unreachable = Vec::new();
-    let mut unknown = Vec::new();
+    let mut unreachable: Vec<(String, Vec<String>)> = Vec::new();
+    let mut unknown: Vec<(String, Vec<String>)> = Vec::new();
     for (piece, result) in probed {
         match (&piece.state, result) {
             (State::Here(where_), _) => here.push(format!("{} ({where_})", piece.what)),
@@ -214,7 +214,13 @@ fn group_check(g: Group, probed: Probed) -> Check {
                 None => unreachable.push((why, vec![piece.what.clone()])),
             },
             (State::Missing(_), None) => {}
-            (State::Unknown(why), _) => unknown.push(format!("{}: {why}", piece.what)),
+            (State::Unknown(why), _) => match unknown
+                .iter_mut()
+                .find(|(w, _): &&mut (String, Vec<String>)| w == why)
+            {
+                Some((_, whats)) => whats.push(piece.what.clone()),
+                None => unknown.push((why.clone(), vec![piece.what.clone()])),
+            },
         }
     }
     if !unreachable.is_empty() {
@@ -236,9 +242,15 @@ fn group_check(g: Group, probed: Probed) -> Check {
         return Check::warn(
             id,
             UNCHECKED,
-            format!("could not tell whether it is here: {}", unknown.join("; ")),
-            "fix the checks above (Docker, the Dockerfiles), then run `pulsedev doctor` again"
-                .to_string(),
+            format!(
+                "could not tell whether it is here: {}",
+                unknown
+                    .iter()
+                    .map(|(why, whats)| format!("{} ({why})", whats.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            "fix what stopped the check (named above), then run `pulsedev doctor` again",
         );
     }
     let mut parts = reachable;
@@ -255,12 +267,26 @@ fn offline_check(checks: &[Check]) -> Check {
         .iter()
         .filter(|c| c.id.starts_with("download-"))
         .collect();
-    let to_fetch: Vec<&str> = downloads
-        .iter()
-        .filter(|c| c.status != Status::Ok || c.message.contains("is not here"))
-        .map(|c| c.id.trim_start_matches("download-"))
-        .collect();
-    if to_fetch.is_empty() {
+    let names = |keep: &dyn Fn(&Check) -> bool| -> Vec<&str> {
+        downloads
+            .iter()
+            .filter(|c| keep(c))
+            .map(|c| c.id.trim_start_matches("download-"))
+            .collect()
+    };
+    let to_fetch = names(&|c| c.status == Status::Fail || c.message.contains("is not here"));
+    let unknown = names(&|c| c.status == Status::Warn);
+    let mut parts = Vec::new();
+    if !to_fetch.is_empty() {
+        parts.push(format!(
+            "`up` would download ({}); `pulsedev fetch` brings it all here",
+            to_fetch.join(", ")
+        ));
+    }
+    if !unknown.is_empty() {
+        parts.push(format!("not known for ({})", unknown.join(", ")));
+    }
+    if parts.is_empty() {
         Check::ok(
             "offline",
             "ready offline: everything `up` downloads is on this machine",
@@ -268,10 +294,7 @@ fn offline_check(checks: &[Check]) -> Check {
     } else {
         Check::ok(
             "offline",
-            format!(
-                "not ready offline: `up` would download ({}); `pulsedev fetch` brings it all here",
-                to_fetch.join(", ")
-            ),
+            format!("not ready offline: {}", parts.join("; ")),
         )
     }
 }
