@@ -520,3 +520,58 @@ impl Drop for Cleanup {
         });
     }
 }
+
+/// Issue 14: a chart download cut short (helm killed, the disk full) must not leave a
+/// partial archive where `up` and `render` take it for the chart: `helm pull` writes
+/// into a staging directory that is renamed into the cache only when complete.
+#[test]
+fn a_chart_download_cut_short_leaves_nothing_in_the_cache() {
+    let Some(host) = docker_host() else { return };
+    // helm that writes half an archive into --destination, then dies.
+    let helm = r#"[ "$1" = version ] && { echo "v4.2.1+g5cf6a4e"; exit 0; }
+while [ $# -gt 0 ]; do [ "$1" = --destination ] && dest="$2"; shift; done
+printf 'partial' > "$dest/nginx-ingress-2.7.0.tgz"
+printf 'partial' > "$dest/cert-manager-v1.21.1.tgz"
+echo "Error: unexpected EOF" >&2
+exit 1"#;
+    let pd = fakes::with_node_image(Pd::new(), &host)
+        .tool(
+            "kind",
+            r#"[ "$1" = version ] && echo "kind v0.32.0 go1.24.2 linux/amd64""#,
+        )
+        .tool("helm", helm)
+        .tool("docker", fakes::FAKE_DOCKER_CLI)
+        .env("DOCKER_HOST", &host)
+        .env("PULSEDEV_REGISTRY_IMAGE", fakes::NODE_IMAGE);
+    std::os::unix::fs::symlink(
+        repo_root().join("manifests"),
+        pd.work.path().join("manifests"),
+    )
+    .unwrap();
+    let svc = pd.work.path().join("svc");
+    std::fs::create_dir_all(&svc).unwrap();
+    std::fs::write(svc.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /x\n").unwrap();
+    pd.write(
+        "pulsedev.toml",
+        "[services.api]\ncontext = \"svc\"\nchart = \"manifests/charts/api\"\n",
+    );
+    let run = pd.run_with(&["fetch", "--output", "json"]);
+    let doc = run.json();
+    assert_eq!(run.code, 1, "{doc:#}");
+    let charts = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "platform-charts")
+        .unwrap();
+    assert_eq!(charts["status"], "failed", "{doc:#}");
+    assert_eq!(charts["error"]["id"], "chart-fetch-failed", "{doc:#}");
+    let dir = pd.home.path().join("cache/pulsedev/charts");
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the chart cache: {left:?}");
+}
