@@ -319,7 +319,7 @@ pub fn chart_states(
 fn chart_state(c: &PlatformChart, cache: &Path, env: &dyn Fn(&str) -> Option<String>) -> Piece {
     let archive = stack::chart_archive(cache, c);
     let what = format!("chart {} {}", c.chart, c.version);
-    if archive.is_file() {
+    if chart_is_trusted(&archive, c) {
         return Piece {
             what,
             state: State::Here(format!("in pulsedev's chart cache ({})", archive.display())),
@@ -339,6 +339,27 @@ fn chart_state(c: &PlatformChart, cache: &Path, env: &dyn Fn(&str) -> Option<Str
 /// An image the engine must have: what it is for, and its reference (or why the
 /// reference could not be read).
 pub type NeededImage = (String, std::result::Result<String, String>);
+
+/// Whether `up` would use the cached archive as it is: its SHA-256 is the pin's or the
+/// one recorded at pulsedev's download (`stack::verify_chart`, which `up` runs and which
+/// deletes a mismatch; this only reads, as doctor changes nothing). Anything else is
+/// downloaded again by `up`.
+fn chart_is_trusted(archive: &Path, c: &PlatformChart) -> bool {
+    use sha2::Digest;
+    let Ok(bytes) = std::fs::read(archive) else {
+        return false;
+    };
+    let got = hex::encode(sha2::Sha256::digest(&bytes));
+    let want = if c.sha256.is_empty() {
+        match std::fs::read_to_string(stack::recorded_digest(archive)) {
+            Ok(text) => text.trim().to_string(),
+            Err(_) => return false,
+        }
+    } else {
+        c.sha256.to_ascii_lowercase()
+    };
+    got == want
+}
 
 /// The images the engine must have: the node image, the registry image (when images
 /// go through the registry), and every service's base images.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sha2::Digest;
 
 use crate::config::{Config, Env};
 use crate::error::{Error, ErrorKind, Result};
@@ -136,6 +137,98 @@ pub fn chart_archive(cache: &Path, c: &PlatformChart) -> PathBuf {
     cache
         .join("charts")
         .join(format!("{}-{}.tgz", c.chart, c.version))
+}
+
+/// The digest pulsedev records beside an archive it downloaded itself, for a pin
+/// without `sha256` (trust on first download).
+pub fn recorded_digest(archive: &Path) -> PathBuf {
+    archive.with_extension("tgz.sha256")
+}
+
+/// What the check of a cached chart archive found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChartTrust {
+    /// Its SHA-256 is the pin's, or the one recorded when pulsedev downloaded it.
+    Verified,
+    /// No pin and no record: pulsedev did not download it (planted, copied in, or its
+    /// record deleted), so nothing may read it; `up` downloads it again.
+    Unrecorded,
+}
+
+/// Checks a cached platform chart archive before anything reads it: its SHA-256 is the
+/// pin's (manifests/platform/pins.toml) or, for an entry without one, the digest recorded
+/// when pulsedev downloaded it; and its Chart.yaml names the pinned chart and version.
+/// A mismatch removes the archive (so the next `up` downloads it again) and fails with
+/// `tool-checksum-mismatch`.
+pub fn verify_chart(archive: &Path, c: &PlatformChart) -> Result<ChartTrust> {
+    let bytes = std::fs::read(archive)
+        .map_err(|e| Error::internal(format!("failed to read {}: {e}", archive.display())))?;
+    let got = hex::encode(sha2::Sha256::digest(&bytes));
+    let (want, source) = if !c.sha256.is_empty() {
+        (
+            c.sha256.to_ascii_lowercase(),
+            "pinned in manifests/platform/pins.toml",
+        )
+    } else {
+        match crate::state::read_optional(&recorded_digest(archive))? {
+            Some(first) => (first.trim().to_string(), "recorded at its download"),
+            None => return Ok(ChartTrust::Unrecorded),
+        }
+    };
+    let refuse = |message: String| {
+        let _ = std::fs::remove_file(archive);
+        let _ = std::fs::remove_file(recorded_digest(archive));
+        Error::new(ErrorKind::ToolChecksumMismatch, message).with_hint(
+            "the archive was removed; run again, and if it repeats check manifests/platform/pins.toml",
+        )
+    };
+    if got != want {
+        return Err(refuse(format!(
+            "the {} chart {} has SHA-256 {got}, not {want} ({source})",
+            c.chart, c.version
+        )));
+    }
+    match chart_identity(&bytes, &c.chart) {
+        // Helm's SemVer reads `v1.21.1` and `1.21.1` alike (Masterminds/semver).
+        Some((name, version))
+            if name == c.chart
+                && version.trim_start_matches('v') == c.version.trim_start_matches('v') =>
+        {
+            Ok(ChartTrust::Verified)
+        }
+        found => Err(refuse(format!(
+            "the archive cached as the {} chart {} holds {}",
+            c.chart,
+            c.version,
+            match found {
+                Some((name, version)) => format!("the chart {name} {version}"),
+                None => format!("no {}/Chart.yaml", c.chart),
+            }
+        ))),
+    }
+}
+
+/// `name` and `version` of the chart at the top of an archive (`<dir>/Chart.yaml`, the
+/// layout `helm package` writes), read from the bytes already verified.
+fn chart_identity(bytes: &[u8], dir: &str) -> Option<(String, String)> {
+    #[derive(Deserialize)]
+    struct ChartYaml {
+        name: String,
+        version: String,
+    }
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    for entry in tar.entries().ok()? {
+        let mut entry = entry.ok()?;
+        if entry.path().ok()? != Path::new(dir).join("Chart.yaml") {
+            continue;
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text).ok()?;
+        // Chart.yaml is YAML 1.2 to Helm (sigs.k8s.io/yaml), and `version` a string.
+        let c: ChartYaml = serde_saphyr::from_str(&text).ok()?;
+        return Some((c.name, c.version));
+    }
+    None
 }
 
 /// Files of a directory with a .yaml/.yml extension, sorted by name, minus `except`.
@@ -334,7 +427,8 @@ pub fn remote_schema_refs(archive: &Path) -> Result<Vec<String>> {
     Ok(out.into_iter().collect())
 }
 
-/// Renders a pinned platform chart from the cache; `None` when it is not cached.
+/// Renders a pinned platform chart from the cache, verified (`verify_chart`); `None`
+/// when it is not cached, or cached without a pin or a record of its download.
 ///
 /// A chart whose values schema refers to schemas on the web is rendered with
 /// `--skip-schema-validation`, so `up` and `render` never depend on that host (helm
@@ -349,7 +443,7 @@ pub async fn render_platform_chart(
     c: &PlatformChart,
 ) -> Result<Option<Piece>> {
     let archive = chart_archive(cache, c);
-    if !archive.is_file() {
+    if !archive.is_file() || verify_chart(&archive, c)? == ChartTrust::Unrecorded {
         return Ok(None);
     }
     let t = Template {
@@ -443,8 +537,8 @@ async fn render_platform(
         match piece {
             Some(p) => out.pieces.push(p),
             None => out.skipped.push(format!(
-                "platform chart {key} ({} {} from {}) is not in the cache, so it is not rendered; \
-                 `pulsedev up` fetches it",
+                "platform chart {key} ({} {} from {}) is not in the cache (or was not \
+                 downloaded by pulsedev), so it is not rendered; `pulsedev up` fetches it",
                 c.chart, c.version, c.repo_url
             )),
         }
@@ -511,6 +605,48 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_chart_is_used_only_when_pinned_or_recorded_and_of_the_pinned_release() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut c = load_pins(root).unwrap()["cert-manager"].clone();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cert-manager-v1.21.1.tgz");
+        let write = |version: &str| {
+            let a = archive(&[(
+                "cert-manager/Chart.yaml",
+                &format!("apiVersion: v2\nname: cert-manager\nversion: {version}\n"),
+            )]);
+            std::fs::copy(a.path(), &path).unwrap();
+            hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()))
+        };
+        // The committed pin names the real release: this stand-in is not it.
+        write("v1.21.1");
+        let e = verify_chart(&path, &c).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ToolChecksumMismatch);
+        assert!(e.message.contains("pinned in manifests/platform/pins.toml"));
+        assert!(!path.exists(), "removed");
+        // Without a pin: trusted only with the record of pulsedev's own download.
+        c.sha256.clear();
+        let digest = write("v1.21.1");
+        assert_eq!(verify_chart(&path, &c).unwrap(), ChartTrust::Unrecorded);
+        std::fs::write(recorded_digest(&path), format!("{digest}\n")).unwrap();
+        assert_eq!(verify_chart(&path, &c).unwrap(), ChartTrust::Verified);
+        // Helm reads `v1.21.1` and `1.21.1` as one version.
+        let digest = write("1.21.1");
+        std::fs::write(recorded_digest(&path), &digest).unwrap();
+        assert_eq!(verify_chart(&path, &c).unwrap(), ChartTrust::Verified);
+        // Another version under the pinned name: refused, archive and record removed.
+        let digest = write("v1.20.0");
+        std::fs::write(recorded_digest(&path), &digest).unwrap();
+        let e = verify_chart(&path, &c).unwrap_err();
+        assert!(
+            e.message.contains("holds the chart cert-manager v1.20.0"),
+            "{}",
+            e.message
+        );
+        assert!(!path.exists() && !recorded_digest(&path).exists());
+    }
+
+    #[test]
     fn remote_schema_refs_are_found_in_the_chart_and_its_subcharts() {
         let remote = r##"{"properties": {"a": {"$ref": "https://h.example/defs.json#/definitions/A"},
             "b": {"items": [{"$ref": "http://h.example/other.json"}]},
@@ -544,6 +680,14 @@ mod tests {
         assert_eq!(ingress.chart, "nginx-ingress");
         assert!(!ingress.version.is_empty());
         assert_eq!(pins["cert-manager"].version, "v1.21.1");
+        for c in pins.values() {
+            assert!(
+                c.sha256.is_empty()
+                    || (c.sha256.len() == 64 && c.sha256.bytes().all(|b| b.is_ascii_hexdigit())),
+                "{}: sha256 is 64 hex digits or empty",
+                c.chart
+            );
+        }
         assert!(!ingress.include_crds, "NGINX custom resources are off");
         assert!(pins["cert-manager"].include_crds);
         assert!(root.join(&ingress.values).is_file());

@@ -931,8 +931,11 @@ async fn deploy_services(
     s.apply_and_wait(now, vec![], None, cancel).await
 }
 
-/// Puts a platform chart into the cache with `helm pull` unless it is there; checks
-/// its SHA-256 against the pin when the pin has one. Returns whether it fetched.
+/// Puts a platform chart into the cache with `helm pull` unless a verified copy is
+/// there (`stack::verify_chart`). A pin without `sha256` is trusted on first download:
+/// the digest of what `helm pull` brought is recorded beside the archive, and only an
+/// archive pulsedev downloaded and recorded is ever used; one without a record (planted,
+/// copied in, or its record deleted) is downloaded again. Returns whether it fetched.
 /// `helm pull` writes into a fresh directory beside the cache entry, which is renamed
 /// into place once complete: a run killed mid-download leaves no half-written archive
 /// where `up` and `render` would take it for the chart (`pulsedev fetch` uses this too).
@@ -944,8 +947,15 @@ pub(crate) async fn fetch_chart(
 ) -> Result<bool> {
     let archive = stack::chart_archive(&dirs.cache, c);
     if archive.is_file() {
-        verify_chart(&archive, c, ui)?;
-        return Ok(false);
+        if stack::verify_chart(&archive, c)? == stack::ChartTrust::Verified {
+            return Ok(false);
+        }
+        ui.warn(&format!(
+            "the {} chart {} in the cache has no pinned SHA-256 and no record of being \
+             downloaded by pulsedev; downloading it again",
+            c.chart, c.version
+        ));
+        state::remove_file(&archive)?;
     }
     let charts_dir = archive.parent().expect("archives live in a directory");
     state::private_dir(charts_dir)?;
@@ -984,7 +994,21 @@ pub(crate) async fn fetch_chart(
         .with_hint("check the network (HTTPS_PROXY is honoured), then run `pulsedev up` again"));
     }
     std::fs::rename(&pulled, &archive).map_err(|e| state::io_error("install", &archive, e))?;
-    verify_chart(&archive, c, ui)?;
+    if c.sha256.is_empty() {
+        let bytes = std::fs::read(&archive)
+            .map_err(|e| Error::internal(format!("failed to read {}: {e}", archive.display())))?;
+        let got = hex::encode(Sha256::digest(&bytes));
+        ui.warn(&format!(
+            "the {} chart {} has no pinned SHA-256; recorded {got} from this download \
+             (pin it in manifests/platform/pins.toml)",
+            c.chart, c.version
+        ));
+        state::write_private(
+            &stack::recorded_digest(&archive),
+            format!("{got}\n").as_bytes(),
+        )?;
+    }
+    stack::verify_chart(&archive, c)?;
     Ok(true)
 }
 
@@ -1006,44 +1030,6 @@ fn why_helm_failed(out: &std::process::Output, archive: &std::path::Path) -> Str
     } else {
         format!("`helm pull` failed ({}) and printed nothing", out.status)
     }
-}
-
-/// Checks a cached chart archive against the pinned SHA-256. A pin without one is
-/// trusted on first use: the digest of the first download is kept beside the archive
-/// (`<archive>.sha256`) and every later use must match it.
-fn verify_chart(archive: &std::path::Path, c: &PlatformChart, ui: &Ui) -> Result<()> {
-    let bytes = std::fs::read(archive)
-        .map_err(|e| Error::internal(format!("failed to read {}: {e}", archive.display())))?;
-    let got = hex::encode(Sha256::digest(&bytes));
-    let recorded = archive.with_extension("tgz.sha256");
-    let (want, source) = if !c.sha256.is_empty() {
-        (
-            c.sha256.to_ascii_lowercase(),
-            "pinned in manifests/platform/pins.toml",
-        )
-    } else if let Some(first) = state::read_optional(&recorded)? {
-        (first.trim().to_string(), "recorded at its first download")
-    } else {
-        ui.warn(&format!(
-            "the {} chart {} has no pinned SHA-256; recorded {got} from this first download \
-             (pin it in manifests/platform/pins.toml)",
-            c.chart, c.version
-        ));
-        state::write_private(&recorded, format!("{got}\n").as_bytes())?;
-        return Ok(());
-    };
-    if got != want {
-        let _ = std::fs::remove_file(archive);
-        return Err(Error::new(
-            ErrorKind::ToolChecksumMismatch,
-            format!(
-                "the {} chart {} has SHA-256 {got}, not {want} ({source})",
-                c.chart, c.version
-            ),
-        )
-        .with_hint("the archive was removed; run again, and if it repeats check manifests/platform/pins.toml"));
-    }
-    Ok(())
 }
 
 async fn interruptible<T>(

@@ -4,6 +4,8 @@
 //! Owns: create-if-absent and single-key reads. Must not log or return secret values
 //! other than the key explicitly asked for.
 
+use std::time::Duration;
+
 use ::kube::Client;
 use ::kube::api::{Api, PostParams};
 use k8s_openapi::api::core::v1::Secret;
@@ -60,6 +62,26 @@ pub async fn create_if_absent(
     Ok(out)
 }
 
+/// Hands the stack's secret values already in the cluster (`crate::secrets::SECRET_KEYS`:
+/// the dev credentials in `app`, Grafana's admin password in `monitoring`) to
+/// `crate::redact`, for commands that print what the cluster says (pod messages, log
+/// lines) without having created the Secrets themselves. Best effort and bounded by
+/// `limit`: a Secret that is absent or cannot be read is skipped (there is nothing of it
+/// to scrub that this process could know).
+pub async fn remember_stack(client: &Client, app: &str, monitoring: &str, limit: Duration) {
+    for &(name, key) in &crate::secrets::SECRET_KEYS {
+        let ns = if name == crate::secrets::GRAFANA_SECRET {
+            monitoring
+        } else {
+            app
+        };
+        if let Ok(Ok(Some(v))) = tokio::time::timeout(limit, read_key(client, ns, name, key)).await
+        {
+            crate::redact::add(name, key, &v);
+        }
+    }
+}
+
 /// The bytes of `key` in Secret `ns/name`; `None` when the Secret or key is absent.
 pub async fn read_key(client: &Client, ns: &str, name: &str, key: &str) -> Result<Option<Vec<u8>>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -86,6 +108,54 @@ mod tests {
         json!({"apiVersion": "v1", "kind": "Secret",
                "metadata": {"name": name, "namespace": "pulsewatch-dev"},
                "stringData": {"password": "s3cret-value"}})
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stacks_secret_values_in_the_cluster_are_scrubbed_from_then_on() {
+        use base64::Engine as _;
+        let value = "remembered-from-the-cluster-7f3a";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+        let (client, server) = Scenario::new()
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/secrets/pulsewatch-db").ok(
+                    json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "pulsewatch-db", "namespace": "pulsewatch-dev"},
+                    "data": {"username": "cHVsc2V3YXRjaA==", "password": b64}}),
+                ),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/secrets/pulsewatch-app").fail(
+                    404,
+                    "NotFound",
+                    "secrets \"pulsewatch-app\" not found",
+                ),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/monitoring/secrets/grafana-admin").fail(
+                    403,
+                    "Forbidden",
+                    "secrets \"grafana-admin\" is forbidden",
+                ),
+            )
+            .start();
+        assert_eq!(crate::redact::scrub(value), value, "not known before");
+        remember_stack(
+            &client,
+            "pulsewatch-dev",
+            "monitoring",
+            Duration::from_secs(5),
+        )
+        .await;
+        server.finish().await;
+        assert_eq!(
+            crate::redact::scrub(&format!(
+                "DATABASE_URL=postgres://pulsewatch:{value}@postgres"
+            )),
+            "DATABASE_URL=postgres://pulsewatch:[redacted secret pulsewatch-db:password]@postgres"
+        );
+        // Usernames are not secrets.
+        assert_eq!(crate::redact::scrub("pulsewatch"), "pulsewatch");
     }
 
     #[tokio::test(start_paused = true)]

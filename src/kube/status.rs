@@ -111,6 +111,8 @@ pub struct StatusSpec {
     pub ingress_namespaces: Vec<String>,
     /// The host port HTTPS is published on (443 is left out of URLs).
     pub https_port: u16,
+    /// Where the stack's dev Secrets live, read so their values are scrubbed from output.
+    pub secrets_namespace: Option<String>,
 }
 
 impl StatusSpec {
@@ -158,6 +160,7 @@ impl StatusSpec {
             checks,
             ingress_namespaces: vec![app.into(), "monitoring".into()],
             https_port,
+            secrets_namespace: Some(app.into()),
         }
     }
 }
@@ -478,6 +481,11 @@ impl Engine {
                 return StatusReport::finish(cluster, rows, vec![]);
             }
         }
+        // The rows quote what the cluster says (a terminated container's message, an
+        // event): the stack's secret values are known to the scrubber before any is shown.
+        if let Some(app) = &spec.secrets_namespace {
+            super::secrets::remember_stack(&self.client, app, "monitoring", PING_TIMEOUT).await;
+        }
         for check in &spec.checks {
             rows.extend(self.check(check).await);
         }
@@ -746,8 +754,16 @@ mod tests {
             with_image(fixtures::deployment(ns, name, (1, 1), 1, (1, 1, 1)), image)
         };
         let get = |path: &str, body: Value| Exchange::get(path).ok(body);
+        let absent = |ns: &str, name: &str| {
+            Exchange::get(&format!("/api/v1/namespaces/{ns}/secrets/{name}"))
+                .reply(404, not_found("secrets", name))
+        };
         Scenario::new()
             .then(get("/version", version()))
+            // The stack's Secrets, read for the scrubber before any row is shown.
+            .then(absent("pulsewatch-dev", "pulsewatch-db"))
+            .then(absent("pulsewatch-dev", "pulsewatch-app"))
+            .then(absent("monitoring", "grafana-admin"))
             .then(
                 Exchange::get("/apis/apps/v1/namespaces/platform/deployments")
                     .query("labelSelector", "app.kubernetes.io/name=nginx-ingress")

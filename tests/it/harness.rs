@@ -84,6 +84,11 @@ impl Pd {
         self
     }
 
+    /// The value the sandbox gives `k` (e.g. its PATH, to put a tool in front).
+    pub fn env_of(&self, k: &str) -> &str {
+        self.env.get(k).map(String::as_str).unwrap_or_default()
+    }
+
     pub fn without(mut self, k: &str) -> Pd {
         self.env.remove(k);
         self

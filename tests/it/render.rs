@@ -359,6 +359,7 @@ fn a_cached_chart_with_remote_schema_refs_renders_offline_without_unused_crds() 
     let dir = pd.home.path().join("cache/pulsedev/charts");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{name}-{}.tgz", ingress.version)), archive).unwrap();
+    crate::up::record_downloads(&dir);
     let run = pd.args(&["render", "--env", "dev"]).run();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(

@@ -190,6 +190,50 @@ pub(crate) fn platform_chart_archives() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// The project's manifests for a sandbox whose platform charts are stand-ins: every
+/// file is the repository's (symlinked) except manifests/platform/pins.toml, a copy
+/// without the pinned SHA-256s (those name the real release archives, which a stand-in
+/// is not), so the stand-ins are trusted as pulsedev's own downloads are.
+pub(crate) fn stand_in_manifests(work: &Path) {
+    let repo = repo_root().join("manifests");
+    let dir = work.join("manifests");
+    std::fs::create_dir_all(dir.join("platform")).unwrap();
+    for e in std::fs::read_dir(&repo).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "platform" {
+            std::os::unix::fs::symlink(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    }
+    for e in std::fs::read_dir(repo.join("platform")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "pins.toml" {
+            std::os::unix::fs::symlink(e.path(), dir.join("platform").join(e.file_name())).unwrap();
+        }
+    }
+    let pins = std::fs::read_to_string(repo.join("platform/pins.toml")).unwrap();
+    let unpinned = regex::Regex::new(r#"(?m)^sha256 = "[0-9a-f]{64}"$"#)
+        .unwrap()
+        .replace_all(&pins, r#"sha256 = """#);
+    std::fs::write(dir.join("platform/pins.toml"), unpinned.as_ref()).unwrap();
+}
+
+/// What pulsedev keeps after downloading each archive in `dir` itself: its SHA-256 in
+/// `<archive>.sha256` (`stack::recorded_digest`).
+pub(crate) fn record_downloads(dir: &Path) {
+    use sha2::Digest;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "tgz") {
+            let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()));
+            std::fs::write(
+                pulsedev::stack::recorded_digest(&path),
+                format!("{digest}\n"),
+            )
+            .unwrap();
+        }
+    }
+}
+
 /// A service context FROM scratch: busybox and one file whose content we change.
 fn write_service(dir: &Path, name: &str) {
     std::fs::create_dir_all(dir).unwrap();
@@ -274,11 +318,8 @@ impl World {
         let pd = pd.env("FAKE_KIND_DIR", kind_dir.display().to_string());
         seed_platform_charts(&pd.home.path().join("cache"));
         seed_observability_charts(&pd.home.path().join("cache"));
-        std::os::unix::fs::symlink(
-            repo_root().join("manifests"),
-            pd.work.path().join("manifests"),
-        )
-        .unwrap();
+        record_downloads(&pd.home.path().join("cache/pulsedev/charts"));
+        stand_in_manifests(pd.work.path());
         let mut toml = String::new();
         for s in SERVICES {
             write_service(&pd.work.path().join("svc").join(s), s);
@@ -1076,16 +1117,41 @@ fn ctrl_c_after_a_failure_still_exits_130_and_keeps_the_failure() {
     );
 }
 
-#[test]
-fn unpinned_platform_charts_are_trusted_on_first_use_then_verified() {
-    let Some(w) = World::new(|o| o) else { return };
-    let first = w.up(&[]);
-    assert_eq!(first.code, 0, "{}", first.stderr);
-    assert!(
-        first.stderr.contains("has no pinned SHA-256; recorded"),
-        "{}",
-        first.stderr
+/// A `helm` that pulls from a local folder (`helm pull CHART --repo URL --version V
+/// --destination DIR` writes `DIR/CHART-V.tgz`, as helm does) and leaves everything
+/// else to the Helm engine of the tests, which cannot pull.
+fn pulling_helm(dir: &Path, repo: &Path) -> String {
+    let bin = dir.join("pulling-helm");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = pull ]; then\n  chart=$2; version=; dest=\n  \
+         while [ $# -gt 0 ]; do case $1 in --version) version=$2; shift;; \
+         --destination) dest=$2; shift;; esac; shift; done\n  \
+         echo \"$chart $version\" >> {calls}\n  \
+         exec cp \"{repo}/$chart-$version.tgz\" \"$dest/\"\nfi\nexec {shim}/helm \"$@\"\n",
+        calls = dir.join("pulls").display(),
+        repo = repo.display(),
+        shim = crate::harness::helm_shim_dir().display(),
     );
+    std::fs::write(bin.join("helm"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("helm"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        crate::harness::helm_shim_dir().display()
+    )
+}
+
+/// Only an archive pulsedev downloaded itself is used for a pin without a SHA-256: one
+/// in the cache without the record of that download (planted, copied in, or its record
+/// deleted) is downloaded again and recorded, not trusted. Once recorded, a change
+/// behind pulsedev's back is refused and the archive removed. Before, a planted archive
+/// was trusted with a warning, and deleting its record re-trusted it.
+#[test]
+fn unpinned_platform_charts_are_used_only_as_pulsedev_downloaded_them() {
+    use sha2::Digest;
+    let Some(w) = World::new(|o| o) else { return };
     let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
     let cm = &pins["cert-manager"];
     let archive =
@@ -1093,12 +1159,55 @@ fn unpinned_platform_charts_are_trusted_on_first_use_then_verified() {
             .path()
             .join("cache/pulsedev/charts")
             .join(format!("{}-{}.tgz", cm.chart, cm.version));
-    assert!(archive.with_extension("tgz.sha256").is_file());
-    // The cached archive changes behind pulsedev's back: refused, and removed.
-    let mut bytes = std::fs::read(&archive).unwrap();
-    bytes.extend_from_slice(b"tampered");
-    std::fs::write(&archive, bytes).unwrap();
-    let second = w.up(&[]);
+    let record = pulsedev::stack::recorded_digest(&archive);
+    // The repository serves the good archive; the cache holds a planted one, no record.
+    let repo = w.pd.home.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let good = std::fs::read(&archive).unwrap();
+    std::fs::write(repo.join(archive.file_name().unwrap()), &good).unwrap();
+    let mut planted = good.clone();
+    planted.extend_from_slice(b"planted");
+    std::fs::write(&archive, &planted).unwrap();
+    std::fs::remove_file(&record).unwrap();
+    let path = format!(
+        "{}:{}",
+        pulling_helm(w.pd.home.path(), &repo),
+        w.pd.env_of("PATH")
+    );
+    let run = |args: &[&str]| {
+        let mut all = vec!["up", "--output", "json", "--timeout", "60"];
+        all.extend_from_slice(args);
+        let out = w.pd.command_with(&all).env("PATH", &path).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let first = run(&[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(
+        first
+            .stderr
+            .contains("no record of being downloaded by pulsedev; downloading it again"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("has no pinned SHA-256; recorded"),
+        "{}",
+        first.stderr
+    );
+    let pulls = std::fs::read_to_string(w.pd.home.path().join("pulls")).unwrap();
+    assert_eq!(pulls, format!("cert-manager {}\n", cm.version));
+    assert_eq!(std::fs::read(&archive).unwrap(), good);
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap().trim(),
+        hex::encode(sha2::Sha256::digest(&good))
+    );
+    // The recorded archive changes behind pulsedev's back: refused, and removed.
+    std::fs::write(&archive, &planted).unwrap();
+    let second = run(&[]);
     assert_eq!(second.code, 3, "{}\n{}", second.stdout, second.stderr);
     let doc = second.json();
     assert_eq!(doc["error"]["id"], "tool-checksum-mismatch");
@@ -1106,7 +1215,79 @@ fn unpinned_platform_charts_are_trusted_on_first_use_then_verified() {
         doc["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("recorded at its first download")
+            .contains("recorded at its download"),
+        "{doc:#}"
+    );
+    assert!(!archive.exists() && !record.exists());
+}
+
+/// The committed pins name the real release archives: a stand-in that is not one is
+/// refused by `up` and by `render` (which reads the same cache), and removed.
+#[test]
+fn a_chart_that_is_not_the_pinned_release_is_refused() {
+    let Some(w) = World::new(|o| o) else { return };
+    let committed = repo_root().join("manifests/platform/pins.toml");
+    let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
+    let cm = &pins["cert-manager"];
+    assert_eq!(cm.sha256.len(), 64, "cert-manager's digest is pinned");
+    let sandbox_pins = w.pd.work.path().join("manifests/platform/pins.toml");
+    std::fs::copy(&committed, &sandbox_pins).unwrap();
+    let archive =
+        w.pd.home
+            .path()
+            .join("cache/pulsedev/charts")
+            .join(format!("{}-{}.tgz", cm.chart, cm.version));
+    let render = w.pd.run_with(&["render", "--env", "dev"]);
+    assert_eq!(render.code, 3, "{}", render.stderr);
+    assert!(render.stderr.contains("error[tool-checksum-mismatch]"));
+    assert!(
+        render
+            .stderr
+            .contains("pinned in manifests/platform/pins.toml"),
+        "{}",
+        render.stderr
+    );
+    assert!(!archive.exists(), "removed, so the next up downloads it");
+    record_downloads(&w.pd.home.path().join("cache/pulsedev/charts"));
+    seed_platform_charts(&w.pd.home.path().join("cache"));
+    let run = w.up(&[]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["error"]["id"], "tool-checksum-mismatch", "{doc:#}");
+    assert!(!archive.exists());
+}
+
+/// An archive whose digest matches its record but whose Chart.yaml names another
+/// chart or version (copied in under the pinned file name) is not used.
+#[test]
+fn a_cached_archive_must_hold_the_pinned_chart_and_version() {
+    let Some(w) = World::new(|o| o) else { return };
+    let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
+    let ingress = &pins["ingress"];
+    let dir = w.pd.home.path().join("cache/pulsedev/charts");
+    let archive = dir.join(format!("{}-{}.tgz", ingress.chart, ingress.version));
+    std::fs::write(
+        &archive,
+        chart(
+            &ingress.chart,
+            "0.0.1",
+            &[(
+                "cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: old\n".to_string(),
+            )],
+        ),
+    )
+    .unwrap();
+    record_downloads(&dir);
+    let run = w.pd.run_with(&["render", "--env", "dev"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "the archive cached as the nginx-ingress chart {} holds the chart nginx-ingress 0.0.1",
+            ingress.version
+        )),
+        "{}",
+        run.stderr
     );
     assert!(!archive.exists());
 }
