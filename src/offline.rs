@@ -538,6 +538,35 @@ pub fn cache_dir(i: &Inputs<'_>) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// A cached chart counts as here only when `up` would use it (pinned or recorded
+    /// digest); doctor reads it and never deletes anything.
+    #[test]
+    fn a_cached_chart_is_here_only_when_up_would_trust_it() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        let pins = stack::load_pins(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mut c = pins["ingress"].clone();
+        c.sha256 = String::new();
+        let archive = stack::chart_archive(dir.path(), &c);
+        std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+        std::fs::write(&archive, b"planted").unwrap();
+        assert!(
+            !chart_is_trusted(&archive, &c),
+            "no record: up downloads it again"
+        );
+        let digest = hex::encode(sha2::Sha256::digest(b"planted"));
+        std::fs::write(stack::recorded_digest(&archive), format!("{digest}\n")).unwrap();
+        assert!(chart_is_trusted(&archive, &c));
+        c.sha256 = "0".repeat(64);
+        assert!(
+            !chart_is_trusted(&archive, &c),
+            "the pin wins over the record"
+        );
+        assert!(archive.exists(), "doctor deletes nothing");
+        let state = chart_state(&c, dir.path(), &|_| None);
+        assert!(matches!(state.state, State::Missing(_)), "{state:?}");
+    }
+
     #[test]
     fn registries_of_references() {
         assert_eq!(
