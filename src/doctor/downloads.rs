@@ -109,15 +109,19 @@ async fn engine_downloads(config: &Config, m: &Machine) -> BTreeMap<Group, Probe
             .collect();
         BTreeMap::from([(Group::NodeImage, node_group), (Group::Images, image_group)])
     };
+    // The same allowances as the docker check: connecting, then /info, each within
+    // the timeout, so a busy engine that passes that check is not "silent" here.
     let engine = async {
         let endpoint = crate::docker::resolve(&env, m.home.as_deref())?;
         let engine = crate::docker::connect(&endpoint, m.docker_timeout).await?;
-        let settings = engine.pull_settings().await?;
+        let settings = tokio::time::timeout(m.docker_timeout, engine.pull_settings())
+            .await
+            .map_err(|_| crate::error::Error::internal("no answer to /info in time"))??;
         Ok::<_, crate::error::Error>((engine, settings))
     };
-    let (engine, settings) = match tokio::time::timeout(m.docker_timeout, engine).await {
-        Ok(Ok(e)) => e,
-        _ => {
+    let (engine, settings) = match engine.await {
+        Ok(e) => e,
+        Err(_) => {
             return unknown("not checked: the Docker engine did not answer (see the docker check)");
         }
     };
