@@ -115,29 +115,35 @@ pub struct Overrides {
 impl Config {
     /// The built-in defaults: the reference PulseWatch app of this repository.
     pub fn defaults(root: &Path) -> Config {
-        let service = |dir: &str, chart: &str| Service {
+        let service = |dir: &str, dockerfile: &str, chart: &str| Service {
             context: root.join(dir),
-            dockerfile: PathBuf::from("Dockerfile"),
+            dockerfile: PathBuf::from(dockerfile),
             chart: Some(root.join(chart)),
             build_args: BTreeMap::new(),
             target: None,
         };
+        // api and worker share the context app/ (and the package app/shared); each one's
+        // Dockerfile.dockerignore narrows it to what its image holds.
         let services = BTreeMap::from([
             (
                 "api".to_string(),
-                service("app/api", "manifests/charts/api"),
+                service("app", "api/Dockerfile", "manifests/charts/api"),
             ),
             (
                 "worker".to_string(),
-                service("app/worker", "manifests/charts/worker"),
+                service("app", "worker/Dockerfile", "manifests/charts/worker"),
             ),
             (
                 "web".to_string(),
-                service("app/web", "manifests/charts/web"),
+                service("app/web", "Dockerfile", "manifests/charts/web"),
             ),
             (
                 "migrations".to_string(),
-                service("app/migrations", "manifests/charts/migrations"),
+                service(
+                    "app/migrations",
+                    "Dockerfile",
+                    "manifests/charts/migrations",
+                ),
             ),
         ]);
         Config {
@@ -739,9 +745,29 @@ fn parse_service(c: &mut Checker, item: &Item, key: &str, root: &Path) -> Option
             None
         }
     };
-    let dockerfile = t
-        .get("dockerfile")
-        .and_then(|i| c.string(i, &format!("{key}.dockerfile")));
+    let dockerfile = t.get("dockerfile").and_then(|i| {
+        let k = format!("{key}.dockerfile");
+        let df = c.string(i, &k)?;
+        // The engine reads the Dockerfile from the context it is sent (and BuildKit
+        // looks for its `<Dockerfile>.dockerignore` next to it): a path inside it.
+        let cleaned = crate::images::dockerignore::clean(&df);
+        if df.trim().is_empty()
+            || cleaned == "."
+            || cleaned == ".."
+            || cleaned.starts_with("../")
+            || cleaned.starts_with('/')
+        {
+            c.at(
+                i.span(),
+                &k,
+                format!(
+                    "{df:?} is not a file path inside the build context (give it relative to `{key}.context`, e.g. \"api/Dockerfile\")"
+                ),
+            );
+            return None;
+        }
+        Some(df)
+    });
     let chart = t
         .get("chart")
         .and_then(|i| c.string(i, &format!("{key}.chart")));
@@ -888,6 +914,34 @@ build_args = { NODE_ENV = "production" }
             p[3],
             "pulsedev.toml:4:20: services.api.build_args.A: expected a string, found an integer"
         );
+    }
+
+    /// A service's context and Dockerfile are two keys: the Dockerfile is relative to
+    /// the context and must stay inside it (the engine reads it from there).
+    #[test]
+    fn a_dockerfile_outside_its_context_is_refused_naming_the_key() {
+        let c = parse_ok("[services.api]\ncontext = \"app\"\ndockerfile = \"api/Dockerfile\"\n");
+        let api = &c.services["api"];
+        assert_eq!(api.context, Path::new("/repo/app"));
+        assert_eq!(api.dockerfile, Path::new("api/Dockerfile"));
+        for bad in [
+            "../api/Dockerfile",
+            "/repo/app/api/Dockerfile",
+            "api/../../Dockerfile",
+            "",
+            ".",
+        ] {
+            let p = problems(&format!(
+                "[services.api]\ncontext = \"app\"\ndockerfile = {bad:?}\n"
+            ));
+            assert_eq!(p.len(), 1, "{bad}: {p:#?}");
+            assert!(
+                p[0].starts_with("pulsedev.toml:3:14: services.api.dockerfile: ")
+                    && p[0].contains("is not a file path inside the build context"),
+                "{bad}: {}",
+                p[0]
+            );
+        }
     }
 
     #[test]
@@ -1073,6 +1127,15 @@ build_args = { NODE_ENV = "production" }
         assert_eq!(e.details.len(), 8, "{:#?}", e.details);
         assert!(e.details[0].starts_with("services.api.context: "));
         assert!(c.check_services(false, false).is_ok());
+        // A context that exists without the Dockerfile: the key that is wrong is named.
+        std::fs::create_dir_all(dir.path().join("app/api")).unwrap();
+        let e = c.check_services(true, false).unwrap_err();
+        assert!(
+            e.details[0].starts_with("services.api.dockerfile: ")
+                && e.details[0].ends_with("app/api/Dockerfile is not a file"),
+            "{:#?}",
+            e.details
+        );
         let repo = Config::defaults(Path::new(env!("CARGO_MANIFEST_DIR")));
         repo.check_services(true, true).unwrap();
     }

@@ -108,6 +108,17 @@ pub fn observability_values(root: &Path, env: Env) -> PathBuf {
         .join("observability.yaml")
 }
 
+/// The release GitOps deploys to a staging/prod env: manifests/gitops/<env>/images.yaml,
+/// committed by the release workflow and passed after the env's values file, as the Argo CD
+/// Applications of manifests/gitops/applicationsets.yaml pass it. None in dev.
+pub fn release_images_values(root: &Path, env: Env) -> Option<PathBuf> {
+    (env != Env::Dev).then(|| {
+        root.join("manifests/gitops")
+            .join(env.as_str())
+            .join("images.yaml")
+    })
+}
+
 /// The dev hosts (manifests/envs/dev/values.yaml, the local CA's certificates).
 pub const WEB_HOST: &str = "pulsewatch.localhost";
 pub const API_HOST: &str = "api.pulsewatch.localhost";
@@ -352,6 +363,7 @@ pub async fn render_service(
     if config.observability {
         files.push(observability_values(root, env));
     }
+    files.extend(release_images_values(root, env));
     files.retain(|f| f.is_file());
     let t = Template {
         release: name,
@@ -581,6 +593,16 @@ mod tests {
         let values = std::fs::read_to_string(root.join("manifests/envs/dev/values.yaml")).unwrap();
         assert!(values.contains(&format!("corsOrigin: https://{WEB_HOST}\n")));
         assert!(values.contains(&format!("apiBaseUrl: https://{API_HOST}\n")));
+    }
+
+    #[test]
+    fn staging_and_prod_render_with_the_release_gitops_deploys() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert_eq!(release_images_values(root, Env::Dev), None);
+        for env in [Env::Staging, Env::Prod] {
+            let f = release_images_values(root, env).unwrap();
+            assert!(f.is_file(), "{}", f.display());
+        }
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub fn plan(
         platform: opts.platform.clone(),
     };
     let mut cache = match &opts.cache_dir {
-        Some(dir) => StatCache::load(dir, &service.context),
+        Some(dir) => StatCache::load(dir, &service.context, &ctx.dockerfile),
         None => StatCache::disabled(),
     };
     let hash = context::content_hash(&ctx, &inputs, &mut cache)?;

@@ -1,4 +1,4 @@
-//! Build contexts: walking a context directory with `.dockerignore` applied, the
+//! Build contexts: walking a context directory with its ignore file applied, the
 //! content hash over what a build can see, the stat cache that makes re-hashing an
 //! unchanged context cheap, and the streamed tar the engine receives.
 //!
@@ -89,7 +89,92 @@ fn build_error(message: String) -> Error {
     Error::new(ErrorKind::ImageBuildFailed, message)
 }
 
-/// Walks `root`, applying its `.dockerignore`. Symlinks are recorded, not followed.
+/// Which paths of a build context are sent: the ignore file a build uses, chosen by
+/// BuildKit's rule, compiled. The one place that decides; the context walk (`scan`) and
+/// anything that watches a context for changes ask `includes` / `may_descend`.
+///
+/// The rule (moby/buildkit frontend/dockerui/config.go: `ReadEntrypoint` reads
+/// `<Dockerfile>.dockerignore` from the Dockerfile's own directory and, when it was
+/// read, `dockerIgnorePatterns` never looks at the context's `.dockerignore`; buildx
+/// build/opt.go sends the Dockerfile's directory and base name for that; docs:
+/// docs.docker.com/build/concepts/context/#filename-and-location, "A
+/// Dockerfile-specific ignore-file takes precedence over the .dockerignore file at the
+/// root of the build context if both exist"):
+/// - `<dir>/<name>.dockerignore` next to the Dockerfile `<dir>/<name>` (the full
+///   file name plus `.dockerignore`: `api/Dockerfile.dockerignore`,
+///   `api/Containerfile.dockerignore`) when that file exists, even when empty (the
+///   built-in frontend reads it with cache/util/fsutil.go `ReadFile`, whose `io.ReadAll`
+///   gives a non-nil empty slice; only a `# syntax=` frontend, over gRPC, would see nil
+///   and fall back);
+/// - otherwise `.dockerignore` at the context root; otherwise nothing is left out.
+///
+/// Either file that is not a regular file (a FIFO, a directory) is refused, where
+/// BuildKit would skip it: sending the whole context instead could send what the file
+/// was meant to keep out (docs/DECISIONS.md, issue 13's "smaller ones").
+///
+/// The two are never merged, and a `.dockerignore` in a subdirectory (the Dockerfile's
+/// included) means nothing. What is always sent: with the root `.dockerignore`, that
+/// file and the Dockerfile (as the docker CLI adds them; the engine drops them again
+/// when they are ignored); with a Dockerfile-specific file, only the Dockerfile, which
+/// the classic builder pulsedev talks to reads from the context (BuildKit sends it
+/// apart, so a specific file should not exclude its own Dockerfile: see
+/// docs/DECISIONS.md, "One build context for api and worker").
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    matcher: Matcher,
+    /// The ignore file the patterns came from, relative to the context, if any.
+    pub ignore_file: Option<String>,
+}
+
+impl Filter {
+    /// The filter of a build of the context `root` with the Dockerfile `dockerfile`
+    /// (relative to `root`, `/`-separated). The file it was read from is `ignore_file`:
+    /// a watcher must look at that file too, which may exclude itself.
+    pub fn for_build(root: &Path, dockerfile: &str) -> Result<Filter> {
+        let cleaned = dockerignore::clean(dockerfile);
+        let dockerfile = cleaned.as_str();
+        let specific = format!("{dockerfile}.dockerignore");
+        for (name, always_sent) in [
+            (specific.as_str(), vec![dockerfile]),
+            (".dockerignore", vec![".dockerignore", dockerfile]),
+        ] {
+            let path = root.join(name);
+            match read_regular(&path) {
+                Ok(text) => {
+                    let matcher = Matcher::from_ignore_file(&text, &always_sent).map_err(|e| {
+                        build_error(format!("invalid {}: {e}", path.display()))
+                            .with_hint("fix the pattern; see https://docs.docker.com/build/concepts/context/#dockerignore-files")
+                    })?;
+                    return Ok(Filter {
+                        matcher,
+                        ignore_file: Some(name.to_string()),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(build_error(format!(
+                        "failed to read {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        Ok(Filter::default())
+    }
+
+    /// Whether `path` (relative to the context, `/`-separated) is sent.
+    pub fn includes(&self, path: &str) -> bool {
+        !self.matcher.excluded(path)
+    }
+
+    /// For a directory that is not sent: whether something below it may still be,
+    /// so a walk (or a watch) must look inside.
+    pub fn may_descend(&self, dir: &str) -> bool {
+        self.matcher.may_descend(dir)
+    }
+}
+
+/// Walks `root`, applying the ignore file `Filter` picks. Symlinks are recorded, not followed.
 pub fn scan(root: &Path, dockerfile: &Path) -> Result<Context> {
     let meta = std::fs::metadata(root).map_err(|e| {
         build_error(format!(
@@ -121,22 +206,9 @@ pub fn scan(root: &Path, dockerfile: &Path) -> Result<Context> {
                 .with_hint("create it, or set `dockerfile` of the service in pulsedev.toml"),
         );
     }
-    let ignore_path = root.join(".dockerignore");
-    let matcher = match read_regular(&ignore_path) {
-        Ok(text) => Matcher::from_dockerignore(&text, &df).map_err(|e| {
-            build_error(format!("invalid {}: {e}", ignore_path.display()))
-                .with_hint("fix the pattern; see https://docs.docker.com/build/concepts/context/#dockerignore-files")
-        })?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Matcher::default(),
-        Err(e) => {
-            return Err(build_error(format!(
-                "failed to read {}: {e}",
-                ignore_path.display()
-            )));
-        }
-    };
+    let filter = Filter::for_build(root, &df)?;
     let mut entries = Vec::new();
-    walk(root, "", &matcher, &mut entries)?;
+    walk(root, "", &filter, &mut entries)?;
     Ok(Context {
         root: root.to_path_buf(),
         dockerfile: df,
@@ -164,7 +236,7 @@ fn read_regular(path: &Path) -> io::Result<String> {
     Ok(text)
 }
 
-fn walk(root: &Path, rel: &str, matcher: &Matcher, out: &mut Vec<Entry>) -> Result<()> {
+fn walk(root: &Path, rel: &str, filter: &Filter, out: &mut Vec<Entry>) -> Result<()> {
     let dir = if rel.is_empty() {
         root.to_path_buf()
     } else {
@@ -187,14 +259,15 @@ fn walk(root: &Path, rel: &str, matcher: &Matcher, out: &mut Vec<Entry>) -> Resu
                     format!("{rel}/{lossy}")
                 };
                 let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
-                if matcher.excluded(&path) && !(is_dir && matcher.may_descend(&path)) {
+                let looked_at = filter.includes(&path) || (is_dir && filter.may_descend(&path));
+                if !looked_at {
                     continue;
                 }
                 return Err(build_error(format!(
                     "{} holds a file name that is not UTF-8: {n:?}",
                     dir.display()
                 ))
-                .with_hint("rename it, or exclude it in .dockerignore"));
+                .with_hint("rename it, or exclude it in the build's ignore file (.dockerignore)"));
             }
         };
         names.push(name);
@@ -210,9 +283,9 @@ fn walk(root: &Path, rel: &str, matcher: &Matcher, out: &mut Vec<Entry>) -> Resu
         let meta = std::fs::symlink_metadata(&full)
             .map_err(|e| build_error(format!("failed to stat {}: {e}", full.display())))?;
         let ft = meta.file_type();
-        if matcher.excluded(&path) {
-            if ft.is_dir() && matcher.may_descend(&path) {
-                walk(root, &path, matcher, out)?;
+        if !filter.includes(&path) {
+            if ft.is_dir() && filter.may_descend(&path) {
+                walk(root, &path, filter, out)?;
             }
             continue;
         }
@@ -237,7 +310,7 @@ fn walk(root: &Path, rel: &str, matcher: &Matcher, out: &mut Vec<Entry>) -> Resu
             stat: Stat::of(&meta),
         });
         if is_dir {
-            walk(root, &path, matcher, out)?;
+            walk(root, &path, filter, out)?;
         }
     }
     Ok(())
@@ -261,7 +334,7 @@ pub fn normalised_mode(kind: &EntryKind, on_disk: u32) -> u32 {
     }
 }
 
-/// File hashes remembered by stat, one cache file per context directory.
+/// File hashes remembered by stat, one cache file per build (context and Dockerfile).
 ///
 /// A hash is reused only when size, mtime, ctime, inode and device are all equal.
 /// Files changed within `RACY_SECONDS` of the scan are never stored: a later write in
@@ -286,10 +359,17 @@ impl StatCache {
         StatCache::default()
     }
 
-    /// The cache file for `root` under `cache_dir` (normally `state::Dirs::cache`).
-    pub fn load(cache_dir: &Path, root: &Path) -> StatCache {
+    /// The cache file for the build of `root` with `dockerfile` under `cache_dir`
+    /// (normally `state::Dirs::cache`). One per Dockerfile, not per directory: builds
+    /// that share a context (api and worker) see different files, and each save keeps
+    /// only what its own scan saw.
+    pub fn load(cache_dir: &Path, root: &Path, dockerfile: &str) -> StatCache {
         let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-        let key = hex::encode(Sha256::digest(root.as_os_str().as_encoded_bytes()));
+        let mut key = Sha256::new();
+        key.update(root.as_os_str().as_encoded_bytes());
+        key.update([0]);
+        key.update(dockerfile.as_bytes());
+        let key = hex::encode(key.finalize());
         let file = cache_dir.join("contexts").join(&key[..32]);
         let mut cache = StatCache {
             file: Some(file.clone()),
@@ -738,6 +818,236 @@ mod tests {
         assert_eq!(link.kind, EntryKind::Symlink("/etc/passwd".into()));
     }
 
+    /// BuildKit's rule (moby/buildkit frontend/dockerui/config.go, `ReadEntrypoint` and
+    /// `dockerIgnorePatterns`): `<Dockerfile>.dockerignore` next to the Dockerfile wins
+    /// over the context's `.dockerignore`, whole (never merged); without it the root file
+    /// applies; an ignore file anywhere else means nothing.
+    #[test]
+    fn the_ignore_file_is_chosen_as_buildkit_chooses_it() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        write(r, ".dockerignore", "*.md\nsvc/gen\n");
+        write(r, "svc/Dockerfile", "FROM scratch\n");
+        write(r, "svc/Containerfile", "FROM scratch\n");
+        write(r, "svc/.dockerignore", "svc/src\n");
+        write(r, "svc/src/a.js", "a");
+        write(r, "svc/gen/b.js", "b");
+        write(r, "other/c.js", "c");
+        write(r, "README.md", "r");
+        let sent = |df: &str| {
+            let ctx = scan(r, Path::new(df)).unwrap();
+            paths(&ctx)
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        let filter = |df: &str| Filter::for_build(r, df).unwrap();
+
+        // No Dockerfile-specific file: the root .dockerignore (sent itself, as the docker
+        // CLI sends it); the one in svc/ is an ordinary file.
+        assert_eq!(
+            filter("svc/Dockerfile").ignore_file.as_deref(),
+            Some(".dockerignore")
+        );
+        let root_rule = sent("svc/Dockerfile");
+        assert!(
+            !root_rule.contains(&"README.md".to_string()),
+            "{root_rule:?}"
+        );
+        assert!(
+            !root_rule.contains(&"svc/gen/b.js".to_string()),
+            "{root_rule:?}"
+        );
+        assert!(
+            root_rule.contains(&"svc/src/a.js".to_string()),
+            "{root_rule:?}"
+        );
+        assert!(root_rule.contains(&".dockerignore".to_string()));
+
+        // The Dockerfile-specific file replaces the root one entirely: README.md and
+        // svc/gen, which only the root file leaves out, are sent now.
+        write(
+            r,
+            "svc/Dockerfile.dockerignore",
+            "other\n.dockerignore\nsvc/Dockerfile.dockerignore\n",
+        );
+        let f = filter("svc/Dockerfile");
+        assert_eq!(
+            f.ignore_file.as_deref(),
+            Some("svc/Dockerfile.dockerignore")
+        );
+        // The Dockerfile's path is cleaned first, as the engine's is.
+        assert_eq!(
+            filter("./svc//Dockerfile").ignore_file.as_deref(),
+            Some("svc/Dockerfile.dockerignore")
+        );
+        assert!(f.includes("README.md") && f.includes("svc/gen/b.js"));
+        assert!(!f.includes("other/c.js") && !f.includes("other"));
+        let specific = sent("svc/Dockerfile");
+        assert!(specific.contains(&"README.md".to_string()), "{specific:?}");
+        assert!(
+            specific.contains(&"svc/gen/b.js".to_string()),
+            "{specific:?}"
+        );
+        assert!(
+            !specific.iter().any(|p| p.starts_with("other")),
+            "{specific:?}"
+        );
+        // Neither ignore file is forced into the context (the engine needs neither):
+        // only the Dockerfile is, which the classic builder reads from the context.
+        assert!(
+            !specific.contains(&".dockerignore".to_string()),
+            "{specific:?}"
+        );
+        assert!(!specific.contains(&"svc/Dockerfile.dockerignore".to_string()));
+        write(r, "svc/Dockerfile.dockerignore", "svc\n");
+        let own = sent("svc/Dockerfile");
+        assert!(own.contains(&"svc/Dockerfile".to_string()), "{own:?}");
+        assert!(!own.contains(&"svc/src/a.js".to_string()), "{own:?}");
+
+        // The name is the Dockerfile's full name plus .dockerignore: another Dockerfile
+        // in the same directory has its own (none here, so the root file applies).
+        assert_eq!(
+            filter("svc/Containerfile").ignore_file.as_deref(),
+            Some(".dockerignore")
+        );
+        write(r, "svc/Containerfile.dockerignore", "README.md\n");
+        assert_eq!(
+            filter("svc/Containerfile").ignore_file.as_deref(),
+            Some("svc/Containerfile.dockerignore")
+        );
+        assert!(!filter("svc/Containerfile").includes("README.md"));
+        assert!(filter("svc/Containerfile").includes("svc/gen/b.js"));
+
+        // An empty Dockerfile-specific file exists, so it still wins: nothing left out.
+        write(r, "svc/Dockerfile.dockerignore", "");
+        let empty = filter("svc/Dockerfile");
+        assert_eq!(
+            empty.ignore_file.as_deref(),
+            Some("svc/Dockerfile.dockerignore")
+        );
+        assert!(empty.includes("README.md") && empty.includes("svc/gen/b.js"));
+
+        // Without any: everything is sent. A bad pattern names the file it is in.
+        std::fs::remove_file(r.join(".dockerignore")).unwrap();
+        std::fs::remove_file(r.join("svc/Containerfile.dockerignore")).unwrap();
+        assert_eq!(filter("svc/Containerfile").ignore_file, None);
+        write(r, "svc/Dockerfile.dockerignore", "[z\n");
+        let e = Filter::for_build(r, "svc/Dockerfile").unwrap_err();
+        assert!(
+            e.message.contains("svc/Dockerfile.dockerignore"),
+            "{}",
+            e.message
+        );
+        // Not a regular file: refused, not skipped (which would send everything).
+        std::fs::remove_file(r.join("svc/Dockerfile.dockerignore")).unwrap();
+        std::fs::create_dir(r.join("svc/Dockerfile.dockerignore")).unwrap();
+        let e = Filter::for_build(r, "svc/Dockerfile").unwrap_err();
+        assert!(e.message.contains("not a regular file"), "{}", e.message);
+    }
+
+    /// Copies the repository's app/ (without node_modules) so that a test can change
+    /// real files and hash them with the real service definitions.
+    fn copy_app(to: &Path) {
+        fn copy(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap() {
+                let e = e.unwrap();
+                if e.file_name() == "node_modules" {
+                    continue;
+                }
+                let (src, dst) = (e.path(), to.join(e.file_name()));
+                if e.file_type().unwrap().is_dir() {
+                    copy(&src, &dst);
+                } else {
+                    std::fs::copy(&src, &dst).unwrap();
+                }
+            }
+        }
+        copy(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("app"),
+            &to.join("app"),
+        );
+    }
+
+    /// Issue 12: api and worker share the context app/ and the package app/shared. A
+    /// change in one service's files leaves the other's content hash (so its image and
+    /// its rollout) alone; a change in the shared package changes both; tests,
+    /// node_modules and the other services' contexts change neither.
+    #[test]
+    fn each_app_image_hashes_only_what_it_holds() {
+        let d = tempfile::tempdir().unwrap();
+        copy_app(d.path());
+        let config = crate::config::Config::defaults(d.path());
+        config.check_services(true, false).unwrap();
+        let hashes = || -> BTreeMap<String, String> {
+            config
+                .services
+                .iter()
+                .map(|(name, svc)| {
+                    let ctx = scan(&svc.context, &svc.dockerfile).unwrap();
+                    let inputs = BuildInputs {
+                        dockerfile: ctx.dockerfile.clone(),
+                        ..inputs()
+                    };
+                    let h = content_hash(&ctx, &inputs, &mut StatCache::disabled()).unwrap();
+                    (name.clone(), h)
+                })
+                .collect()
+        };
+        let app = d.path().join("app");
+        let edit = |rel: &str| {
+            let p = app.join(rel);
+            assert!(p.is_file() || !p.exists(), "{rel}");
+            let mut text = std::fs::read_to_string(&p).unwrap_or_default();
+            text.push_str("\n// changed\n");
+            write(&app, rel, &text);
+        };
+        let changed = |before: &BTreeMap<String, String>| -> Vec<String> {
+            let after = hashes();
+            after
+                .iter()
+                .filter(|(k, v)| before[*k] != **v)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        // The api and the worker read different ignore files out of one context.
+        let api = &config.services["api"];
+        let worker = &config.services["worker"];
+        assert_eq!(api.context, worker.context);
+        assert_eq!(
+            Filter::for_build(&api.context, "api/Dockerfile")
+                .unwrap()
+                .ignore_file
+                .as_deref(),
+            Some("api/Dockerfile.dockerignore")
+        );
+        for (rel, want) in [
+            ("worker/src/runner.js", vec!["worker"]),
+            ("worker/package.json", vec!["worker"]),
+            ("worker/Dockerfile", vec!["worker"]),
+            ("api/src/app.js", vec!["api"]),
+            ("api/package-lock.json", vec!["api"]),
+            ("api/Dockerfile", vec!["api"]),
+            ("shared/src/tracing.js", vec!["api", "worker"]),
+            ("shared/src/new-module.js", vec!["api", "worker"]),
+            ("shared/package.json", vec!["api", "worker"]),
+            ("web/public/app.js", vec!["web"]),
+            ("migrations/sql/V1__monitors.sql", vec!["migrations"]),
+            // Not in any image.
+            ("api/test/app.test.js", vec![]),
+            ("worker/test/runner.test.js", vec![]),
+            ("shared/test/health.test.js", vec![]),
+            ("api/node_modules/x/index.js", vec![]),
+            ("shared/node_modules/x/index.js", vec![]),
+            ("README.md", vec![]),
+        ] {
+            let before = hashes();
+            edit(rel);
+            assert_eq!(changed(&before), want, "after changing app/{rel}");
+        }
+    }
+
     #[test]
     fn dockerfile_must_exist_and_be_inside() {
         let d = fixture();
@@ -876,7 +1186,7 @@ mod tests {
         // ctime is "now" after set_modified; pretend the scan happens later.
         let later = SystemTime::now() + std::time::Duration::from_secs(10);
 
-        let mut c = StatCache::load(cache_dir.path(), r);
+        let mut c = StatCache::load(cache_dir.path(), r, "Dockerfile");
         let ctx = scan(r, Path::new("Dockerfile")).unwrap();
         let first = content_hash(&ctx, &inputs(), &mut c).unwrap();
         assert_eq!((c.hits, c.misses), (0, 4));
@@ -886,7 +1196,7 @@ mod tests {
         let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{}", dir.display());
 
-        let mut c = StatCache::load(cache_dir.path(), r);
+        let mut c = StatCache::load(cache_dir.path(), r, "Dockerfile");
         let second = content_hash(&ctx, &inputs(), &mut c).unwrap();
         assert_eq!((c.hits, c.misses), (4, 0));
         assert_eq!(first, second);
@@ -894,21 +1204,64 @@ mod tests {
         // Same size, new content: the stat differs, so it is read again.
         write(r, "src/main.rs", "fn main() {}\r");
         let ctx = scan(r, Path::new("Dockerfile")).unwrap();
-        let mut c = StatCache::load(cache_dir.path(), r);
+        let mut c = StatCache::load(cache_dir.path(), r, "Dockerfile");
         let third = content_hash(&ctx, &inputs(), &mut c).unwrap();
         assert_eq!((c.hits, c.misses), (3, 1));
         assert_ne!(third, first);
+    }
+
+    /// api and worker share one context directory: each build keeps its own stat
+    /// cache, so one build's save does not drop what the other's scan cached.
+    #[test]
+    fn builds_sharing_a_context_keep_separate_stat_caches() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        write(r, "a/Dockerfile", "FROM scratch\n");
+        write(r, "a/Dockerfile.dockerignore", "b\n");
+        write(r, "b/Dockerfile", "FROM scratch\n");
+        write(r, "b/Dockerfile.dockerignore", "a\n");
+        write(r, "a/src.txt", "a");
+        write(r, "b/src.txt", "b");
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        for rel in [
+            "a/Dockerfile",
+            "a/Dockerfile.dockerignore",
+            "a/src.txt",
+            "b/Dockerfile",
+            "b/Dockerfile.dockerignore",
+            "b/src.txt",
+        ] {
+            File::options()
+                .append(true)
+                .open(r.join(rel))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let later = SystemTime::now() + std::time::Duration::from_secs(10);
+        let cache_dir = tempfile::tempdir().unwrap();
+        let run = |df: &str| {
+            let mut c = StatCache::load(cache_dir.path(), r, df);
+            let ctx = scan(r, Path::new(df)).unwrap();
+            content_hash(&ctx, &inputs(), &mut c).unwrap();
+            c.save(later).unwrap();
+            (c.hits, c.misses)
+        };
+        assert_eq!(run("a/Dockerfile"), (0, 3));
+        assert_eq!(run("b/Dockerfile"), (0, 3));
+        assert_eq!(run("a/Dockerfile"), (3, 0));
+        assert_eq!(run("b/Dockerfile"), (3, 0));
     }
 
     #[test]
     fn racily_clean_entries_are_not_stored() {
         let d = fixture();
         let cache_dir = tempfile::tempdir().unwrap();
-        let mut c = StatCache::load(cache_dir.path(), d.path());
+        let mut c = StatCache::load(cache_dir.path(), d.path(), "Dockerfile");
         let ctx = scan(d.path(), Path::new("Dockerfile")).unwrap();
         content_hash(&ctx, &inputs(), &mut c).unwrap();
         c.save(SystemTime::now()).unwrap();
-        let mut c = StatCache::load(cache_dir.path(), d.path());
+        let mut c = StatCache::load(cache_dir.path(), d.path(), "Dockerfile");
         content_hash(&ctx, &inputs(), &mut c).unwrap();
         assert_eq!(c.hits, 0, "files written just now must be re-read");
     }

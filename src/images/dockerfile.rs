@@ -181,31 +181,28 @@ mod tests {
         BTreeMap::new()
     }
 
+    /// The built-in services, located as the build locates them (context + dockerfile).
     #[test]
     fn the_reference_apps_base_images() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("app");
-        let service = |name: &str| Service {
-            context: root.join(name),
-            dockerfile: "Dockerfile".into(),
-            chart: None,
-            build_args: BTreeMap::new(),
-            target: None,
-        };
-        let api = base_images(&service("api")).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = crate::config::Config::defaults(root);
+        let api = base_images(&config.services["api"]).unwrap();
         assert_eq!(api.len(), 1, "{api:?}");
         assert!(
             api[0].starts_with("docker.io/library/node:22-alpine@sha256:"),
             "{api:?}"
         );
         for name in ["web", "migrations", "worker"] {
-            let images = base_images(&service(name)).unwrap();
+            let images = base_images(&config.services[name]).unwrap();
             assert_eq!(images.len(), 1, "{name}: {images:?}");
             assert!(
                 images[0].contains("@sha256:"),
                 "pinned by digest: {images:?}"
             );
         }
-        let e = base_images(&service("nope")).unwrap_err();
+        let mut missing = config.services["api"].clone();
+        missing.dockerfile = "nope/Dockerfile".into();
+        let e = base_images(&missing).unwrap_err();
         assert_eq!(e.kind, ErrorKind::ImageBuildFailed);
     }
 

@@ -97,6 +97,12 @@ impl Matcher {
     /// Reads `.dockerignore` text, then adds the `!` patterns that keep the Dockerfile
     /// and `.dockerignore` itself (the docker CLI does the same before sending).
     pub fn from_dockerignore(text: &str, dockerfile: &str) -> Result<Matcher, PatternError> {
+        Matcher::from_ignore_file(text, &[".dockerignore", dockerfile])
+    }
+
+    /// Reads ignore-file text (the `.dockerignore` syntax), then adds a `!` pattern for
+    /// each path of `always_sent` that the patterns would exclude.
+    pub fn from_ignore_file(text: &str, always_sent: &[&str]) -> Result<Matcher, PatternError> {
         let mut lines = Vec::new();
         for (i, raw) in text.split('\n').enumerate() {
             let raw = if i == 0 {
@@ -137,9 +143,9 @@ impl Matcher {
                 message,
             })?;
         }
-        // Always sent: the daemon needs both. Only added when they would be excluded,
+        // Always sent: the daemon needs them. Only added when they would be excluded,
         // like the CLI (the resulting set of files is the same either way).
-        for keep in [".dockerignore", dockerfile] {
+        for keep in always_sent {
             let keep = clean(keep);
             if m.excluded(&keep) {
                 m.push(&format!("!{keep}"))

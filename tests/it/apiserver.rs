@@ -113,6 +113,9 @@ pub struct Options {
     /// Every request waits this long before it is handled (outside any lock, so
     /// concurrent requests overlap measurably).
     pub latency: Duration,
+    /// Resources (plural names) whose first N PATCHes are answered only once all N have
+    /// arrived (see [`Together`]).
+    pub together: (Vec<String>, usize),
     /// Serve HTTPS as kind's API server does: a cluster CA, a serving certificate for
     /// 127.0.0.1, the admin's client certificate in the kubeconfig (apiserver/tls.rs).
     pub tls: bool,
@@ -183,6 +186,7 @@ impl Options {
             .join("\n"),
             webhook_refusals: 0,
             latency: Duration::ZERO,
+            together: (Vec::new(), 0),
             tls: false,
             faults: Vec::new(),
             webhook_startup: (Duration::ZERO, Duration::ZERO),
@@ -267,6 +271,12 @@ impl Options {
 
     pub fn latency(mut self, d: Duration) -> Options {
         self.latency = d;
+        self
+    }
+
+    /// The first `n` PATCHes of these resources are held until all `n` have arrived.
+    pub fn together(mut self, plurals: &[&str], n: usize) -> Options {
+        self.together = (plurals.iter().map(|p| p.to_string()).collect(), n);
         self
     }
 
@@ -355,6 +365,43 @@ pub struct FakeApiServer {
 struct Shared {
     state: Mutex<State>,
     started: Instant,
+    together: Together,
+}
+
+/// [`Options::together`]: the first `n` PATCHes of these resources are held until all
+/// `n` have arrived, so requests the client sends concurrently are provably in flight
+/// together, however busy the machine (a fixed latency only made it likely).
+#[derive(Default)]
+struct Together {
+    plurals: Vec<String>,
+    n: usize,
+    arrived: Mutex<usize>,
+    all_here: std::sync::Condvar,
+}
+
+impl Together {
+    fn wait(&self, req: &Request) {
+        if req.method != "PATCH"
+            || !self
+                .plurals
+                .iter()
+                .any(|p| req.path.contains(&format!("/{p}/")))
+        {
+            return;
+        }
+        let mut arrived = self.arrived.lock().unwrap();
+        if *arrived >= self.n {
+            return;
+        }
+        *arrived += 1;
+        self.all_here.notify_all();
+        // A client that sends them one by one never completes the set: each is let
+        // through after the bound, and the overlap the test checks is then absent.
+        let _ = self
+            .all_here
+            .wait_timeout_while(arrived, Duration::from_secs(5), |a| *a < self.n)
+            .unwrap();
+    }
 }
 
 impl FakeApiServer {
@@ -364,9 +411,15 @@ impl FakeApiServer {
         let port = listener.local_addr().unwrap().port();
         let pki = opts.tls.then(|| Arc::new(tls::Pki::new()));
         let server_tls = pki.as_ref().map(|p| p.server.clone());
+        let together = Together {
+            plurals: opts.together.0.clone(),
+            n: opts.together.1,
+            ..Together::default()
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(opts)),
             started: Instant::now(),
+            together,
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (sh, st) = (shared.clone(), stop.clone());
@@ -761,6 +814,7 @@ fn handle(shared: &Shared, req: Request) -> Response {
     if !latency.is_zero() {
         std::thread::sleep(latency);
     }
+    shared.together.wait(&req);
     let mut st = shared.state.lock().unwrap();
     st.reconcile();
     st.last_apply = None;
@@ -3758,11 +3812,12 @@ metadata: {name: demo}
     #[test]
     fn the_engine_applies_a_stack_with_a_crd_and_everything_becomes_ready() {
         // The CRD is Established on its 3rd read; discovery serves its group 2 answers
-        // later; every request takes 30 ms so concurrent applies overlap measurably.
+        // later; the four workload applies are answered only once all four arrived, so
+        // an engine that sends them together is seen to, on a busy machine too.
         let api = FakeApiServer::start(
             Options::new("test")
                 .crd_lag(3, 2)
-                .latency(Duration::from_millis(30)),
+                .together(&["deployments", "statefulsets", "jobs", "services"], 4),
         );
         let dir = tempfile::tempdir().unwrap();
         rt().block_on(async {

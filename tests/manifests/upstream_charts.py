@@ -34,6 +34,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -173,6 +174,32 @@ class Fixture:
                 helm_python.expand(out, self.archives[key])
                 self.assembled[key] = out / pin["chart"]
 
+        # What pulsedev keeps after its own download of an unpinned chart (the digest
+        # beside the archive; src/stack.rs `recorded_digest`): only such archives are read.
+        for archive in self.archives.values():
+            digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+            archive.with_name(archive.name + ".sha256").write_text(digest + "\n")
+        # The project pulsedev renders from: this repository, except that archives packaged
+        # here from the sources are not the release archives whose digests pins.toml pins.
+        self.project = lib.REPO if self.src is None else self.project_with_unpinned_charts()
+
+    def project_with_unpinned_charts(self) -> Path:
+        root = self.tmp / "project"
+        platform = root / "manifests" / "platform"
+        platform.mkdir(parents=True)
+        for entry in lib.REPO.iterdir():
+            if entry.name != "manifests":
+                (root / entry.name).symlink_to(entry)
+        for entry in (lib.REPO / "manifests").iterdir():
+            if entry.name != "platform":
+                (root / "manifests" / entry.name).symlink_to(entry)
+        for entry in (lib.REPO / "manifests" / "platform").iterdir():
+            if entry.name != "pins.toml":
+                (platform / entry.name).symlink_to(entry)
+        text = (lib.REPO / "manifests" / "platform" / "pins.toml").read_text()
+        (platform / "pins.toml").write_text(re.sub(r'(?m)^sha256 = "[0-9a-fA-F]{64}"$', 'sha256 = ""', text))
+        return root
+
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -216,7 +243,7 @@ def pulsedev_render(*args: str) -> dict[str, Any]:
     f = fix()
     home = f.tmp / "home"
     home.mkdir(exist_ok=True)
-    run = subprocess.run([str(pulsedev_bin()), "render", *args, "--output", "json"], cwd=lib.REPO,
+    run = subprocess.run([str(pulsedev_bin()), "render", *args, "--output", "json"], cwd=f.project,
                          capture_output=True, text=True,
                          env=offline_env(HOME=str(home), XDG_CACHE_HOME=str(f.cache)))
     if run.returncode != 0:

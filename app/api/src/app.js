@@ -2,12 +2,12 @@
 // checks, so tests drive the real routes with fakes.
 import express from "express";
 import { validateMonitor, parseId } from "./monitors.js";
-import { aggregateHealth } from "./health.js";
+import { aggregateHealth } from "@pulsewatch/shared/health";
 import { requireToken } from "./auth.js";
 import { observeRequests } from "./observe.js";
 
 // auth: { required, secret } - when required, POST/PUT/DELETE need a valid bearer JWT.
-// metrics (src/metrics.js) and tracing (src/tracing.js) are optional: without them the
+// metrics (src/metrics.js) and tracing (@pulsewatch/shared/tracing) are optional: without them the
 // requests are neither counted nor traced.
 export function createApp({ store, healthChecks, corsOrigin = "", auth = { required: false }, log = () => {}, metrics, tracing }) {
   const writes = requireToken(auth);

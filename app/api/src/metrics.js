@@ -1,8 +1,8 @@
 // Prometheus metrics of the API, in a registry of its own (no global state, so tests can
-// make as many as they like). Served by a separate listener on METRICS_PORT, so /metrics
-// never goes through the Ingress and the NetworkPolicy can open it to the scraper alone.
-import http from "node:http";
+// make as many as they like). Served on METRICS_PORT by the shared package's listener.
 import client from "prom-client";
+
+export { metricsServer } from "@pulsewatch/shared/metrics-server";
 
 // Seconds; API calls are database round trips, so the interesting range is 5 ms .. 5 s.
 export const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -33,28 +33,4 @@ export function createMetrics({ defaultMetrics = true } = {}) {
       duration.observe(labels, seconds);
     },
   };
-}
-
-// GET /metrics in the Prometheus text format; anything else is 404/405.
-export function metricsServer(registry, { log = () => {} } = {}) {
-  return http.createServer(async (req, res) => {
-    const path = (req.url || "").split("?")[0];
-    if (path !== "/metrics") {
-      res.writeHead(404, { "content-type": "text/plain" });
-      return res.end("not found\n");
-    }
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      res.writeHead(405, { "content-type": "text/plain", allow: "GET, HEAD" });
-      return res.end("method not allowed\n");
-    }
-    try {
-      const body = await registry.metrics();
-      res.writeHead(200, { "content-type": registry.contentType });
-      res.end(req.method === "HEAD" ? undefined : body);
-    } catch (err) {
-      log("warn", `collecting metrics failed: ${err.message}`);
-      res.writeHead(500, { "content-type": "text/plain" });
-      res.end("collecting metrics failed\n");
-    }
-  });
 }

@@ -5,7 +5,7 @@ import { loadConfig } from "./config.js";
 import { monitorStore } from "./store.js";
 import { createApp } from "./app.js";
 import { createMetrics, metricsServer } from "./metrics.js";
-import { createTracing } from "./tracing.js";
+import { createTracing } from "@pulsewatch/shared/tracing";
 
 const LEVELS = ["trace", "debug", "info", "warn", "error"];
 

@@ -2,9 +2,9 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createApp } from "../src/app.js";
 import { createMetrics, metricsServer } from "../src/metrics.js";
-import { createTracing, tracesUrl, parseResourceAttributes } from "../src/tracing.js";
+import { createTracing, tracesUrl, parseResourceAttributes } from "@pulsewatch/shared/tracing";
 import { routeOf } from "../src/observe.js";
-import { otlpStandIn } from "./otlp-standin.js";
+import { otlpStandIn } from "../../shared/test/otlp-standin.js";
 
 const store = {
   list: async () => [],

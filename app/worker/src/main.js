@@ -3,12 +3,12 @@ import http from "node:http";
 import pg from "pg";
 import { Redis } from "ioredis";
 import { loadConfig } from "./config.js";
-import { aggregateHealth } from "./health.js";
+import { aggregateHealth } from "@pulsewatch/shared/health";
 import { runCycle, pgStore } from "./runner.js";
 import { checkMonitor } from "./checker.js";
 import { loopState, startLoop } from "./loop.js";
 import { createMetrics, metricsServer } from "./metrics.js";
-import { createTracing } from "./tracing.js";
+import { createTracing } from "@pulsewatch/shared/tracing";
 
 const LEVELS = ["trace", "debug", "info", "warn", "error"];
 const config = loadConfig();

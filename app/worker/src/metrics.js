@@ -1,7 +1,9 @@
 // Prometheus metrics of the worker, in a registry of its own. Served by a separate listener
-// on METRICS_PORT (the health port stays for the kubelet alone).
-import http from "node:http";
+// on METRICS_PORT by the shared package's listener (the health port stays for the kubelet
+// alone).
 import client from "prom-client";
+
+export { metricsServer } from "@pulsewatch/shared/metrics-server";
 
 // Seconds; a check is bounded by its timeout (default 5 s, at most 60 s).
 export const CHECK_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -61,27 +63,3 @@ export function createMetrics({ defaultMetrics = true } = {}) {
 
 // A metrics object that records nothing (the default of runCycle).
 export const noMetrics = { cycle() {}, queued() {}, checked() {} };
-
-// GET /metrics in the Prometheus text format; anything else is 404/405.
-export function metricsServer(registry, { log = () => {} } = {}) {
-  return http.createServer(async (req, res) => {
-    const path = (req.url || "").split("?")[0];
-    if (path !== "/metrics") {
-      res.writeHead(404, { "content-type": "text/plain" });
-      return res.end("not found\n");
-    }
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      res.writeHead(405, { "content-type": "text/plain", allow: "GET, HEAD" });
-      return res.end("method not allowed\n");
-    }
-    try {
-      const body = await registry.metrics();
-      res.writeHead(200, { "content-type": registry.contentType });
-      res.end(req.method === "HEAD" ? undefined : body);
-    } catch (err) {
-      log("warn", `collecting metrics failed: ${err.message}`);
-      res.writeHead(500, { "content-type": "text/plain" });
-      res.end("collecting metrics failed\n");
-    }
-  });
-}

@@ -3,7 +3,7 @@ import { acquireLock, releaseLock } from "./lock.js";
 import { dueMonitors, mapLimit } from "./schedule.js";
 import { checkMonitor } from "./checker.js";
 import { noMetrics } from "./metrics.js";
-import { failSpan } from "./tracing.js";
+import { failSpan } from "@pulsewatch/shared/tracing";
 import { trace, ROOT_CONTEXT, SpanKind, SpanStatusCode } from "@opentelemetry/api";
 
 export const LOCK_KEY = "pulsewatch:worker:cycle";

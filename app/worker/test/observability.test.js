@@ -2,9 +2,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { runCycle, LOCK_KEY } from "../src/runner.js";
 import { createMetrics, metricsServer } from "../src/metrics.js";
-import { createTracing } from "../src/tracing.js";
+import { createTracing } from "@pulsewatch/shared/tracing";
 import { fakeRedis } from "./fake-redis.js";
-import { otlpStandIn } from "./otlp-standin.js";
+import { otlpStandIn } from "../../shared/test/otlp-standin.js";
 
 const now = () => new Date("2026-01-01T00:00:00Z");
 const monitors = [
