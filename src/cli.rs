@@ -122,6 +122,9 @@ pub enum Command {
     /// The dev database: `psql`, `dump [FILE]`, `restore FILE` (over exec in the Postgres pod)
     #[command(subcommand)]
     Db(DbCommand),
+    /// Bring everything `up` downloads onto this machine (tools, node image, charts,
+    /// base images, a first build), so `up`, `render` and `reset` need no network
+    Fetch(FetchArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -237,6 +240,13 @@ pub struct RenderArgs {
     #[arg(long, value_name = "SERVICE")]
     pub service: Option<String>,
     /// Add-ons to render too: `observability` (also `observability = true` in pulsedev.toml)
+    #[arg(long = "with", value_name = "ADD-ON", value_parser = ["observability"])]
+    pub with: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Add-ons to fetch too: `observability` (also `observability = true` in pulsedev.toml)
     #[arg(long = "with", value_name = "ADD-ON", value_parser = ["observability"])]
     pub with: Vec<String>,
 }
@@ -623,6 +633,11 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
         Command::Db(DbCommand::Dump { file }) => crate::db::cmd_dump(ctx, file).await,
         Command::Db(DbCommand::Restore { file, yes }) => {
             crate::db::cmd_restore(ctx, file, yes).await
+        }
+        Command::Fetch(args) => {
+            let mut config = ctx.config()?;
+            config.observability |= args.with.iter().any(|w| w == "observability");
+            crate::fetch::run(ctx, config).await
         }
         Command::Completions { shell } => {
             let mut script = Vec::new();

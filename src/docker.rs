@@ -309,6 +309,67 @@ impl Engine {
     }
 }
 
+/// How the engine pulls: its proxies, Docker Hub mirrors and insecure registries
+/// (`docker info`: HTTPProxy, HTTPSProxy, NoProxy, RegistryConfig).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullSettings {
+    pub http_proxy: Option<String>,
+    pub https_proxy: Option<String>,
+    pub no_proxy: Option<String>,
+    pub mirrors: Vec<String>,
+    pub insecure_cidrs: Vec<String>,
+    /// Registries configured as insecure by name (`insecure-registries`).
+    pub insecure_hosts: Vec<String>,
+}
+
+impl Engine {
+    /// The engine's pull settings, from /info.
+    pub async fn pull_settings(&self) -> Result<PullSettings> {
+        let i = self.docker.info().await.map_err(|e| {
+            Error::new(
+                ErrorKind::DockerUnreachable,
+                format!(
+                    "failed to read engine info from {}: {e}",
+                    self.endpoint.host
+                ),
+            )
+        })?;
+        let some = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let reg = i.registry_config.unwrap_or_default();
+        Ok(PullSettings {
+            http_proxy: some(i.http_proxy),
+            https_proxy: some(i.https_proxy),
+            no_proxy: some(i.no_proxy),
+            mirrors: reg.mirrors.unwrap_or_default(),
+            insecure_cidrs: reg.insecure_registry_cidrs.unwrap_or_default(),
+            insecure_hosts: reg
+                .index_configs
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, c)| c.secure == Some(false))
+                .map(|(name, _)| name)
+                .collect(),
+        })
+    }
+
+    /// Whether the engine has `image` (a name, name:tag or name@digest).
+    pub async fn has_image(&self, image: &str) -> Result<bool> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(Error::new(
+                ErrorKind::DockerUnreachable,
+                format!(
+                    "failed to inspect the image {image} on {}: {e}",
+                    self.endpoint.host
+                ),
+            )),
+        }
+    }
+}
+
 /// The linux/<arch> platform string of the engine, for builds and imports.
 pub fn platform(info: &EngineInfo) -> String {
     let arch = match info.architecture.as_str() {

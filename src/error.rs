@@ -34,6 +34,9 @@ pub enum ErrorKind {
     RenderFailed,
     /// A pinned platform chart could not be fetched (`helm pull`).
     ChartFetchFailed,
+    /// Something `up` downloads is not on this machine and its source does not answer
+    /// (doctor's download checks).
+    DownloadUnreachable,
     ApplyFailed,
     WebhookNotReady,
     RolloutTimeout,
@@ -67,7 +70,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 34] = [
+    pub const ALL: [ErrorKind; 35] = [
         ErrorKind::DockerUnreachable,
         ErrorKind::DockerPermissionDenied,
         ErrorKind::PortInUse,
@@ -85,6 +88,7 @@ impl ErrorKind {
         ErrorKind::ImagePushFailed,
         ErrorKind::RenderFailed,
         ErrorKind::ChartFetchFailed,
+        ErrorKind::DownloadUnreachable,
         ErrorKind::ApplyFailed,
         ErrorKind::WebhookNotReady,
         ErrorKind::RolloutTimeout,
@@ -128,6 +132,7 @@ impl ErrorKind {
             ErrorKind::ImagePushFailed => "image-push-failed",
             ErrorKind::RenderFailed => "render-failed",
             ErrorKind::ChartFetchFailed => "chart-fetch-failed",
+            ErrorKind::DownloadUnreachable => "download-unreachable",
             ErrorKind::ApplyFailed => "apply-failed",
             ErrorKind::WebhookNotReady => "webhook-not-ready",
             ErrorKind::RolloutTimeout => "rollout-timeout",
@@ -159,6 +164,7 @@ impl ErrorKind {
             | ErrorKind::ToolMissing
             | ErrorKind::ToolTooOld
             | ErrorKind::ToolChecksumMismatch
+            | ErrorKind::DownloadUnreachable
             | ErrorKind::PreflightFailed
             | ErrorKind::WatchLimitReached => exit::MACHINE_NOT_READY,
             // Pointing pulsedev at a context it did not make is a configuration

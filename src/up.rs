@@ -314,7 +314,10 @@ async fn preflight(
     opts: &UpOptions,
 ) -> Result<crate::plan::StepReport> {
     let t0 = tokio::time::Instant::now();
-    let machine = crate::doctor::Machine::from_process(DOCKER_TIMEOUT);
+    let mut machine = crate::doctor::Machine::from_process(DOCKER_TIMEOUT);
+    // What `up` downloads is not probed here: each step that downloads says itself
+    // why it could not (a probe is a guess; the download is the truth).
+    machine.downloads = false;
     let mut checks = ctx
         .interruptible(crate::doctor::run(config, &machine))
         .await?;
@@ -945,7 +948,15 @@ async fn deploy_services(
 /// the digest of what `helm pull` brought is recorded beside the archive, and only an
 /// archive pulsedev downloaded and recorded is ever used; one without a record (planted,
 /// copied in, or its record deleted) is downloaded again. Returns whether it fetched.
-async fn fetch_chart(helm: &Helm, dirs: &Dirs, c: &PlatformChart, ui: &Ui) -> Result<bool> {
+/// `helm pull` writes into a fresh directory beside the cache entry, which is renamed
+/// into place once complete: a run killed mid-download leaves no half-written archive
+/// where `up` and `render` would take it for the chart (`pulsedev fetch` uses this too).
+pub(crate) async fn fetch_chart(
+    helm: &Helm,
+    dirs: &Dirs,
+    c: &PlatformChart,
+    ui: &Ui,
+) -> Result<bool> {
     let archive = stack::chart_archive(&dirs.cache, c);
     if archive.is_file() {
         if stack::verify_chart(&archive, c)? == stack::ChartTrust::Verified {
@@ -958,8 +969,14 @@ async fn fetch_chart(helm: &Helm, dirs: &Dirs, c: &PlatformChart, ui: &Ui) -> Re
         ));
         state::remove_file(&archive)?;
     }
-    let dest = archive.parent().expect("archives live in a directory");
-    state::private_dir(dest)?;
+    let charts_dir = archive.parent().expect("archives live in a directory");
+    state::private_dir(charts_dir)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".pull.")
+        .tempdir_in(charts_dir)
+        .map_err(|e| state::io_error("create a temporary directory in", charts_dir, e))?;
+    let dest = staging.path();
+    let pulled = dest.join(archive.file_name().expect("archives have a name"));
     let out = tokio::process::Command::new(&helm.bin)
         .args([
             "pull",
@@ -975,7 +992,7 @@ async fn fetch_chart(helm: &Helm, dirs: &Dirs, c: &PlatformChart, ui: &Ui) -> Re
         .output()
         .await
         .map_err(|e| Error::internal(format!("failed to run {}: {e}", helm.bin.display())))?;
-    if !out.status.success() || !archive.is_file() {
+    if !out.status.success() || !pulled.is_file() {
         return Err(Error::new(
             ErrorKind::ChartFetchFailed,
             format!(
@@ -988,6 +1005,7 @@ async fn fetch_chart(helm: &Helm, dirs: &Dirs, c: &PlatformChart, ui: &Ui) -> Re
         )
         .with_hint("check the network (HTTPS_PROXY is honoured), then run `pulsedev up` again"));
     }
+    std::fs::rename(&pulled, &archive).map_err(|e| state::io_error("install", &archive, e))?;
     if c.sha256.is_empty() {
         let bytes = std::fs::read(&archive)
             .map_err(|e| Error::internal(format!("failed to read {}: {e}", archive.display())))?;
@@ -1036,7 +1054,7 @@ async fn interruptible<T>(
     }
 }
 
-fn build_event(lines: &crate::ui::TaskLines, e: images::Event) {
+pub(crate) fn build_event(lines: &crate::ui::TaskLines, e: images::Event) {
     use images::Event as E;
     match e {
         E::Started { service, image } => lines.update(

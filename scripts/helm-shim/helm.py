@@ -11,9 +11,10 @@ shape, output format and exit codes:
     helm lint CHART... [-n NS] [-f FILE]... [--set ...] [--strict] [--quiet]
                   [--with-subcharts] [--kube-version V] [--skip-schema-validation]
     helm show chart|values CHART
+    helm pull CHART --repo URL --version V [--destination DIR]
 
 Errors go to stderr as `Error: <helm's message>` with exit status 1. Anything else helm has
-(install, repo, pull, ...) is refused the same way, so a caller never mistakes the shim for
+(install, repo, pull from OCI or a named repository, ...) is refused the same way, so a caller never mistakes the shim for
 a full helm. Run through scripts/helm-shim/helm, which picks the right Python.
 """
 
@@ -455,7 +456,54 @@ def cmd_show(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"template": cmd_template, "lint": cmd_lint, "version": cmd_version, "show": cmd_show}
+# ---------------------------------------------------------------------------------------
+# helm pull --repo: the classic repository protocol, as helm does it. The index is
+# `<repo>/index.yaml`; the chart's URL is `entries[<chart>][version == V].urls[0]`, resolved
+# against the repository URL taken as a directory (helm pkg/repo/chartrepo.go
+# `FindChartInRepoURL`, pkg/repo/repo.go `ResolveReferenceURL`); the archive is written as
+# `<destination>/<last path segment of that URL>` (pkg/downloader/chart_downloader.go
+# `DownloadTo`). Proxies come from HTTP(S)_PROXY/NO_PROXY, as Go's net/http and urllib read
+# them. Error texts are helm's own.
+
+def cmd_pull(args: list[str]) -> int:
+    import urllib.parse
+    import urllib.request
+
+    p = parse(args, GLOBAL_FLAGS + [
+        FlagSpec(("--repo",), "repo", True),
+        FlagSpec(("--version",), "version", True),
+        FlagSpec(("--destination", "-d"), "destination", True),
+    ])
+    if len(p.positional) != 1 or not p.flags.get("repo") or not p.flags.get("version"):
+        raise UsageError("this helm shim supports only `helm pull CHART --repo URL --version V [--destination DIR]`")
+    chart, repo, version = p.positional[0], p.flags["repo"], p.flags["version"]
+    dest = p.flags.get("destination") or "."
+    base = repo.rstrip("/") + "/"
+    try:
+        with urllib.request.urlopen(base + "index.yaml", timeout=60) as r:
+            index = yaml.safe_load(r.read())
+    except Exception as err:  # noqa: BLE001 - helm folds every cause into one message
+        raise UsageError(f'looks like "{repo}" is not a valid chart repository or cannot be reached: {err}')
+    entries = (index or {}).get("entries", {}).get(chart, [])
+    found = [e for e in entries if str(e.get("version")) == version.lstrip("v") or str(e.get("version")) == version]
+    if not found or not found[0].get("urls"):
+        raise UsageError(f'chart "{chart}" version "{version}" not found in {repo} repository')
+    url = urllib.parse.urljoin(base, found[0]["urls"][0])
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    try:
+        with urllib.request.urlopen(url, timeout=600) as r:
+            data = r.read()
+    except Exception as err:  # noqa: BLE001
+        raise UsageError(f"failed to fetch {url} : {err}")
+    # Written whole, then renamed: helm's fileutil.AtomicWriteFile.
+    fd, tmp = tempfile.mkstemp(dir=dest, prefix=".pull-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, os.path.join(dest, name))
+    return 0
+
+
+COMMANDS = {"template": cmd_template, "lint": cmd_lint, "version": cmd_version, "show": cmd_show, "pull": cmd_pull}
 
 
 def main(argv: list[str]) -> int:

@@ -70,9 +70,10 @@ pub async fn client(path: &Path, context: &str) -> Result<kube::Client> {
         context: Some(context.to_string()),
         ..Default::default()
     };
-    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &opts)
         .await
         .map_err(|e| fail(e.to_string()))?;
+    crate::kube::client::direct_to_loopback(&mut config);
     kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
 }
 

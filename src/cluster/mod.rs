@@ -764,7 +764,7 @@ async fn create(
 /// pulsedev puts on `kind create`, where a first run on a slow link could be killed
 /// mid-pull with no progress shown. Here it has no limit but Ctrl-C, and says how far
 /// it is: a spinner on a terminal, a line every 10 s otherwise.
-async fn pull_node_image(deps: &Deps<'_>, image: &str) -> Result<()> {
+pub async fn pull_node_image(deps: &Deps<'_>, image: &str) -> Result<()> {
     let started = tokio::time::Instant::now();
     let spinner = deps
         .ui

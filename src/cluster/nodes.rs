@@ -119,6 +119,73 @@ pub fn pull_params(image: &str) -> (String, String) {
     (name.to_string(), tag.to_string())
 }
 
+/// Makes sure the engine at `host` has `image` (`what` names it in errors): `Ok(false)`
+/// when it had it, else pulls it, reporting progress, and returns `Ok(true)`. The node
+/// image before `kind create`, and what `pulsedev fetch` brings (base images, the
+/// registry image).
+pub async fn pull_if_missing(
+    docker: &Docker,
+    host: &str,
+    image: &str,
+    what: &str,
+    progress: &(dyn Fn(&PullProgress) + Send + Sync),
+) -> Result<bool> {
+    let err = |w: String, e: bollard::errors::Error| {
+        Error::new(
+            ErrorKind::DockerUnreachable,
+            format!("failed to {w} on {host}: {e}"),
+        )
+    };
+    match docker.inspect_image(image).await {
+        Ok(_) => return Ok(false),
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(err(format!("inspect the image {image}"), e)),
+    }
+    let (from_image, tag) = pull_params(image);
+    let opts = bollard::query_parameters::CreateImageOptionsBuilder::default()
+        .from_image(&from_image)
+        .tag(&tag)
+        .build();
+    // Said before the first byte moves: the pull has started.
+    progress(&PullProgress::default());
+    let mut stream = docker.create_image(Some(opts), None, None);
+    let mut layers: HashMap<String, (u64, u64, bool)> = HashMap::new();
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| {
+            Error::new(
+                ErrorKind::ImagePullFailed,
+                format!("failed to pull {what} {image} on {host}: {e}"),
+            )
+            .with_hint(format!(
+                "check the network and the Docker engine's proxy settings, then run `docker pull {image}` to see the engine's own error; once the image is there, `pulsedev up` goes on"
+            ))
+        })?;
+        // Per-layer lines carry the layer id; the others are about the image.
+        let Some(id) = info.id.filter(|id| id.len() == 12) else {
+            continue;
+        };
+        let status = info.status.unwrap_or_default();
+        let entry = layers.entry(id).or_default();
+        if let Some(d) = info.progress_detail
+            && status.starts_with("Downloading")
+        {
+            entry.0 = d.current.unwrap_or(0).max(0) as u64;
+            entry.1 = d.total.unwrap_or(0).max(0) as u64;
+        }
+        if matches!(status.as_str(), "Pull complete" | "Already exists") {
+            entry.2 = true;
+            entry.0 = entry.1;
+        }
+        progress(&PullProgress {
+            layers: layers.len(),
+            layers_done: layers.values().filter(|l| l.2).count(),
+            bytes: layers.values().map(|l| l.0).sum(),
+            total: layers.values().map(|l| l.1).sum(),
+        });
+    }
+    Ok(true)
+}
+
 /// `Nodes` on a real engine.
 #[derive(Debug, Clone)]
 pub struct DockerNodes {
@@ -309,56 +376,13 @@ impl Nodes for DockerNodes {
         image: &'a str,
         progress: &'a (dyn Fn(&PullProgress) + Send + Sync),
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            match self.docker.inspect_image(image).await {
-                Ok(_) => return Ok(false),
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(self.err(format!("inspect the image {image}"), e)),
-            }
-            let (from_image, tag) = pull_params(image);
-            let opts = bollard::query_parameters::CreateImageOptionsBuilder::default()
-                .from_image(&from_image)
-                .tag(&tag)
-                .build();
-            // Said before the first byte moves: the pull has started.
-            progress(&PullProgress::default());
-            let mut stream = self.docker.create_image(Some(opts), None, None);
-            let mut layers: HashMap<String, (u64, u64, bool)> = HashMap::new();
-            while let Some(item) = stream.next().await {
-                let info = item.map_err(|e| {
-                    Error::new(
-                        ErrorKind::ImagePullFailed,
-                        format!("failed to pull the kind node image {image} on {}: {e}", self.host),
-                    )
-                    .with_hint(format!(
-                        "check the network and the Docker engine's proxy settings, then run `docker pull {image}` to see the engine's own error; once the image is there, `pulsedev up` goes on"
-                    ))
-                })?;
-                // Per-layer lines carry the layer id; the others are about the image.
-                let Some(id) = info.id.filter(|id| id.len() == 12) else {
-                    continue;
-                };
-                let status = info.status.unwrap_or_default();
-                let entry = layers.entry(id).or_default();
-                if let Some(d) = info.progress_detail
-                    && status.starts_with("Downloading")
-                {
-                    entry.0 = d.current.unwrap_or(0).max(0) as u64;
-                    entry.1 = d.total.unwrap_or(0).max(0) as u64;
-                }
-                if matches!(status.as_str(), "Pull complete" | "Already exists") {
-                    entry.2 = true;
-                    entry.0 = entry.1;
-                }
-                progress(&PullProgress {
-                    layers: layers.len(),
-                    layers_done: layers.values().filter(|l| l.2).count(),
-                    bytes: layers.values().map(|l| l.0).sum(),
-                    total: layers.values().map(|l| l.1).sum(),
-                });
-            }
-            Ok(true)
-        })
+        Box::pin(pull_if_missing(
+            &self.docker,
+            &self.host,
+            image,
+            "the kind node image",
+            progress,
+        ))
     }
 
     fn remove(&self, container: &str) -> BoxFuture<'_, Result<bool>> {

@@ -4,6 +4,7 @@
 //! Owns: deciding whether the machine can run the dev environment. Must not change
 //! anything on the machine.
 
+pub mod downloads;
 pub mod ports;
 pub mod system;
 
@@ -101,6 +102,9 @@ pub struct Machine {
     /// How long the Docker engine may take to answer before it counts as hanging.
     pub docker_timeout: Duration,
     pub tool_timeout: Duration,
+    /// Whether to check what `up` downloads (`downloads`): doctor does, `up`'s own
+    /// preflight does not (its steps report a failed download themselves).
+    pub downloads: bool,
 }
 
 impl Machine {
@@ -113,6 +117,7 @@ impl Machine {
             proc_root: PathBuf::from("/proc"),
             docker_timeout,
             tool_timeout: Duration::from_secs(5),
+            downloads: true,
         }
     }
 
@@ -123,12 +128,19 @@ impl Machine {
 
 /// Runs every check concurrently; the result is in a fixed order.
 pub async fn run(config: &Config, m: &Machine) -> Vec<Check> {
-    let (docker_checks, docker_cli, kind, helm, inotify) = tokio::join!(
+    let (docker_checks, docker_cli, kind, helm, inotify, downloads) = tokio::join!(
         check_docker(config, m),
         check_docker_cli(m),
         check_tool(&tools::KIND, m),
         check_tool(&tools::HELM, m),
         async { check_inotify(m) },
+        async {
+            if m.downloads {
+                downloads::checks(config, m).await
+            } else {
+                Vec::new()
+            }
+        },
     );
     let (mut checks, owned_ports, rootless) = docker_checks;
     checks.push(docker_cli);
@@ -142,6 +154,7 @@ pub async fn run(config: &Config, m: &Machine) -> Vec<Check> {
         checks.push(check_port(id, port, &owned_ports, rootless, m));
     }
     checks.push(inotify);
+    checks.extend(downloads);
     checks
 }
 

@@ -10,6 +10,7 @@ pub mod archive;
 pub mod build;
 pub mod context;
 pub mod deliver;
+pub mod dockerfile;
 pub mod dockerignore;
 pub mod registry;
 

@@ -189,6 +189,26 @@ pub async fn connect(path: &Path, context: &str) -> Result<Client> {
     connect_with_timeout(path, context, REQUEST_TIMEOUT).await
 }
 
+/// No proxy for an API server on this machine (kind's is on 127.0.0.1). kube 5 takes
+/// HTTPS_PROXY from the environment for every cluster (kube-client
+/// src/config/file_loader.rs `proxy_url`) and, built without its `http-proxy` feature,
+/// then refuses to make a client at all; with it, it would send loopback traffic to the
+/// proxy, where NO_PROXY is compared with the proxy's address instead of the server's.
+/// kubectl never proxies loopback: client-go uses Go's `http.ProxyFromEnvironment`,
+/// whose rules (golang.org/x/net/http/httpproxy `useProxy`) exempt "localhost" and
+/// loopback addresses whatever NO_PROXY says.
+pub fn direct_to_loopback(config: &mut kube::Config) {
+    let host = config.cluster_url.host().unwrap_or_default();
+    let host = host.trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        config.proxy_url = None;
+    }
+}
+
 /// [`connect`] with another request deadline.
 pub async fn connect_with_timeout(path: &Path, context: &str, timeout: Duration) -> Result<Client> {
     if !path.exists() {
@@ -231,6 +251,7 @@ pub async fn connect_with_timeout(path: &Path, context: &str, timeout: Duration)
     config.read_timeout = Some(timeout.saturating_mul(2));
     config.reset_reader_on_write = true;
     config.connect_timeout = Some(config.connect_timeout.unwrap_or(timeout).min(timeout));
+    direct_to_loopback(&mut config);
     let guard = Guard {
         timeout,
         endpoint: config
@@ -250,6 +271,24 @@ pub async fn connect_with_timeout(path: &Path, context: &str, timeout: Duration)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14: with HTTPS_PROXY set (a corporate proxy, or an unreachable one when
+    /// offline) `up` failed to make any client for the cluster on 127.0.0.1; loopback
+    /// servers go direct, as kubectl's do, and other servers keep their proxy.
+    #[test]
+    fn loopback_servers_never_go_through_a_proxy() {
+        let proxied = |server: &str| {
+            let mut c = kube::Config::new(server.parse().unwrap());
+            c.proxy_url = Some("http://proxy.corp:3128".parse().unwrap());
+            direct_to_loopback(&mut c);
+            c.proxy_url.is_some()
+        };
+        assert!(!proxied("https://127.0.0.1:41234"));
+        assert!(!proxied("https://localhost:6443"));
+        assert!(!proxied("https://[::1]:6443"));
+        assert!(proxied("https://10.0.0.5:6443"));
+        assert!(proxied("https://k8s.example.com"));
+    }
 
     const KUBECONFIG: &str = r#"apiVersion: v1
 kind: Config

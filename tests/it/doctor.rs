@@ -18,7 +18,9 @@ fn check<'a>(doc: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 /// Machine-dependent bits (inotify limits, free ports, temp paths) made stable.
 fn stable(text: &str, pd: &Pd) -> String {
     let home = pd.home.path().display().to_string();
-    let mut out = text.replace(&home, "[HOME]");
+    let mut out = text
+        .replace(&home, "[HOME]")
+        .replace(&pd.work.path().display().to_string(), "[WORK]");
     out = regex_replace(&out, r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
     out = regex_replace(
         &out,
@@ -49,10 +51,13 @@ fn regex_replace(text: &str, pattern: &str, with: &str) -> String {
 #[test]
 fn doctor_passes_on_a_real_engine_with_the_tools_present() {
     let Some(host) = docker_host() else { return };
-    let pd = Pd::new()
+    // The images `up` would pull are here (local stand-ins), so no download check
+    // depends on this machine's network.
+    let pd = crate::fakes::with_node_image(Pd::new(), &host)
         .good_tools()
         .free_ports()
         .env("DOCKER_HOST", &host)
+        .env("PULSEDEV_REGISTRY_IMAGE", crate::fakes::NODE_IMAGE)
         .args(&["doctor", "--output", "json"]);
     let run = pd.run();
     let doc = run.json();
@@ -89,9 +94,22 @@ fn doctor_passes_on_a_real_engine_with_the_tools_present() {
         "port-https",
         "port-registry",
         "inotify",
+        "download-kind",
+        "download-helm",
+        "download-node-image",
+        "download-charts",
+        "download-images",
+        "offline",
     ] {
         assert_ne!(check(&doc, id)["status"], "fail", "{id}: {doc:#}");
     }
+    assert_eq!(
+        check(&doc, "download-node-image")["message"],
+        format!(
+            "node image {} (in the Docker engine)",
+            crate::fakes::NODE_IMAGE
+        )
+    );
 }
 
 #[test]
@@ -167,7 +185,8 @@ fn json_failure_document_for_an_unreachable_engine() {
             let s = v.as_str().unwrap().to_string();
             let s = regex_replace(&s, r"/tmp/[^ ]+/nobody\.sock", "[SOCK]");
             let s = regex_replace(&s, r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
-            regex_replace(&s, r" at /.*", " at [PATH]")
+            let s = regex_replace(&s, r" at /.*", " at [PATH]");
+            regex_replace(&s, r"/tmp/\.tmp[^/ ]+/", "[TMP]/")
         }),
 
         ".error.message" => "[MESSAGE]",

@@ -11,6 +11,7 @@ mod fakes;
 mod fuzz;
 mod harness;
 mod images;
+mod offline;
 mod render;
 mod scripts;
 mod status;

@@ -127,15 +127,22 @@ fn seed_observability_charts(cache: &Path) {
     }
 }
 
-/// The platform charts `up` would fetch, as small stand-ins in pulsedev's chart cache
-/// (the shim cannot `helm pull`; nothing is fetched offline).
+/// The platform charts `up` would fetch, as small stand-ins in pulsedev's chart cache.
 fn seed_platform_charts(cache: &Path) {
-    let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
     let dir = cache.join("pulsedev/charts");
     std::fs::create_dir_all(&dir).unwrap();
+    for (file, bytes) in platform_chart_archives() {
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+}
+
+/// Small stand-ins for the platform charts `up` fetches: (archive file name, bytes).
+pub(crate) fn platform_chart_archives() -> Vec<(String, Vec<u8>)> {
+    let pins = pulsedev::stack::load_pins(repo_root()).unwrap();
+    let mut out = Vec::new();
     let ingress = &pins["ingress"];
-    std::fs::write(
-        dir.join(format!("{}-{}.tgz", ingress.chart, ingress.version)),
+    out.push((
+        format!("{}-{}.tgz", ingress.chart, ingress.version),
         chart(
             &ingress.chart,
             &ingress.version,
@@ -148,8 +155,7 @@ fn seed_platform_charts(cache: &Path) {
                 ),
             )],
         ),
-    )
-    .unwrap();
+    ));
     let cm = &pins["cert-manager"];
     // The CRDs without the Namespace document (manifests/dev makes the namespace).
     let crds: String = CERT_MANAGER_CRDS
@@ -157,8 +163,8 @@ fn seed_platform_charts(cache: &Path) {
         .filter(|d| d.contains("CustomResourceDefinition"))
         .map(|d| format!("---{d}\n"))
         .collect();
-    std::fs::write(
-        dir.join(format!("{}-{}.tgz", cm.chart, cm.version)),
+    out.push((
+        format!("{}-{}.tgz", cm.chart, cm.version),
         chart(
             &cm.chart,
             &cm.version,
@@ -180,8 +186,8 @@ fn seed_platform_charts(cache: &Path) {
                 ),
             ],
         ),
-    )
-    .unwrap();
+    ));
+    out
 }
 
 /// The project's manifests for a sandbox whose platform charts are stand-ins: every
