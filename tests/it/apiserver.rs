@@ -44,7 +44,9 @@
 //!
 //! Controllers and admission that make waits hard (Pod Security admission of controller
 //! pods, failing pulls, crash loops, a StatefulSet stuck on a bad revision, scale-down,
-//! OnDelete, lagging observedGeneration and Certificates) live in apiserver/controllers.rs.
+//! OnDelete, lagging observedGeneration and Certificates) live in apiserver/controllers.rs;
+//! Deployment rollouts over many passes (surge, maxUnavailable, starting and Terminating
+//! pods) in apiserver/rollout.rs.
 //!
 //! Not modelled: watches (answered 404 and recorded as unexpected), resourceVersion
 //! preconditions, RBAC, admission beyond the options. Deletion (finalizers, Terminating
