@@ -188,7 +188,7 @@ impl Options {
             latency: Duration::ZERO,
             tls: false,
             faults: Vec::new(),
-            webhook_startup: (Duration::ZERO, Duration::ZERO),
+            webhook_startup: (0, 0),
             hang: Vec::new(),
             warnings: Vec::new(),
             deletion_lag: 1,
@@ -279,7 +279,9 @@ impl Options {
         self
     }
 
-    pub fn webhook_startup(mut self, no_endpoints: Duration, refused: Duration) -> Options {
+    /// Webhook servers without endpoints for `no_endpoints` reconcile passes, then
+    /// refusing connections for `refused` passes (apiserver/webhooks.rs).
+    pub fn webhook_startup(mut self, no_endpoints: u32, refused: u32) -> Options {
         self.webhook_startup = (no_endpoints, refused);
         self
     }
@@ -1172,7 +1174,7 @@ struct State {
     applies: Vec<ApplyRecord>,
     last_apply: Option<(String, String, String, bool)>,
     /// Webhook configuration name → when it was first stored (apiserver/webhooks.rs).
-    webhook_seen: HashMap<String, Instant>,
+    webhook_seen: HashMap<String, u64>,
     /// Object → passes left before its deletion controller's next step.
     countdown: HashMap<Key, u32>,
     /// The uid of the object the last immediate delete removed.
