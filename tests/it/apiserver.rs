@@ -121,6 +121,10 @@ pub struct Options {
     pub tls: bool,
     /// Answers to give instead of the real one (see [`Fault`]).
     pub faults: Vec<Fault>,
+    /// (kinds, n): a server-side apply of one of these kinds is held, before it is
+    /// handled, until `n` such applies have arrived (or 10 s passed), so applies a client
+    /// sends concurrently are in flight together however busy the machine is.
+    pub hold_applies: Option<(Vec<String>, usize)>,
     /// Webhook configurations' servers: how long they have no endpoints, then refuse
     /// connections, after the configuration is stored (see apiserver/webhooks.rs).
     pub webhook_startup: webhooks::Startup,
@@ -188,6 +192,7 @@ impl Options {
             latency: Duration::ZERO,
             tls: false,
             faults: Vec::new(),
+            hold_applies: None,
             webhook_startup: (0, 0),
             hang: Vec::new(),
             warnings: Vec::new(),
@@ -265,6 +270,12 @@ impl Options {
     ) -> Options {
         self = self.fault(method, path_contains, code, reason, message, times);
         self.faults.last_mut().expect("just pushed").echo_body = true;
+        self
+    }
+
+    /// See [`Options::hold_applies`](Options#structfield.hold_applies).
+    pub fn hold_applies(mut self, kinds: &[&str], n: usize) -> Options {
+        self.hold_applies = Some((kinds.iter().map(|k| k.to_string()).collect(), n));
         self
     }
 
@@ -360,6 +371,9 @@ pub struct FakeApiServer {
 struct Shared {
     state: Mutex<State>,
     started: Instant,
+    /// Held applies that have arrived (see `Options::hold_applies`).
+    held: Mutex<usize>,
+    arrived: std::sync::Condvar,
 }
 
 impl FakeApiServer {
@@ -372,6 +386,8 @@ impl FakeApiServer {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(opts)),
             started: Instant::now(),
+            held: Mutex::new(0),
+            arrived: std::sync::Condvar::new(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (sh, st) = (shared.clone(), stop.clone());
@@ -762,9 +778,27 @@ fn unescape(s: &str) -> String {
 
 fn handle(shared: &Shared, req: Request) -> Response {
     let started = shared.started.elapsed();
-    let latency = shared.state.lock().unwrap().opts.latency;
+    let (latency, hold) = {
+        let st = shared.state.lock().unwrap();
+        (st.opts.latency, st.opts.hold_applies.clone())
+    };
     if !latency.is_zero() {
         std::thread::sleep(latency);
+    }
+    if let Some((kinds, n)) = hold
+        && req.method == "PATCH"
+        && req.header("content-type") == Some("application/apply-patch+yaml")
+        && !req.target.contains("dryRun")
+        && serde_json::from_slice::<Value>(&req.body)
+            .is_ok_and(|b| kinds.iter().any(|k| b["kind"] == k.as_str()))
+    {
+        let mut held = shared.held.lock().unwrap();
+        *held += 1;
+        shared.arrived.notify_all();
+        let _ = shared
+            .arrived
+            .wait_timeout_while(held, Duration::from_secs(10), |h| *h < n)
+            .unwrap();
     }
     let mut st = shared.state.lock().unwrap();
     st.reconcile();
@@ -3614,11 +3648,13 @@ metadata: {name: demo}
     #[test]
     fn the_engine_applies_a_stack_with_a_crd_and_everything_becomes_ready() {
         // The CRD is Established on its 3rd read; discovery serves its group 2 answers
-        // later; every request takes 30 ms so concurrent applies overlap measurably.
+        // later; the four workload-group applies are held until all have arrived, so
+        // those the engine sends together overlap however busy the machine is (one sent
+        // after another would wait 10 s for the rest and not overlap).
         let api = FakeApiServer::start(
             Options::new("test")
                 .crd_lag(3, 2)
-                .latency(Duration::from_millis(30)),
+                .hold_applies(&["Deployment", "Service", "Job", "StatefulSet"], 4),
         );
         let dir = tempfile::tempdir().unwrap();
         rt().block_on(async {
