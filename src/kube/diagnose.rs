@@ -957,6 +957,64 @@ mod tests {
         assert!(!container("waiting", Some("ErrImagePull"), false, 0, None).config_error());
     }
 
+    /// A container status as the kubelet writes it (kubernetes pkg/kubelet/kubelet_pods.go
+    /// `convertToAPIContainerStatuses`: `lastState` is the previous instance, so it exists
+    /// only once `restartCount` is above 0).
+    fn kubelet_status(restarts: i32, last_exit: i32, last_reason: &str) -> super::ContainerReport {
+        let cs: k8s_openapi::api::core::v1::ContainerStatus =
+            serde_json::from_value(serde_json::json!({
+                "name": "api", "image": "localhost:5001/pulsewatch/api:dev",
+                "imageID": "localhost:5001/pulsewatch/api@sha256:7d3f0c1e",
+                "containerID": "containerd://4b1e9f2a", "ready": false, "started": true,
+                "restartCount": restarts,
+                "state": {"running": {"startedAt": "2026-11-30T10:00:40Z"}},
+                "lastState": {"terminated": {"exitCode": last_exit, "reason": last_reason,
+                    "startedAt": "2026-11-30T10:00:10Z", "finishedAt": "2026-11-30T10:00:31Z",
+                    "containerID": "containerd://9c2d7e11"}}
+            }))
+            .unwrap();
+        super::container_report(&cs, false)
+    }
+
+    /// Between two crashes the kubelet shows the container running again, not ready,
+    /// its last run ended with an error: that is a crash loop (its logs are the previous
+    /// run's) even though no CrashLoopBackOff is showing. A container restarted after a
+    /// clean exit is not.
+    #[test]
+    fn a_container_running_again_after_a_failed_run_is_crash_looping() {
+        use super::{Diagnosis, PodReport, classify};
+        use crate::error::ErrorKind;
+        let crashed = kubelet_status(3, 1, "Error");
+        assert!(crashed.crash_looping());
+        assert!(crashed.wants_logs());
+        let clean = kubelet_status(1, 0, "Completed");
+        assert!(!clean.crash_looping());
+        assert!(!clean.wants_logs());
+        let target = Target::new(TargetKind::Deployment, NS, "api");
+        let d = |c: super::ContainerReport| Diagnosis {
+            target: target.label(),
+            namespace: NS.into(),
+            name: "api".into(),
+            id: "",
+            summary: "not ready after 5m: 0/1 replicas available".into(),
+            pods: vec![PodReport {
+                name: "api-7c9f6d-x2x4q".into(),
+                phase: "Running".into(),
+                problem: None,
+                containers: vec![c],
+            }],
+            events: vec![],
+        };
+        assert_eq!(
+            classify(&d(crashed), &target, false),
+            ErrorKind::PodCrashLooping
+        );
+        assert_eq!(
+            classify(&d(clean), &target, false),
+            ErrorKind::RolloutTimeout
+        );
+    }
+
     #[test]
     fn the_most_specific_id_wins_and_failed_create_is_pod_create_failed() {
         use super::{Diagnosis, EventReport, PodReport, classify};
