@@ -1015,6 +1015,62 @@ mod tests {
         );
     }
 
+    /// One pod of a Job's or a workload's, with container statuses as the kubelet writes
+    /// them: a healthy one, one running but failing its readiness probe, one that
+    /// completed, one that failed. Only the second and the last are worth a line, and only
+    /// the failed run's logs are fetched.
+    #[test]
+    fn only_containers_with_a_problem_are_shown_and_only_failed_runs_want_logs() {
+        use super::{Diagnosis, PodReport, render};
+        let status = |name: &str, ready: bool, state: serde_json::Value| {
+            let cs: k8s_openapi::api::core::v1::ContainerStatus =
+                serde_json::from_value(serde_json::json!({
+                    "name": name, "image": format!("localhost:5001/pulsewatch/{name}:dev"),
+                    "imageID": "", "containerID": "containerd://4b1e9f2a", "ready": ready,
+                    "started": state.get("running").is_some(), "restartCount": 0,
+                    "state": state
+                }))
+                .unwrap();
+            super::container_report(&cs, false)
+        };
+        let running = serde_json::json!({"running": {"startedAt": "2026-11-30T10:00:40Z"}});
+        let ended = |code: i32, reason: &str| {
+            serde_json::json!({"terminated": {"exitCode": code, "reason": reason,
+                "startedAt": "2026-11-30T10:00:10Z", "finishedAt": "2026-11-30T10:00:31Z",
+                "containerID": "containerd://9c2d7e11"}})
+        };
+        let healthy = status("api", true, running.clone());
+        let probing = status("sidecar", false, running);
+        let completed = status("setup", false, ended(0, "Completed"));
+        let failed = status("check", false, ended(1, "Error"));
+        assert!(!healthy.has_problem() && !completed.has_problem());
+        assert!(probing.has_problem() && failed.has_problem());
+        assert!(!completed.wants_logs() && !healthy.wants_logs() && !probing.wants_logs());
+        assert!(failed.wants_logs());
+        let d = Diagnosis {
+            target: "deployment pulsewatch-dev/api".into(),
+            namespace: NS.into(),
+            name: "api".into(),
+            id: "rollout-timeout",
+            summary: "not ready after 5m: 0/1 replicas available".into(),
+            pods: vec![PodReport {
+                name: "api-7c9f6d-x2x4q".into(),
+                phase: "Running".into(),
+                problem: None,
+                containers: vec![healthy, probing, completed, failed],
+            }],
+            events: vec![],
+        };
+        assert_eq!(
+            render(&d),
+            [
+                "deployment pulsewatch-dev/api: not ready after 5m: 0/1 replicas available",
+                "pod api-7c9f6d-x2x4q container sidecar: running, not ready",
+                "pod api-7c9f6d-x2x4q container check: Error: exit 1",
+            ]
+        );
+    }
+
     #[test]
     fn the_most_specific_id_wins_and_failed_create_is_pod_create_failed() {
         use super::{Diagnosis, EventReport, PodReport, classify};
