@@ -1310,8 +1310,10 @@ webhooks:
             "{:?}",
             e.details
         );
+        // Answered at the first try: no retry, and no "ready" after a wait that never was.
         let lines = lines.lock().unwrap().join("\n");
         assert!(!lines.contains("retrying"), "{lines}");
+        assert!(!lines.contains("): ready"), "{lines}");
     }
 
     #[tokio::test(start_paused = true)]

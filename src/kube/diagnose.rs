@@ -765,6 +765,51 @@ mod tests {
         insta::assert_json_snapshot!("crash_loop_json", crate::ui::failure_document(&e));
     }
 
+    /// Only three pods are described: the one in trouble is among them even when its
+    /// name sorts last (a StatefulSet's highest ordinal, left Pending by the scheduler as
+    /// kube-scheduler reports it: PodScheduled=False/Unschedulable).
+    #[tokio::test(start_paused = true)]
+    async fn the_pod_in_trouble_is_described_before_healthy_ones() {
+        let running = |n: &str| pod(NS, n, "postgres", "postgres:17", fixtures::Looks::Running);
+        let (client, mock) = Scenario::new()
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods")
+                    .query("labelSelector", "app.kubernetes.io/name=postgres")
+                    .ok(pod_list(vec![
+                        running("postgres-0"),
+                        running("postgres-1"),
+                        running("postgres-2"),
+                        pending_pod(
+                            NS,
+                            "postgres-3",
+                            "postgres",
+                            "data-postgres-3",
+                            "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+                        ),
+                    ])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/events")
+                    .query("fieldSelector", "type=Warning")
+                    .ok(event_list(vec![])),
+            )
+            .start();
+        let target = Target::new(TargetKind::StatefulSet, NS, "postgres");
+        let d = engine(client)
+            .diagnose(
+                &crate::kube::wait::Outcome::TimedOut {
+                    target,
+                    last: "3/4 replicas ready".into(),
+                    selector: Some("app.kubernetes.io/name=postgres".into()),
+                },
+                Duration::from_secs(300),
+            )
+            .await;
+        mock.finish().await;
+        let names: Vec<&str> = d.pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["postgres-3", "postgres-0", "postgres-1"]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn image_pull_config_error_and_unbound_claim_in_one_screen() {
         let web = "/apis/apps/v1/namespaces/pulsewatch-dev/deployments/web";
