@@ -765,6 +765,123 @@ mod tests {
         insta::assert_json_snapshot!("crash_loop_json", crate::ui::failure_document(&e));
     }
 
+    /// A FailedCreate counts for the workload it is about: the replicaset-controller
+    /// records it on the Deployment's ReplicaSet (`<deployment>-<hash>`), the
+    /// statefulset-controller on the StatefulSet itself (kubernetes
+    /// pkg/controller/controller_utils.go `CreatePods`, statefulset/stateful_pod_control.go
+    /// `recordPodEvent`). Another workload's refusal in the same namespace is not its
+    /// failure.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_create_counts_only_for_the_workload_it_names() {
+        let refused = "Error creating: pods \"x\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"app\" must set securityContext.allowPrivilegeEscalation=false)";
+        let signal = |target: Target, event: (&'static str, &'static str)| async move {
+            let (client, mock) = Scenario::new()
+                .then(
+                    Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods")
+                        .query("labelSelector", "app.kubernetes.io/name=x")
+                        .ok(pod_list(vec![])),
+                )
+                .then(
+                    Exchange::get("/api/v1/namespaces/pulsewatch-dev/events")
+                        .query("fieldSelector", "type=Warning")
+                        .ok(event_list(vec![warning(
+                            NS,
+                            event.0,
+                            event.1,
+                            "FailedCreate",
+                            refused,
+                            6,
+                            "2026-11-30T10:00:31Z",
+                        )])),
+                )
+                .start();
+            let facts = crate::kube::wait::Facts {
+                selector: Some("app.kubernetes.io/name=x".into()),
+                desired_pods: Some(1),
+                ..Default::default()
+            };
+            let got = engine(client).failure_signal(&target, &facts).await;
+            mock.finish().await;
+            got.map(|(reason, _)| reason)
+        };
+        let api = || Target::new(TargetKind::Deployment, NS, "api");
+        let postgres = || Target::new(TargetKind::StatefulSet, NS, "postgres");
+        let failed = Some("FailedCreate".to_string());
+        assert_eq!(signal(api(), ("ReplicaSet", "api-7c9f6d8b5")).await, failed);
+        assert_eq!(
+            signal(api(), ("ReplicaSet", "worker-5d8f7c9b4")).await,
+            None
+        );
+        assert_eq!(
+            signal(postgres(), ("StatefulSet", "postgres")).await,
+            failed
+        );
+        assert_eq!(signal(postgres(), ("StatefulSet", "redis")).await, None);
+        assert_eq!(
+            signal(postgres(), ("ReplicaSet", "postgres-5d8f7c9b4")).await,
+            None
+        );
+    }
+
+    /// The logs of a container that ended (a Job's, failed after restarts under
+    /// `restartPolicy: OnFailure`) are its current instance's: `previous` is only for a
+    /// container that is running or waiting again after a crash.
+    #[tokio::test(start_paused = true)]
+    async fn the_logs_of_an_ended_container_are_not_the_previous_run() {
+        let mut failed = pod(
+            NS,
+            "migrations-3f2a9c-7xk2p",
+            "migrations",
+            "localhost:5001/pulsewatch/migrations:dev",
+            fixtures::Looks::Terminated {
+                exit: 1,
+                reason: "Error",
+            },
+        );
+        failed
+            .status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0]
+            .restart_count = 3;
+        let (client, mock) = Scenario::new()
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods")
+                    .query("labelSelector", "job-name=migrations-3f2a9c")
+                    .ok(pod_list(vec![failed])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/events")
+                    .query("fieldSelector", "type=Warning")
+                    .ok(event_list(vec![])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods/migrations-3f2a9c-7xk2p/log")
+                    .query("container", "migrations")
+                    .check(|seen| assert!(!seen.query.contains_key("previous"), "{seen}"))
+                    .text("ERROR: relation \"checks\" does not exist\n"),
+            )
+            .start();
+        let d = engine(client)
+            .diagnose(
+                &crate::kube::wait::Outcome::Failed {
+                    target: Target::new(TargetKind::Job, NS, "migrations-3f2a9c"),
+                    reason: "BackoffLimitExceeded".into(),
+                    message: "Job has reached the specified backoff limit".into(),
+                    selector: Some("job-name=migrations-3f2a9c".into()),
+                },
+                Duration::from_secs(300),
+            )
+            .await;
+        mock.finish().await;
+        assert_eq!(
+            d.pods[0].containers[0].log_tail,
+            ["ERROR: relation \"checks\" does not exist"]
+        );
+    }
+
     /// Only three pods are described: the one in trouble is among them even when its
     /// name sorts last (a StatefulSet's highest ordinal, left Pending by the scheduler as
     /// kube-scheduler reports it: PodScheduled=False/Unschedulable).
