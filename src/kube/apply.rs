@@ -1236,6 +1236,86 @@ webhooks:
         );
     }
 
+    /// A webhook that serves and denies the object: its dry-run answer is the webhook's
+    /// verdict, not a sign that it is still starting, so the gate ends at once and the
+    /// apply reports the denial (`apply-failed`). The API server wraps a denial as
+    /// k8s.io/apiserver pkg/admission/plugin/webhook/errors/statuserror.go `ToStatusErr`
+    /// does: `admission webhook "<name>" denied the request: <message>`, at least 400; the
+    /// message is ingress-nginx's admission check of a duplicate host and path.
+    #[tokio::test(start_paused = true)]
+    async fn a_webhook_that_denies_the_object_ends_the_gate_and_fails_the_apply() {
+        let text = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec: {ingressClassName: nginx, rules: [{host: pulsewatch.localhost}]}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: ingress-admission}
+webhooks:
+- name: validate.nginx.ingress.kubernetes.io
+  clientConfig: {service: {namespace: ingress, name: ingress-admission}}
+  rules: [{apiGroups: [networking.k8s.io], apiVersions: [v1], resources: [ingresses], operations: [CREATE, UPDATE]}]
+  sideEffects: None
+  admissionReviewVersions: [v1]
+"#;
+        let ms = parse("platform/ingress", text).unwrap();
+        let slices = "/apis/discovery.k8s.io/v1/namespaces/ingress/endpointslices";
+        let ready = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {},
+            "items": [{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "ingress-admission-x1", "namespace": "ingress",
+                    "labels": {"kubernetes.io/service-name": "ingress-admission"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.244.0.7"], "conditions": {"ready": true}}]}]});
+        let ingress = "/apis/networking.k8s.io/v1/namespaces/pulsewatch-dev/ingresses/web";
+        let denied = "admission webhook \"validate.nginx.ingress.kubernetes.io\" denied the request: host \"pulsewatch.localhost\" and path \"/\" is already defined in ingress pulsewatch-dev/old-web";
+        // No `reason`: the webhook's status carries none and the field is omitempty.
+        let denial = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": denied, "code": 400});
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get("/apis/admissionregistration.k8s.io/v1").ok(resource_list(
+                "admissionregistration.k8s.io/v1",
+                &[("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", false)],
+            )))
+            .then(Exchange::get("/apis/networking.k8s.io/v1").ok(resource_list(
+                "networking.k8s.io/v1",
+                &[("ingresses", "Ingress", true)],
+            )))
+            .then(ssa("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/ingress-admission"))
+            .then(Exchange::get(slices).ok(ready))
+            .then(Exchange::patch(ingress).query("dryRun", "All").reply(400, denial.clone()))
+            .then(
+                Exchange::patch(ingress)
+                    .query("fieldManager", "pulsedev")
+                    .query("force", "true")
+                    .reply(400, denial),
+            )
+            .start();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut options = ApplyOptions::new("pulsewatch", "pulsewatch-dev");
+        options.admission_backoff = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(2),
+            cap: Duration::from_secs(60),
+            jitter: 0.0,
+        };
+        let e = engine(client, lines.clone())
+            .apply(&ms, &options, &CancellationToken::new())
+            .await
+            .unwrap_err();
+        mock.finish().await;
+        assert_eq!(e.id(), "apply-failed");
+        assert!(
+            e.details.iter().any(|d| d.contains(denied)),
+            "{:?}",
+            e.details
+        );
+        // Answered at the first try: no retry, and no "ready" after a wait that never was.
+        let lines = lines.lock().unwrap().join("\n");
+        assert!(!lines.contains("retrying"), "{lines}");
+        assert!(!lines.contains("): ready"), "{lines}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_webhook_that_never_serves_is_webhook_not_ready_within_its_cap() {
         let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: m}\nwebhooks:\n- name: m.example.com\n  clientConfig: {service: {namespace: sys, name: hook}}\n  rules: [{apiGroups: [\"\"], apiVersions: [v1], resources: [configmaps], operations: [CREATE]}]\n";
@@ -1291,7 +1371,8 @@ webhooks:
             .then(ssa(
                 "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/v",
             ));
-        // 1 s, then 2 s delays up to a 6 s cap: looks at 0, 1, 3 and 5 s.
+        // 1 s, then 2 s delays up to a 5 s cap: looks at 0, 1, 3 and 5 s (the last one
+        // exactly at the cap is still within it).
         for _ in 0..4 {
             scenario = scenario.then(Exchange::get(slices).ok(empty.clone()));
         }
@@ -1300,7 +1381,7 @@ webhooks:
         options.admission_backoff = Backoff {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(2),
-            cap: Duration::from_secs(6),
+            cap: Duration::from_secs(5),
             jitter: 0.0,
         };
         let e = engine(client, Arc::default())
@@ -1311,7 +1392,7 @@ webhooks:
         assert_eq!(e.id(), "webhook-not-ready");
         assert_eq!(
             e.message,
-            "the webhook v.example.com (ValidatingWebhookConfiguration v) did not admit a dry-run of Widget pulsewatch-dev/w within 6s (4 attempts)"
+            "the webhook v.example.com (ValidatingWebhookConfiguration v) did not admit a dry-run of Widget pulsewatch-dev/w within 5s (4 attempts)"
         );
         assert_eq!(e.details, ["service sys/hook has no ready endpoints"]);
     }

@@ -765,6 +765,168 @@ mod tests {
         insta::assert_json_snapshot!("crash_loop_json", crate::ui::failure_document(&e));
     }
 
+    /// A FailedCreate counts for the workload it is about: the replicaset-controller
+    /// records it on the Deployment's ReplicaSet (`<deployment>-<hash>`), the
+    /// statefulset-controller on the StatefulSet itself (kubernetes
+    /// pkg/controller/controller_utils.go `CreatePods`, statefulset/stateful_pod_control.go
+    /// `recordPodEvent`). Another workload's refusal in the same namespace is not its
+    /// failure.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_create_counts_only_for_the_workload_it_names() {
+        let refused = "Error creating: pods \"x\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"app\" must set securityContext.allowPrivilegeEscalation=false)";
+        let signal = |target: Target, event: (&'static str, &'static str)| async move {
+            let (client, mock) = Scenario::new()
+                .then(
+                    Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods")
+                        .query("labelSelector", "app.kubernetes.io/name=x")
+                        .ok(pod_list(vec![])),
+                )
+                .then(
+                    Exchange::get("/api/v1/namespaces/pulsewatch-dev/events")
+                        .query("fieldSelector", "type=Warning")
+                        .ok(event_list(vec![warning(
+                            NS,
+                            event.0,
+                            event.1,
+                            "FailedCreate",
+                            refused,
+                            6,
+                            "2026-11-30T10:00:31Z",
+                        )])),
+                )
+                .start();
+            let facts = crate::kube::wait::Facts {
+                selector: Some("app.kubernetes.io/name=x".into()),
+                desired_pods: Some(1),
+                ..Default::default()
+            };
+            let got = engine(client).failure_signal(&target, &facts).await;
+            mock.finish().await;
+            got.map(|(reason, _)| reason)
+        };
+        let api = || Target::new(TargetKind::Deployment, NS, "api");
+        let postgres = || Target::new(TargetKind::StatefulSet, NS, "postgres");
+        let failed = Some("FailedCreate".to_string());
+        assert_eq!(signal(api(), ("ReplicaSet", "api-7c9f6d8b5")).await, failed);
+        assert_eq!(
+            signal(api(), ("ReplicaSet", "worker-5d8f7c9b4")).await,
+            None
+        );
+        assert_eq!(
+            signal(postgres(), ("StatefulSet", "postgres")).await,
+            failed
+        );
+        assert_eq!(signal(postgres(), ("StatefulSet", "redis")).await, None);
+        assert_eq!(
+            signal(postgres(), ("ReplicaSet", "postgres-5d8f7c9b4")).await,
+            None
+        );
+    }
+
+    /// The logs of a container that ended (a Job's, failed after restarts under
+    /// `restartPolicy: OnFailure`) are its current instance's: `previous` is only for a
+    /// container that is running or waiting again after a crash.
+    #[tokio::test(start_paused = true)]
+    async fn the_logs_of_an_ended_container_are_not_the_previous_run() {
+        let mut failed = pod(
+            NS,
+            "migrations-3f2a9c-7xk2p",
+            "migrations",
+            "localhost:5001/pulsewatch/migrations:dev",
+            fixtures::Looks::Terminated {
+                exit: 1,
+                reason: "Error",
+            },
+        );
+        failed
+            .status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0]
+            .restart_count = 3;
+        let (client, mock) = Scenario::new()
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods")
+                    .query("labelSelector", "job-name=migrations-3f2a9c")
+                    .ok(pod_list(vec![failed])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/events")
+                    .query("fieldSelector", "type=Warning")
+                    .ok(event_list(vec![])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods/migrations-3f2a9c-7xk2p/log")
+                    .query("container", "migrations")
+                    .check(|seen| assert!(!seen.query.contains_key("previous"), "{seen}"))
+                    .text("ERROR: relation \"checks\" does not exist\n"),
+            )
+            .start();
+        let d = engine(client)
+            .diagnose(
+                &crate::kube::wait::Outcome::Failed {
+                    target: Target::new(TargetKind::Job, NS, "migrations-3f2a9c"),
+                    reason: "BackoffLimitExceeded".into(),
+                    message: "Job has reached the specified backoff limit".into(),
+                    selector: Some("job-name=migrations-3f2a9c".into()),
+                },
+                Duration::from_secs(300),
+            )
+            .await;
+        mock.finish().await;
+        assert_eq!(
+            d.pods[0].containers[0].log_tail,
+            ["ERROR: relation \"checks\" does not exist"]
+        );
+    }
+
+    /// Only three pods are described: the one in trouble is among them even when its
+    /// name sorts last (a StatefulSet's highest ordinal, left Pending by the scheduler as
+    /// kube-scheduler reports it: PodScheduled=False/Unschedulable).
+    #[tokio::test(start_paused = true)]
+    async fn the_pod_in_trouble_is_described_before_healthy_ones() {
+        let running = |n: &str| pod(NS, n, "postgres", "postgres:17", fixtures::Looks::Running);
+        let (client, mock) = Scenario::new()
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/pods")
+                    .query("labelSelector", "app.kubernetes.io/name=postgres")
+                    .ok(pod_list(vec![
+                        running("postgres-0"),
+                        running("postgres-1"),
+                        running("postgres-2"),
+                        pending_pod(
+                            NS,
+                            "postgres-3",
+                            "postgres",
+                            "data-postgres-3",
+                            "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+                        ),
+                    ])),
+            )
+            .then(
+                Exchange::get("/api/v1/namespaces/pulsewatch-dev/events")
+                    .query("fieldSelector", "type=Warning")
+                    .ok(event_list(vec![])),
+            )
+            .start();
+        let target = Target::new(TargetKind::StatefulSet, NS, "postgres");
+        let d = engine(client)
+            .diagnose(
+                &crate::kube::wait::Outcome::TimedOut {
+                    target,
+                    last: "3/4 replicas ready".into(),
+                    selector: Some("app.kubernetes.io/name=postgres".into()),
+                },
+                Duration::from_secs(300),
+            )
+            .await;
+        mock.finish().await;
+        let names: Vec<&str> = d.pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["postgres-3", "postgres-0", "postgres-1"]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn image_pull_config_error_and_unbound_claim_in_one_screen() {
         let web = "/apis/apps/v1/namespaces/pulsewatch-dev/deployments/web";
@@ -955,6 +1117,120 @@ mod tests {
         );
         assert!(container("waiting", Some("CreateContainerError"), false, 0, None).config_error());
         assert!(!container("waiting", Some("ErrImagePull"), false, 0, None).config_error());
+    }
+
+    /// A container status as the kubelet writes it (kubernetes pkg/kubelet/kubelet_pods.go
+    /// `convertToAPIContainerStatuses`: `lastState` is the previous instance, so it exists
+    /// only once `restartCount` is above 0).
+    fn kubelet_status(restarts: i32, last_exit: i32, last_reason: &str) -> super::ContainerReport {
+        let cs: k8s_openapi::api::core::v1::ContainerStatus =
+            serde_json::from_value(serde_json::json!({
+                "name": "api", "image": "localhost:5001/pulsewatch/api:dev",
+                "imageID": "localhost:5001/pulsewatch/api@sha256:7d3f0c1e",
+                "containerID": "containerd://4b1e9f2a", "ready": false, "started": true,
+                "restartCount": restarts,
+                "state": {"running": {"startedAt": "2026-11-30T10:00:40Z"}},
+                "lastState": {"terminated": {"exitCode": last_exit, "reason": last_reason,
+                    "startedAt": "2026-11-30T10:00:10Z", "finishedAt": "2026-11-30T10:00:31Z",
+                    "containerID": "containerd://9c2d7e11"}}
+            }))
+            .unwrap();
+        super::container_report(&cs, false)
+    }
+
+    /// Between two crashes the kubelet shows the container running again, not ready,
+    /// its last run ended with an error: that is a crash loop (its logs are the previous
+    /// run's) even though no CrashLoopBackOff is showing. A container restarted after a
+    /// clean exit is not.
+    #[test]
+    fn a_container_running_again_after_a_failed_run_is_crash_looping() {
+        use super::{Diagnosis, PodReport, classify};
+        use crate::error::ErrorKind;
+        let crashed = kubelet_status(3, 1, "Error");
+        assert!(crashed.crash_looping());
+        assert!(crashed.wants_logs());
+        let clean = kubelet_status(1, 0, "Completed");
+        assert!(!clean.crash_looping());
+        assert!(!clean.wants_logs());
+        let target = Target::new(TargetKind::Deployment, NS, "api");
+        let d = |c: super::ContainerReport| Diagnosis {
+            target: target.label(),
+            namespace: NS.into(),
+            name: "api".into(),
+            id: "",
+            summary: "not ready after 5m: 0/1 replicas available".into(),
+            pods: vec![PodReport {
+                name: "api-7c9f6d-x2x4q".into(),
+                phase: "Running".into(),
+                problem: None,
+                containers: vec![c],
+            }],
+            events: vec![],
+        };
+        assert_eq!(
+            classify(&d(crashed), &target, false),
+            ErrorKind::PodCrashLooping
+        );
+        assert_eq!(
+            classify(&d(clean), &target, false),
+            ErrorKind::RolloutTimeout
+        );
+    }
+
+    /// One pod of a Job's or a workload's, with container statuses as the kubelet writes
+    /// them: a healthy one, one running but failing its readiness probe, one that
+    /// completed, one that failed. Only the second and the last are worth a line, and only
+    /// the failed run's logs are fetched.
+    #[test]
+    fn only_containers_with_a_problem_are_shown_and_only_failed_runs_want_logs() {
+        use super::{Diagnosis, PodReport, render};
+        let status = |name: &str, ready: bool, state: serde_json::Value| {
+            let cs: k8s_openapi::api::core::v1::ContainerStatus =
+                serde_json::from_value(serde_json::json!({
+                    "name": name, "image": format!("localhost:5001/pulsewatch/{name}:dev"),
+                    "imageID": "", "containerID": "containerd://4b1e9f2a", "ready": ready,
+                    "started": state.get("running").is_some(), "restartCount": 0,
+                    "state": state
+                }))
+                .unwrap();
+            super::container_report(&cs, false)
+        };
+        let running = serde_json::json!({"running": {"startedAt": "2026-11-30T10:00:40Z"}});
+        let ended = |code: i32, reason: &str| {
+            serde_json::json!({"terminated": {"exitCode": code, "reason": reason,
+                "startedAt": "2026-11-30T10:00:10Z", "finishedAt": "2026-11-30T10:00:31Z",
+                "containerID": "containerd://9c2d7e11"}})
+        };
+        let healthy = status("api", true, running.clone());
+        let probing = status("sidecar", false, running);
+        let completed = status("setup", false, ended(0, "Completed"));
+        let failed = status("check", false, ended(1, "Error"));
+        assert!(!healthy.has_problem() && !completed.has_problem());
+        assert!(probing.has_problem() && failed.has_problem());
+        assert!(!completed.wants_logs() && !healthy.wants_logs() && !probing.wants_logs());
+        assert!(failed.wants_logs());
+        let d = Diagnosis {
+            target: "deployment pulsewatch-dev/api".into(),
+            namespace: NS.into(),
+            name: "api".into(),
+            id: "rollout-timeout",
+            summary: "not ready after 5m: 0/1 replicas available".into(),
+            pods: vec![PodReport {
+                name: "api-7c9f6d-x2x4q".into(),
+                phase: "Running".into(),
+                problem: None,
+                containers: vec![healthy, probing, completed, failed],
+            }],
+            events: vec![],
+        };
+        assert_eq!(
+            render(&d),
+            [
+                "deployment pulsewatch-dev/api: not ready after 5m: 0/1 replicas available",
+                "pod api-7c9f6d-x2x4q container sidecar: running, not ready",
+                "pod api-7c9f6d-x2x4q container check: Error: exit 1",
+            ]
+        );
     }
 
     #[test]

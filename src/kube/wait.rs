@@ -1280,6 +1280,67 @@ mod tests {
         );
     }
 
+    /// A partitioned rolling update of 4 replicas with `partition: 1`, as the StatefulSet
+    /// controller reports it (kubernetes pkg/controller/statefulset/stateful_set_control.go:
+    /// pods with an ordinal below the partition keep the current revision, so
+    /// `currentRevision` never becomes the update revision, `completeRollingUpdate` needing
+    /// `updatedReplicas == replicas`). Done once every pod at or above the partition is
+    /// updated, as kubectl's StatefulSetStatusViewer ("partitioned roll out complete") and
+    /// kstatus (`updatedReplicas < replicas - partition` is in progress) have it.
+    #[test]
+    fn a_partitioned_statefulset_is_ready_once_the_pods_above_the_partition_are_updated() {
+        let rollout = |updated: i32| {
+            let mut s = sts(fixtures::statefulset(
+                "pulsewatch-dev",
+                "postgres",
+                4,
+                4,
+                ("postgres-5d8f7c9b4", "postgres-6b9d4f8c7"),
+            ));
+            s.spec.as_mut().unwrap().update_strategy =
+                Some(k8s_openapi::api::apps::v1::StatefulSetUpdateStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(
+                        k8s_openapi::api::apps::v1::RollingUpdateStatefulSetStrategy {
+                            partition: Some(1),
+                            max_unavailable: None,
+                        },
+                    ),
+                });
+            let status = s.status.as_mut().unwrap();
+            status.updated_replicas = Some(updated);
+            status.current_replicas = Some(4 - updated);
+            s
+        };
+        assert_eq!(
+            statefulset_state(&rollout(2)),
+            Poll::Waiting("2/3 replicas updated (partitioned)".into())
+        );
+        assert_eq!(statefulset_state(&rollout(3)), Poll::Ready);
+    }
+
+    /// With `minReadySeconds` a pod is Ready before it counts as available: the controller
+    /// writes readyReplicas 1, availableReplicas 0 until the time has passed
+    /// (stateful_set_control.go `computeReplicaStatus`, podutil.IsPodAvailable).
+    #[test]
+    fn a_statefulset_is_not_ready_until_its_ready_pods_are_available() {
+        let mut s = sts(fixtures::statefulset(
+            "pulsewatch-dev",
+            "postgres",
+            1,
+            1,
+            ("postgres-5d8f7c9b4", "postgres-5d8f7c9b4"),
+        ));
+        s.spec.as_mut().unwrap().min_ready_seconds = Some(30);
+        s.status.as_mut().unwrap().available_replicas = Some(0);
+        assert_eq!(
+            statefulset_state(&s),
+            Poll::Waiting("0/1 replicas available".into())
+        );
+        s.status.as_mut().unwrap().available_replicas = Some(1);
+        assert_eq!(statefulset_state(&s), Poll::Ready);
+    }
+
     #[test]
     fn a_statefulset_scaling_down_is_not_ready_until_the_extra_pods_are_gone() {
         // kube-controller-manager's statefulset status while 3 → 1: status.replicas

@@ -45,7 +45,9 @@
 //!
 //! Controllers and admission that make waits hard (Pod Security admission of controller
 //! pods, failing pulls, crash loops, a StatefulSet stuck on a bad revision, scale-down,
-//! OnDelete, lagging observedGeneration and Certificates) live in apiserver/controllers.rs.
+//! OnDelete, lagging observedGeneration and Certificates) live in apiserver/controllers.rs;
+//! Deployment rollouts over many passes (surge, maxUnavailable, starting and Terminating
+//! pods) in apiserver/rollout.rs.
 //!
 //! Not modelled: watches (answered 404 and recorded as unexpected), resourceVersion
 //! preconditions, RBAC, admission beyond the options. Deletion (finalizers, Terminating
@@ -74,6 +76,7 @@ mod fidelity;
 mod fields;
 mod immutable;
 mod logs;
+mod rollout;
 mod schema;
 mod ssa;
 mod tls;
@@ -116,14 +119,15 @@ pub struct Options {
     /// Every request waits this long before it is handled (outside any lock, so
     /// concurrent requests overlap measurably).
     pub latency: Duration,
-    /// Resources (plural names) whose first N PATCHes are answered only once all N have
-    /// arrived (see [`Together`]).
-    pub together: (Vec<String>, usize),
     /// Serve HTTPS as kind's API server does: a cluster CA, a serving certificate for
     /// 127.0.0.1, the admin's client certificate in the kubeconfig (apiserver/tls.rs).
     pub tls: bool,
     /// Answers to give instead of the real one (see [`Fault`]).
     pub faults: Vec<Fault>,
+    /// (kinds, n): a server-side apply of one of these kinds is held, before it is
+    /// handled, until `n` such applies have arrived (or 10 s passed), so applies a client
+    /// sends concurrently are in flight together however busy the machine is.
+    pub hold_applies: Option<(Vec<String>, usize)>,
     /// Webhook configurations' servers: how long they have no endpoints, then refuse
     /// connections, after the configuration is stored (see apiserver/webhooks.rs).
     pub webhook_startup: webhooks::Startup,
@@ -192,10 +196,10 @@ impl Options {
             .join("\n"),
             webhook_refusals: 0,
             latency: Duration::ZERO,
-            together: (Vec::new(), 0),
             tls: false,
             faults: Vec::new(),
-            webhook_startup: (Duration::ZERO, Duration::ZERO),
+            hold_applies: None,
+            webhook_startup: (0, 0),
             hang: Vec::new(),
             warnings: Vec::new(),
             deletion_lag: 1,
@@ -276,14 +280,14 @@ impl Options {
         self
     }
 
-    pub fn latency(mut self, d: Duration) -> Options {
-        self.latency = d;
+    /// See [`Options::hold_applies`](Options#structfield.hold_applies).
+    pub fn hold_applies(mut self, kinds: &[&str], n: usize) -> Options {
+        self.hold_applies = Some((kinds.iter().map(|k| k.to_string()).collect(), n));
         self
     }
 
-    /// The first `n` PATCHes of these resources are held until all `n` have arrived.
-    pub fn together(mut self, plurals: &[&str], n: usize) -> Options {
-        self.together = (plurals.iter().map(|p| p.to_string()).collect(), n);
+    pub fn latency(mut self, d: Duration) -> Options {
+        self.latency = d;
         self
     }
 
@@ -293,7 +297,9 @@ impl Options {
         self
     }
 
-    pub fn webhook_startup(mut self, no_endpoints: Duration, refused: Duration) -> Options {
+    /// Webhook servers without endpoints for `no_endpoints` reconcile passes, then
+    /// refusing connections for `refused` passes (apiserver/webhooks.rs).
+    pub fn webhook_startup(mut self, no_endpoints: u32, refused: u32) -> Options {
         self.webhook_startup = (no_endpoints, refused);
         self
     }
@@ -379,43 +385,9 @@ pub struct FakeApiServer {
 struct Shared {
     state: Mutex<State>,
     started: Instant,
-    together: Together,
-}
-
-/// [`Options::together`]: the first `n` PATCHes of these resources are held until all
-/// `n` have arrived, so requests the client sends concurrently are provably in flight
-/// together, however busy the machine (a fixed latency only made it likely).
-#[derive(Default)]
-struct Together {
-    plurals: Vec<String>,
-    n: usize,
-    arrived: Mutex<usize>,
-    all_here: std::sync::Condvar,
-}
-
-impl Together {
-    fn wait(&self, req: &Request) {
-        if req.method != "PATCH"
-            || !self
-                .plurals
-                .iter()
-                .any(|p| req.path.contains(&format!("/{p}/")))
-        {
-            return;
-        }
-        let mut arrived = self.arrived.lock().unwrap();
-        if *arrived >= self.n {
-            return;
-        }
-        *arrived += 1;
-        self.all_here.notify_all();
-        // A client that sends them one by one never completes the set: each is let
-        // through after the bound, and the overlap the test checks is then absent.
-        let _ = self
-            .all_here
-            .wait_timeout_while(arrived, Duration::from_secs(5), |a| *a < self.n)
-            .unwrap();
-    }
+    /// Held applies that have arrived (see `Options::hold_applies`).
+    held: Mutex<usize>,
+    arrived: std::sync::Condvar,
 }
 
 impl FakeApiServer {
@@ -425,15 +397,11 @@ impl FakeApiServer {
         let port = listener.local_addr().unwrap().port();
         let pki = opts.tls.then(|| Arc::new(tls::Pki::new()));
         let server_tls = pki.as_ref().map(|p| p.server.clone());
-        let together = Together {
-            plurals: opts.together.0.clone(),
-            n: opts.together.1,
-            ..Together::default()
-        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(opts)),
             started: Instant::now(),
-            together,
+            held: Mutex::new(0),
+            arrived: std::sync::Condvar::new(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (sh, st) = (shared.clone(), stop.clone());
@@ -841,11 +809,28 @@ fn unescape(s: &str) -> String {
 
 fn handle(shared: &Shared, req: Request) -> Response {
     let started = shared.started.elapsed();
-    let latency = shared.state.lock().unwrap().opts.latency;
+    let (latency, hold) = {
+        let st = shared.state.lock().unwrap();
+        (st.opts.latency, st.opts.hold_applies.clone())
+    };
     if !latency.is_zero() {
         std::thread::sleep(latency);
     }
-    shared.together.wait(&req);
+    if let Some((kinds, n)) = hold
+        && req.method == "PATCH"
+        && req.header("content-type") == Some("application/apply-patch+yaml")
+        && !req.target.contains("dryRun")
+        && serde_json::from_slice::<Value>(&req.body)
+            .is_ok_and(|b| kinds.iter().any(|k| b["kind"] == k.as_str()))
+    {
+        let mut held = shared.held.lock().unwrap();
+        *held += 1;
+        shared.arrived.notify_all();
+        let _ = shared
+            .arrived
+            .wait_timeout_while(held, Duration::from_secs(10), |h| *h < n)
+            .unwrap();
+    }
     let mut st = shared.state.lock().unwrap();
     st.reconcile();
     st.last_apply = None;
@@ -1256,7 +1241,7 @@ struct State {
     applies: Vec<ApplyRecord>,
     last_apply: Option<(String, String, String, bool)>,
     /// Webhook configuration name → when it was first stored (apiserver/webhooks.rs).
-    webhook_seen: HashMap<String, Instant>,
+    webhook_seen: HashMap<String, u64>,
     /// Object → passes left before its deletion controller's next step.
     countdown: HashMap<Key, u32>,
     /// The uid of the object the last immediate delete removed.
@@ -1650,7 +1635,9 @@ impl State {
     /// otherwise) does: an Update entry with `subresource: status` owns it.
     fn set_status(&mut self, k: &Key, mut status: Value) {
         let Some(o) = self.objects.get(k) else { return };
-        if let Some(old) = o.get("status") {
+        if let Some(old) = o.get("status")
+            && status.get("conditions").is_some()
+        {
             keep_times(&mut status["conditions"], &old["conditions"]);
         }
         if o.get("status") == Some(&status) {
@@ -3021,157 +3008,6 @@ impl State {
         }
     }
 
-    fn deployment(&mut self, k: &Key) {
-        let d = self.objects[k].clone();
-        let (ns, name) = (k.2.clone(), k.3.clone());
-        let uid = str_of(&d, &["metadata", "uid"]).to_string();
-        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
-        let template = d["spec"]["template"].clone();
-        let hash = short_hash(&template, 10);
-        let rs_name = format!("{name}-{hash}");
-        let mode = self.mode_for(&name, &uid, &template);
-        let ready = if mode == PodMode::Running {
-            replicas
-        } else {
-            0
-        };
-        // Older ReplicaSets scale to zero.
-        let old: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|((g, p, rns, n), o)| {
-                g == "apps"
-                    && p == "replicasets"
-                    && *rns == ns
-                    && owned_by(o, &uid)
-                    && *n != rs_name
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for ok in old {
-            let mut rs = self.objects[&ok].clone();
-            rs["spec"]["replicas"] = json!(0);
-            rs["status"] =
-                json!({"replicas": 0, "observedGeneration": rs["metadata"]["generation"]});
-            let rs_uid = str_of(&rs, &["metadata", "uid"]).to_string();
-            self.upsert("apps", "replicasets", rs, "kube-controller-manager");
-            self.prune_pods(&ns, &rs_uid, &[]);
-        }
-        let mut labels = labels_of(&template);
-        labels.insert("pod-template-hash".into(), json!(hash));
-        let mut selector = d["spec"]["selector"].clone();
-        selector["matchLabels"]["pod-template-hash"] = json!(hash);
-        let mut rs_template = template.clone();
-        rs_template["metadata"]["labels"] = json!(labels);
-        let revision = self
-            .objects
-            .iter()
-            .filter(|((g, p, rns, _), o)| {
-                g == "apps" && p == "replicasets" && *rns == ns && owned_by(o, &uid)
-            })
-            .count()
-            .max(1);
-        let rs = self.upsert(
-            "apps",
-            "replicasets",
-            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "metadata": {"name": rs_name, "namespace": ns, "labels": labels,
-                    "annotations": {"deployment.kubernetes.io/desired-replicas": replicas.to_string(),
-                        "deployment.kubernetes.io/max-replicas": (replicas + 1).to_string(),
-                        "deployment.kubernetes.io/revision": revision.to_string()},
-                    "ownerReferences": [owner_ref(&d)], "generation": 1},
-                "spec": {"replicas": replicas, "selector": selector, "template": rs_template},
-                "status": {"replicas": replicas, "fullyLabeledReplicas": replicas, "readyReplicas": ready,
-                    "availableReplicas": ready, "observedGeneration": 1}}),
-            "kube-controller-manager",
-        );
-        let rs_uid = str_of(&rs, &["metadata", "uid"]).to_string();
-        let names: Vec<String> = (0..replicas)
-            .map(|i| format!("{rs_name}-{}", short_hash(&format!("{rs_uid}/{i}"), 5)))
-            .collect();
-        self.prune_pods(&ns, &rs_uid, &names);
-        for n in &names {
-            self.pod(&ns, n, &rs_template, &[], &owner_ref(&rs), mode);
-        }
-        // Pods that admission refused were not created (controllers.rs).
-        let failure = self.rejected(&rs_uid);
-        let (replicas, ready) = match &failure {
-            Some((pod, e)) => {
-                self.failed_create(&rs, pod, e, "replicaset-controller");
-                let made = names
-                    .iter()
-                    .filter(|n| self.objects.contains_key(&key("", "pods", &ns, n)))
-                    .count() as i64;
-                let rs_key = key("apps", "replicasets", &ns, &rs_name);
-                self.set_status(
-                    &rs_key,
-                    json!({"replicas": made, "fullyLabeledReplicas": made, "observedGeneration": 1,
-                        "conditions": [controllers::replica_failure(e)]}),
-                );
-                (made, 0)
-            }
-            None => (replicas, ready),
-        };
-        let mut status = json!({
-            "observedGeneration": d["metadata"]["generation"],
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-        });
-        if ready > 0 {
-            status["readyReplicas"] = json!(ready);
-            status["availableReplicas"] = json!(ready);
-        }
-        if replicas > ready {
-            status["unavailableReplicas"] = json!(replicas - ready);
-        }
-        status["conditions"] = if ready == replicas {
-            json!([
-                cond(
-                    "Available",
-                    true,
-                    "MinimumReplicasAvailable",
-                    "Deployment has minimum availability."
-                ),
-                cond(
-                    "Progressing",
-                    true,
-                    "NewReplicaSetAvailable",
-                    &format!("ReplicaSet \"{rs_name}\" has successfully progressed.")
-                ),
-            ])
-        } else {
-            json!([
-                cond(
-                    "Available",
-                    false,
-                    "MinimumReplicasUnavailable",
-                    "Deployment does not have minimum availability."
-                ),
-                cond(
-                    "Progressing",
-                    true,
-                    "ReplicaSetUpdated",
-                    &format!("ReplicaSet \"{rs_name}\" is progressing.")
-                ),
-            ])
-        };
-        if let Some((_, e)) = &failure {
-            status["conditions"]
-                .as_array_mut()
-                .unwrap()
-                .push(controllers::replica_failure(e));
-        }
-        if ready < replicas && self.past_progress_deadline(k, &d, &hash) {
-            status["conditions"][1] = cond(
-                "Progressing",
-                false,
-                "ProgressDeadlineExceeded",
-                &format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
-            );
-        }
-        self.set_status(k, status);
-    }
-
     /// The StatefulSet controller as far as a wait sees it (kubernetes
     /// pkg/controller/statefulset/stateful_set_control.go `updateStatefulSet`): pods in
     /// ordinal order, each from the update revision when created; under `OrderedReady`
@@ -3804,12 +3640,13 @@ metadata: {name: demo}
     #[test]
     fn the_engine_applies_a_stack_with_a_crd_and_everything_becomes_ready() {
         // The CRD is Established on its 3rd read; discovery serves its group 2 answers
-        // later; the four workload applies are answered only once all four arrived, so
-        // an engine that sends them together is seen to, on a busy machine too.
+        // later; the four workload-group applies are held until all have arrived, so
+        // those the engine sends together overlap however busy the machine is (one sent
+        // after another would wait 10 s for the rest and not overlap).
         let api = FakeApiServer::start(
             Options::new("test")
                 .crd_lag(3, 2)
-                .together(&["deployments", "statefulsets", "jobs", "services"], 4),
+                .hold_applies(&["Deployment", "Service", "Job", "StatefulSet"], 4),
         );
         let dir = tempfile::tempdir().unwrap();
         rt().block_on(async {
@@ -4327,9 +4164,12 @@ spec:
             assert_eq!(d["metadata"]["generation"], 2);
             assert_eq!(d["status"]["observedGeneration"], 2);
             let pods = api.objects_of("Pod");
+            // Old pods may still be in their grace period (rollout.rs): done is when no
+            // old replica is counted, as kubectl's rollout status has it.
             let api_pods: Vec<&Value> = pods
                 .iter()
                 .filter(|p| p["metadata"]["labels"]["app"] == "api")
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
                 .collect();
             assert_eq!(api_pods.len(), 2);
             for p in &api_pods {

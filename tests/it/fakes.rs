@@ -15,7 +15,15 @@ use std::sync::{Arc, Mutex};
 /// there, it leaves the lock), fail (kind's kubeadm failure text), exists (kind's
 /// "already exist" text).
 /// `create cluster` copies its --config to `$FAKE_KIND_DIR/config-<name>.yaml` and
-/// writes --kubeconfig pointing at `$FAKE_API` (default https://127.0.0.1:6443).
+/// writes --kubeconfig pointing at `$FAKE_API` (default https://127.0.0.1:6443). With
+/// `$FAKE_API_CA_DATA`, `$FAKE_API_CERT_DATA` and `$FAKE_API_KEY_DATA` (an HTTPS fake
+/// API server's, `FakeApiServer::kind_credentials`) it is the file kind writes: the
+/// node's /etc/kubernetes/admin.conf (cluster CA, the admin's client certificate and
+/// key) with the server set to the host's endpoint and every name `kind-<name>`
+/// (kubernetes-sigs/kind pkg/cluster/internal/kubeconfig/kubeconfig.go `get`,
+/// internal/kubeconfig/helpers.go `KINDFromRawKubeadm`), keys sorted as
+/// sigs.k8s.io/yaml writes them (internal/kubeconfig/encode.go). Without them, a token
+/// the plain-HTTP fake accepts stands in for the credentials.
 ///
 /// Like kind v0.32.0 it also:
 /// - picks its node provider per call and records it in `$FAKE_KIND_DIR/providers`:
@@ -101,6 +109,29 @@ if [ "$verb" = "create cluster" ]; then
   echo " ✓ Ensuring node image (kindest/node:v1.36.1) 🖼" >&2
   lock
   server="${FAKE_API:-https://127.0.0.1:6443}"
+  if [ -n "${FAKE_API_CA_DATA:-}" ]; then
+    cat > "$kubeconfig" <<KC
+apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: $FAKE_API_CA_DATA
+    server: $server
+  name: kind-$name
+contexts:
+- context:
+    cluster: kind-$name
+    user: kind-$name
+  name: kind-$name
+current-context: kind-$name
+kind: Config
+preferences: {}
+users:
+- name: kind-$name
+  user:
+    client-certificate-data: $FAKE_API_CERT_DATA
+    client-key-data: $FAKE_API_KEY_DATA
+KC
+  else
   cat > "$kubeconfig" <<KC
 apiVersion: v1
 kind: Config
@@ -120,6 +151,7 @@ users:
   user:
     token: fake-token
 KC
+  fi
   rm -f "$kubeconfig.lock"
   echo "Set kubectl context to \"kind-$name\"" >&2
   exit 0

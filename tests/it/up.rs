@@ -325,7 +325,10 @@ impl World {
             ]);
         let kind_dir = pd.home.path().join("kind");
         std::fs::create_dir_all(&kind_dir).unwrap();
-        let pd = pd.env("FAKE_KIND_DIR", kind_dir.display().to_string());
+        let mut pd = pd.env("FAKE_KIND_DIR", kind_dir.display().to_string());
+        for (k, v) in api.kind_credentials() {
+            pd = pd.env(k, v);
+        }
         seed_platform_charts(&pd.home.path().join("cache"));
         seed_observability_charts(&pd.home.path().join("cache"));
         record_downloads(&pd.home.path().join("cache/pulsedev/charts"));
@@ -675,6 +678,82 @@ fn up_brings_the_stack_up_converges_and_rolls_out_only_what_changed() {
 
 fn step_port(doc: &Value) -> u64 {
     doc["cluster"]["registry_port"].as_u64().unwrap()
+}
+
+/// The whole of `up` over HTTPS, as on kind: the fake kind writes the kubeconfig kind
+/// writes (the cluster CA, the admin's client certificate and key; fakes.rs FAKE_KIND)
+/// and the API server refuses any request without that certificate (apiserver/tls.rs),
+/// so cluster readiness, apply, webhook gates, waits, prune and a rollout all go
+/// through pulsedev's TLS client as they would on a real cluster.
+#[test]
+fn up_runs_over_https_with_the_kubeconfig_kind_writes() {
+    let Some(w) = World::new(|o| o.tls()) else {
+        return;
+    };
+    assert!(w.api.url().starts_with("https://"), "{}", w.api.url());
+    let first = w.up(&[]);
+    let doc = first.json();
+    assert_eq!(first.code, 0, "{doc:#}\n{}", first.stderr);
+    for s in [
+        "cluster",
+        "namespaces",
+        "ingress-controller",
+        "cert-manager",
+        "data-stores",
+        "local-ca",
+        "migrations",
+        "services",
+        "prune",
+    ] {
+        assert_ne!(step(&doc, s)["status"], "failed", "{s}: {doc:#}");
+        assert_ne!(step(&doc, s)["status"], "not-run", "{s}: {doc:#}");
+    }
+    assert_eq!(step(&doc, "cluster")["status"], "done");
+    // The kubeconfig pulsedev used is kind's: certificates, no token.
+    let kubeconfig =
+        std::fs::read_to_string(fakes::state_dir(w.pd.home.path(), &w.name).join("kubeconfig"))
+            .unwrap();
+    for field in [
+        "certificate-authority-data: ",
+        "client-certificate-data: ",
+        "client-key-data: ",
+        &format!("server: {}", w.api.url()),
+    ] {
+        assert!(kubeconfig.contains(field), "{field}: {kubeconfig}");
+    }
+    assert!(!kubeconfig.contains("token"), "{kubeconfig}");
+    // Every request carried the admin's certificate: none was the anonymous user's.
+    let refused: Vec<String> = w
+        .api
+        .calls()
+        .iter()
+        .filter(|c| c.status == 403)
+        .map(|c| c.line())
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    assert!(
+        w.api
+            .object("Deployment", "pulsewatch-dev", "api")
+            .is_some()
+    );
+
+    // A changed service rolls out over HTTPS too, through the controller's many passes.
+    w.change("api", &format!("api {}\n", support::build::nonce()));
+    let again = w.up(&[]);
+    let doc2 = again.json();
+    assert_eq!(again.code, 0, "{doc2:#}\n{}", again.stderr);
+    assert_eq!(
+        doc2["rolled_out"],
+        serde_json::json!(["Deployment/pulsewatch-dev/api"])
+    );
+    let d = w.api.object("Deployment", "pulsewatch-dev", "api").unwrap();
+    assert_eq!(
+        d["status"]["observedGeneration"],
+        d["metadata"]["generation"]
+    );
+    assert_eq!(d["status"]["updatedReplicas"], d["spec"]["replicas"]);
+    assert_eq!(d["status"]["availableReplicas"], d["spec"]["replicas"]);
+    assert!(w.api.unexpected().is_empty(), "{:?}", w.api.unexpected());
 }
 
 #[test]

@@ -298,6 +298,11 @@ impl State {
             if !deleting(&o) {
                 continue;
             }
+            // A pod in its grace period is the kubelet's until it has stopped it
+            // (controllers.rs `terminate`).
+            if self.ext.terminating.contains_key(&k) {
+                continue;
+            }
             let f = finalizers(&o);
             let dependents: Vec<Key> = self
                 .objects

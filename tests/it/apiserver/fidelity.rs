@@ -225,10 +225,7 @@ fn a_file_mode_out_of_range_is_invalid_and_octal_literals_are_in_range() {
 
 #[test]
 fn objects_behind_a_new_webhook_wait_until_it_serves() {
-    let api = FakeApiServer::start(
-        Options::new("test")
-            .webhook_startup(Duration::from_millis(400), Duration::from_millis(400)),
-    );
+    let api = FakeApiServer::start(Options::new("test").webhook_startup(10, 10));
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "{NS}apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: ingress-admission}}\nwebhooks:\n- name: validate.nginx.ingress.kubernetes.io\n  clientConfig: {{service: {{namespace: demo, name: ingress-admission, path: /networking/v1/ingresses}}}}\n  rules: [{{apiGroups: [networking.k8s.io], apiVersions: [v1], resources: [ingresses], operations: [CREATE, UPDATE]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web, namespace: demo}}\nspec:\n  rules: [{{host: pulsewatch.localhost}}]\n"

@@ -1579,7 +1579,12 @@ mod tests {
             json!([{"name": "api", "image": "r/api:1", "ports": [{"containerPort": 80}]}]),
         );
         apply(&api, DEPLOY, "pulsedev", true, &d);
-        let before = get(&api, DEPLOY);
+        // The controllers write status until its pod is up (rollout.rs): settle first.
+        let settled = |o: &Value| o["status"]["availableReplicas"] == 1;
+        let before = (0..50)
+            .map(|_| get(&api, DEPLOY))
+            .find(settled)
+            .expect("rolled out");
         let (code, again) = apply(&api, DEPLOY, "pulsedev", true, &d);
         assert_eq!(code, 200);
         assert_eq!(again, before, "same object, resourceVersion and times");

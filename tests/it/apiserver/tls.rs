@@ -117,6 +117,25 @@ impl Pki {
     }
 }
 
+impl super::FakeApiServer {
+    /// What the fake kind (fakes.rs) needs to write kind's kubeconfig for this server:
+    /// `FAKE_API_CA_DATA`, `FAKE_API_CERT_DATA`, `FAKE_API_KEY_DATA`, base64 as in the
+    /// kubeconfig; nothing for a plain-HTTP server.
+    pub fn kind_credentials(&self) -> Vec<(&'static str, String)> {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        self.pki
+            .as_ref()
+            .map(|p| {
+                vec![
+                    ("FAKE_API_CA_DATA", b64(&p.ca_pem)),
+                    ("FAKE_API_CERT_DATA", b64(&p.client_cert_pem)),
+                    ("FAKE_API_KEY_DATA", b64(&p.client_key_pem)),
+                ]
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Paths the anonymous user may read (the `system:public-info-viewer` ClusterRole).
 pub fn public(path: &str) -> bool {
     ["/version", "/healthz", "/livez", "/readyz"]

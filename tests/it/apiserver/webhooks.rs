@@ -15,10 +15,8 @@
 //! with `failurePolicy: Fail` (the v1 default) refuse; `Ignore` ones are skipped as the
 //! dispatcher does. Matching: rules (apiGroups, apiVersions, resources, operations CREATE
 //! and UPDATE) and objectSelector `matchLabels`; namespaceSelector is not evaluated.
-//! Phase durations come from `Options::webhook_startup` (zero: serving at once) and count
-//! from when the configuration was first stored.
-
-use std::time::{Duration, Instant};
+//! Phase lengths come from `Options::webhook_startup`, in reconcile passes (zero: serving
+//! at once), counted from when the configuration was first stored.
 
 use serde_json::{Value, json};
 
@@ -72,12 +70,11 @@ enum Phase {
 }
 
 fn phase(st: &mut State, config: &str) -> Phase {
-    let since = *st
-        .webhook_seen
-        .entry(config.to_string())
-        .or_insert_with(Instant::now);
+    let tick = st.ext.tick;
+    let since = *st.webhook_seen.entry(config.to_string()).or_insert(tick);
     let (none, refused) = st.opts.webhook_startup;
-    let t = since.elapsed();
+    let (none, refused) = (u64::from(none), u64::from(refused));
+    let t = tick - since;
     if t < none {
         Phase::NoEndpoints
     } else if t < none + refused {
@@ -160,5 +157,6 @@ pub(super) fn reconcile(st: &mut State) {
     }
 }
 
-/// For `Options`: (how long without endpoints, how long refusing connections).
-pub type Startup = (Duration, Duration);
+/// For `Options`: (reconcile passes without endpoints, passes refusing connections).
+/// Passes, not seconds, so a busy machine cannot skip a phase (two passes per request).
+pub type Startup = (u32, u32);
