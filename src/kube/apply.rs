@@ -244,6 +244,22 @@ pub(crate) enum Recreate {
     Background,
 }
 
+/// The labels of namespace `ns` as the set declares them, for webhooks'
+/// namespaceSelectors, plus `kubernetes.io/metadata.name`, which the API server adds to
+/// every namespace (the NamespaceDefaultLabelName feature, GA in 1.22).
+fn namespace_labels(set: &[&Manifest], ns: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut labels: serde_json::Map<String, serde_json::Value> = set
+        .iter()
+        .find(|m| group_of(m.api_version(), m.kind()) == Group::Namespaces && m.name() == ns)
+        .and_then(|m| m.object.metadata.labels.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    labels.insert("kubernetes.io/metadata.name".into(), ns.into());
+    labels
+}
+
 /// Which kinds pulsedev recreates on an immutable-field refusal. PersistentVolumeClaims
 /// never (deleting one deletes its data), nor any kind not listed.
 pub(crate) fn recreate_policy(api_version: &str, kind: &str) -> Option<Recreate> {
@@ -348,22 +364,7 @@ impl Engine {
         let mut report = ApplyReport::default();
         let mut gated = vec![false; options.gates.len()];
         let hooks: Vec<_> = ordered.iter().flat_map(|m| hooks_of(m)).collect();
-        // Labels of the set's namespaces, for webhooks' namespaceSelectors; the API server
-        // adds `kubernetes.io/metadata.name` to every namespace.
-        let ns_labels = |ns: &str| -> serde_json::Map<String, serde_json::Value> {
-            let mut labels: serde_json::Map<String, serde_json::Value> = ordered
-                .iter()
-                .find(|m| {
-                    group_of(m.api_version(), m.kind()) == Group::Namespaces && m.name() == ns
-                })
-                .and_then(|m| m.object.metadata.labels.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, serde_json::Value::String(v)))
-                .collect();
-            labels.insert("kubernetes.io/metadata.name".into(), ns.into());
-            labels
-        };
+        let ns_labels = |ns: &str| namespace_labels(&ordered, ns);
         for group in Group::ALL {
             let members: Vec<usize> = (0..ordered.len())
                 .filter(|&i| group_of(ordered[i].api_version(), ordered[i].kind()) == group)
@@ -1081,6 +1082,89 @@ metadata:
                 "StatefulSet pulsewatch-dev/postgres (dev/postgres.yaml document 1): deleted to be recreated, but still there after 3s (a finalizer?)"
             ]
         );
+    }
+
+    /// What the DELETE of a recreate can meet: the object already gone (404: nothing to
+    /// wait for), the server refusing (the recreate fails, nothing re-applied), and
+    /// another object of the same name by the next read (a new uid: the old one is gone,
+    /// as kubectl's `wait --for=delete` reads it, staging/src/k8s.io/kubectl/pkg/cmd/wait/
+    /// delete.go `IsDeleted`).
+    #[tokio::test(start_paused = true)]
+    async fn a_recreate_tells_gone_refused_and_replaced_apart() {
+        let ms = parse("dev/postgres.yaml", STS).unwrap();
+        let path = "/apis/apps/v1/namespaces/pulsewatch-dev/statefulsets/postgres";
+        async fn apply(ms: &[Manifest], scenario: Scenario) -> Result<ApplyReport> {
+            let (client, mock) = scenario.start();
+            let r = Engine::new(client)
+                .apply(
+                    ms,
+                    &ApplyOptions::new("pulsewatch", "pulsewatch-dev"),
+                    &CancellationToken::new(),
+                )
+                .await;
+            mock.finish().await;
+            r
+        }
+        let start = || {
+            Scenario::new()
+                .then(Exchange::get("/apis/apps/v1").ok(apps_v1()))
+                .then(Exchange::patch(path).reply(422, sts_forbidden("postgres")))
+        };
+        // Gone already: applied again at once.
+        let gone = start()
+            .then(Exchange::delete(path).fail(
+                404,
+                "NotFound",
+                "statefulsets.apps \"postgres\" not found",
+            ))
+            .then(ssa(path));
+        assert_eq!(apply(&ms, gone).await.unwrap().applied.len(), 1);
+        // Refused: the recreate fails with the server's reason, nothing applied again.
+        let refused = start().then(Exchange::delete(path).fail(
+            403,
+            "Forbidden",
+            "statefulsets.apps \"postgres\" is forbidden: User cannot delete",
+        ));
+        let e = apply(&ms, refused).await.unwrap_err();
+        assert!(
+            e.details[0].contains("failed to delete it to recreate it")
+                && e.details[0].contains("forbidden"),
+            "{:?}",
+            e.details
+        );
+        // Replaced: the next read finds a new uid under the name, so the old is gone.
+        let object = |uid: &str| {
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "postgres", "namespace": "pulsewatch-dev", "uid": uid}})
+        };
+        let replaced = start()
+            .then(Exchange::delete(path).ok(object("old-uid")))
+            .then(Exchange::get(path).ok(object("new-uid")))
+            .then(ssa(path));
+        assert_eq!(apply(&ms, replaced).await.unwrap().applied.len(), 1);
+    }
+
+    #[test]
+    fn a_namespaces_labels_come_from_that_namespace_in_the_set() {
+        let ms = parse(
+            "ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {team: a}}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, namespace: a, labels: {team: cm}}\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {name: b, labels: {team: b}}\n",
+        )
+        .unwrap();
+        let set: Vec<&Manifest> = ms.iter().collect();
+        let labels = |ns: &str| serde_json::Value::Object(namespace_labels(&set, ns));
+        assert_eq!(
+            labels("b"),
+            json!({"team": "b", "kubernetes.io/metadata.name": "b"})
+        );
+        assert_eq!(
+            labels("a"),
+            json!({"team": "a", "kubernetes.io/metadata.name": "a"})
+        );
+        // Not in the set: only the label the API server adds.
+        assert_eq!(labels("c"), json!({"kubernetes.io/metadata.name": "c"}));
     }
 
     #[test]
