@@ -1054,6 +1054,64 @@ mod tests {
         }
     }
 
+    /// A scheduled pod whose containers are not ready yet (the conditions the kubelet
+    /// writes, pkg/kubelet/status/generate.go: Ready and ContainersReady False with
+    /// ContainersNotReady, PodScheduled True) has no scheduling problem; an unschedulable
+    /// one (kube-scheduler: PodScheduled=False/Unschedulable) says why.
+    #[test]
+    fn only_a_pod_the_scheduler_could_not_place_is_unscheduled() {
+        let pod = |conditions: serde_json::Value| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "api-7d9f-x2", "namespace": NS},
+                "status": {"phase": "Pending", "conditions": conditions}
+            }))
+            .unwrap()
+        };
+        let not_ready = "containers with unready status: [api]";
+        let scheduled = pod(serde_json::json!([
+            {"type": "PodReadyToStartContainers", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "message": not_ready},
+            {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "message": not_ready},
+            {"type": "PodScheduled", "status": "True"}
+        ]));
+        assert_eq!(super::pod_report(&scheduled).problem, None);
+        let unschedulable = pod(serde_json::json!([
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/1 nodes are available: 1 Insufficient memory."}
+        ]));
+        assert_eq!(
+            super::pod_report(&unschedulable).problem.as_deref(),
+            Some("Unschedulable: 0/1 nodes are available: 1 Insufficient memory.")
+        );
+    }
+
+    /// The events of a Deployment's ReplicaSets (`<name>-<hash>`, FailedCreate lives
+    /// there) are picked; another workload's ReplicaSets are not.
+    #[test]
+    fn a_deployments_replicaset_events_are_picked() {
+        let event = |kind: &str, name: &str| -> k8s_openapi::api::core::v1::Event {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("{name}.1"), "namespace": NS},
+                "involvedObject": {"kind": kind, "name": name, "namespace": NS},
+                "reason": "FailedCreate", "message": "forbidden", "count": 3,
+                "lastTimestamp": "2026-11-30T12:00:00Z"
+            }))
+            .unwrap()
+        };
+        let picked = super::relevant_events(
+            vec![
+                event("ReplicaSet", "api-7d9f"),
+                event("ReplicaSet", "apiserver-5c4b"),
+                event("ReplicaSet", "web-6b8c"),
+            ],
+            &Target::new(TargetKind::Deployment, NS, "api"),
+            &[],
+        );
+        let objects: Vec<&str> = picked.iter().map(|e| e.object.as_str()).collect();
+        assert_eq!(objects, ["ReplicaSet/api-7d9f"]);
+    }
+
     #[test]
     fn only_failures_waiting_does_not_cure_are_signals() {
         let f = |c: super::ContainerReport| c.failure().map(str::to_string);
