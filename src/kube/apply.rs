@@ -1144,6 +1144,72 @@ metadata:
         assert_eq!(apply(&ms, replaced).await.unwrap().applied.len(), 1);
     }
 
+    /// The API server never calls webhooks for webhook configurations themselves
+    /// (k8s.io/apiserver pkg/admission/plugin/webhook/predicates/rules
+    /// `IsExemptAdmissionConfigurationResource`): a configuration whose Fail-policy hook
+    /// matches everything is applied without waiting for its own service, which the
+    /// set has not deployed yet.
+    #[tokio::test(start_paused = true)]
+    async fn a_webhook_configuration_is_not_gated_on_its_own_hook() {
+        let ms = parse(
+            "hook.yaml",
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\n\
+             metadata: {name: everything}\nwebhooks:\n- name: all.example.com\n  failurePolicy: Fail\n  \
+             clientConfig: {service: {namespace: hooks, name: hook}}\n  \
+             rules: [{apiGroups: [\"*\"], apiVersions: [\"*\"], resources: [\"*\"], operations: [\"*\"]}]\n  \
+             sideEffects: None\n  admissionReviewVersions: [v1]\n",
+        )
+        .unwrap();
+        let path =
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/everything";
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get("/apis/admissionregistration.k8s.io/v1").ok(
+                crate::kube::testing::resource_list(
+                    "admissionregistration.k8s.io/v1",
+                    &[(
+                        "validatingwebhookconfigurations",
+                        "ValidatingWebhookConfiguration",
+                        false,
+                    )],
+                ),
+            ))
+            .then(ssa(path))
+            .start();
+        let report = Engine::new(client)
+            .apply(
+                &ms,
+                &ApplyOptions::new("pulsewatch", "pulsewatch-dev"),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        mock.finish().await;
+        assert_eq!(report.applied.len(), 1);
+    }
+
+    /// A gate runs only before objects it covers: a set without an Ingress never probes
+    /// the ingress controller's webhook (which may not be installed at all).
+    #[tokio::test(start_paused = true)]
+    async fn a_gate_is_not_probed_for_a_set_it_does_not_cover() {
+        let ms = parse(
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n",
+        )
+        .unwrap();
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get("/api/v1").ok(core_v1()))
+            .then(ssa("/api/v1/namespaces/pulsewatch-dev/configmaps/settings"))
+            .start();
+        let options = ApplyOptions::new("pulsewatch", "pulsewatch-dev")
+            .with_gate(crate::kube::WebhookGate::ingress("pulsewatch-dev", "nginx"));
+        let report = Engine::new(client)
+            .apply(&ms, &options, &CancellationToken::new())
+            .await
+            .unwrap();
+        mock.finish().await;
+        assert_eq!(report.applied.len(), 1);
+    }
+
     #[test]
     fn a_namespaces_labels_come_from_that_namespace_in_the_set() {
         let ms = parse(
