@@ -67,11 +67,7 @@ pub async fn run(ctx: &Ctx, config: Config, opts: LogsOptions) -> Result<()> {
         .await??;
     let ns = stack::namespace(config.env);
     // The dev credentials, so a service that logs one shows it redacted.
-    for (secret, key) in crate::secrets::SECRET_KEYS {
-        if let Ok(Some(v)) = kube::secrets::read_key(&client, &ns, secret, key).await {
-            crate::redact::add(secret, key, &v);
-        }
-    }
+    kube::secrets::remember_stack(&client, &ns, "monitoring", Duration::from_secs(10)).await;
     let names: Vec<String> = if opts.services.is_empty() {
         config.services.keys().cloned().collect()
     } else {
