@@ -14,14 +14,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::cli::Ctx;
 use crate::config::Config;
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::offline::{self, Inputs, State};
-use crate::plan::{Outcome, Plan, StepReport};
+use crate::plan::{Outcome, Plan, StepReport, interruptible, step};
 use crate::state::Dirs;
 use crate::ui::{StepProgress, Ui};
 
@@ -133,25 +132,6 @@ pub async fn run(ctx: &Ctx, config: Config) -> Result<()> {
     }
     ctx.ui.out(&out);
     result
-}
-
-async fn interruptible<T>(
-    cancel: &CancellationToken,
-    fut: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    tokio::select! {
-        r = fut => r,
-        _ = cancel.cancelled() => Err(Error::interrupted()),
-    }
-}
-
-fn step<F, Fut>(plan: &mut Plan, shared: &Arc<Shared>, name: &str, deps: &[&str], f: F)
-where
-    F: FnOnce(Arc<Shared>, CancellationToken) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Outcome>> + Send + 'static,
-{
-    let s = shared.clone();
-    plan.add(name, deps, move |cancel| f(s, cancel));
 }
 
 fn inputs_env(k: &str) -> Option<String> {

@@ -7,6 +7,7 @@
 //! steps are opaque futures; data flows between them through slots their closures share.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -317,6 +318,29 @@ impl Plan {
             error,
             wall: t0.elapsed(),
         }
+    }
+}
+
+/// Adds to `plan` a step whose work shares `shared` (one clone of the `Arc` moves into
+/// the step): how `up` and `fetch` write their steps.
+pub fn step<S, F, Fut>(plan: &mut Plan, shared: &Arc<S>, name: &str, deps: &[&str], f: F)
+where
+    S: Send + Sync + 'static,
+    F: FnOnce(Arc<S>, CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Outcome>> + Send + 'static,
+{
+    let s = shared.clone();
+    plan.add(name, deps, move |cancel| f(s, cancel));
+}
+
+/// `fut`, or `interrupted` as soon as `cancel` fires (the future is dropped).
+pub async fn interruptible<T>(
+    cancel: &CancellationToken,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        r = fut => r,
+        _ = cancel.cancelled() => Err(Error::interrupted()),
     }
 }
 

@@ -25,7 +25,7 @@ use crate::helm::Helm;
 use crate::images::deliver::{Deliver, ImageRef};
 use crate::images::{self, LocalImage};
 use crate::kube::{self, ApplyOptions, ApplyReport, Manifest, WebhookGate};
-use crate::plan::{Outcome, Plan, Run, Status};
+use crate::plan::{Outcome, Plan, Run, Status, interruptible, step};
 use crate::stack::{self, PlatformChart};
 use crate::state::{self, Dirs};
 use crate::ui::{StepProgress, Ui};
@@ -351,15 +351,6 @@ async fn preflight(
 }
 
 /// Adds a step whose closure gets the shared state and the step's cancel token.
-fn step<F, Fut>(plan: &mut Plan, shared: &Arc<Shared>, name: &str, deps: &[&str], f: F)
-where
-    F: FnOnce(Arc<Shared>, CancellationToken) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Outcome>> + Send + 'static,
-{
-    let s = shared.clone();
-    plan.add(name, deps, move |cancel| f(s, cancel));
-}
-
 fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
     let mut plan = Plan::new();
     let registry_mode = shared.load_mode() == LoadMode::Registry;
@@ -1041,16 +1032,6 @@ fn why_helm_failed(out: &std::process::Output, archive: &std::path::Path) -> Str
         )
     } else {
         format!("`helm pull` failed ({}) and printed nothing", out.status)
-    }
-}
-
-async fn interruptible<T>(
-    cancel: &CancellationToken,
-    fut: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    tokio::select! {
-        r = fut => r,
-        _ = cancel.cancelled() => Err(Error::interrupted()),
     }
 }
 
