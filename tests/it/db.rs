@@ -166,6 +166,13 @@ async fn dump_then_restore_round_trips_data_through_a_real_postgres() {
         )
         .await
         .unwrap();
+    crate::exec::wait_running(
+        &client,
+        "pulsewatch-dev",
+        "app.kubernetes.io/instance=postgres",
+        "postgres",
+    )
+    .await;
     wait_ready(&pg);
     let pd = pd.env("PULSEDEV_NAME", "pddb");
     let run = |args: &[&str]| {

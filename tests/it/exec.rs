@@ -41,7 +41,25 @@ pub async fn cluster_with(
         .create(&PostParams::default(), &serde_json::from_value(d).unwrap())
         .await
         .unwrap();
+    wait_running(&client, "default", &format!("app={name}"), name).await;
     (api, client)
+}
+
+/// Waits until a pod matching `selector` runs `container`: a new pod is
+/// ContainerCreating for a few reconcile passes, as a real kubelet's is
+/// (apiserver/rollout.rs); every look lets the fake's controllers run.
+pub async fn wait_running(client: &kube::Client, ns: &str, selector: &str, container: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while exec::pick_pod(client, ns, selector, container)
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pod of {selector} ran {container} within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 fn sh(script: &str) -> Vec<String> {

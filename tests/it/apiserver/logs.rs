@@ -568,9 +568,23 @@ mod tests {
             &yaml,
         );
         assert_eq!(code, 201, "{body}");
-        // Any request lets the controllers run.
-        let _ = raw(api, "GET", "/api/v1/namespaces/default/pods", "", "");
-        api.pods_of("default", app).pop().expect("a pod")
+        // Any request lets the controllers run; a new pod is ContainerCreating for a few
+        // passes (rollout.rs), so look until its containers run.
+        for _ in 0..100 {
+            let _ = raw(api, "GET", "/api/v1/namespaces/default/pods", "", "");
+            if let Some(p) = api.pods_of("default", app).pop() {
+                let o = api.object("Pod", "default", &p).expect("listed");
+                let running = o["status"]["containerStatuses"]
+                    .as_array()
+                    .is_some_and(|cs| {
+                        !cs.is_empty() && cs.iter().all(|c| c["state"]["running"].is_object())
+                    });
+                if running {
+                    return p;
+                }
+            }
+        }
+        panic!("the pod of {app} never ran")
     }
 
     fn log_path(pod: &str, query: &str) -> String {
