@@ -1086,6 +1086,40 @@ mod tests {
         );
     }
 
+    /// Only init containers that ran to success are left out of a pod's report (the
+    /// container statuses the kubelet writes: terminated/Completed exit 0); a failed
+    /// or running init container, and a main container that exited 0, are news.
+    #[test]
+    fn succeeded_init_containers_are_the_only_ones_left_out() {
+        let status = |name: &str, state: serde_json::Value| {
+            serde_json::json!({"name": name, "image": "x:1", "imageID": "", "ready": false,
+                "restartCount": 0, "state": state})
+        };
+        let done = |code: i32| {
+            serde_json::json!({"terminated": {"exitCode": code,
+                "reason": if code == 0 { "Completed" } else { "Error" },
+                "startedAt": "2026-11-30T12:00:00Z", "finishedAt": "2026-11-30T12:00:01Z"}})
+        };
+        let running = serde_json::json!({"running": {"startedAt": "2026-11-30T12:00:02Z"}});
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-5c4b-x2", "namespace": NS},
+            "status": {"phase": "Running",
+                "initContainerStatuses": [
+                    status("seed", done(0)),
+                    status("migrate", done(1)),
+                    status("wait", running.clone())
+                ],
+                "containerStatuses": [status("once", done(0)), status("web", running)]}
+        }))
+        .unwrap();
+        let names: Vec<String> = super::pod_report(&pod)
+            .containers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(names, ["migrate", "wait", "once", "web"]);
+    }
+
     /// The events of a Deployment's ReplicaSets (`<name>-<hash>`, FailedCreate lives
     /// there) are picked; another workload's ReplicaSets are not.
     #[test]
