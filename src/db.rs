@@ -385,15 +385,37 @@ pub async fn cmd_psql(ctx: &crate::cli::Ctx, args: Vec<String>) -> Result<()> {
     }
 }
 
-fn progress_line<'a>(
-    spinner: &'a Option<indicatif::ProgressBar>,
-    verb: &'a str,
-) -> impl Fn(u64) + Sync + 'a {
-    move |n| {
-        if let Some(s) = spinner {
-            s.set_message(format!("{verb}: {}", human_bytes(n)));
+/// Which way [`transfer`] moves the data.
+#[derive(Clone, Copy)]
+enum Direction {
+    Dump,
+    Restore,
+}
+
+/// Dumps to or restores from `file` under a spinner labelled `label` that shows the
+/// bytes moved so far; returns their count.
+async fn transfer(
+    ctx: &crate::cli::Ctx,
+    engine: &Engine,
+    target: &Target,
+    file: &Path,
+    direction: Direction,
+    label: &str,
+) -> Result<u64> {
+    let spinner = ctx.ui.spinner(label);
+    let progress = |n| {
+        if let Some(s) = &spinner {
+            s.set_message(format!("{label}: {}", human_bytes(n)));
         }
+    };
+    let n = match direction {
+        Direction::Dump => dump(engine, target, file, &progress, &ctx.cancel).await,
+        Direction::Restore => restore(engine, target, file, &progress, &ctx.cancel).await,
+    };
+    if let Some(s) = &spinner {
+        s.finish_and_clear();
     }
+    n
 }
 
 /// `db dump [FILE]`.
@@ -401,19 +423,15 @@ pub async fn cmd_dump(ctx: &crate::cli::Ctx, file: Option<PathBuf>) -> Result<()
     let (engine, namespace, config) = ctx.interruptible(connect(ctx)).await??;
     let target = ctx.interruptible(target(&engine, &namespace)).await??;
     let file = file.unwrap_or_else(|| default_dump_file(&config.name));
-    let spinner = ctx.ui.spinner("dumping the database");
-    let n = dump(
+    let n = transfer(
+        ctx,
         &engine,
         &target,
         &file,
-        &progress_line(&spinner, "dumping the database"),
-        &ctx.cancel,
+        Direction::Dump,
+        "dumping the database",
     )
-    .await;
-    if let Some(s) = &spinner {
-        s.finish_and_clear();
-    }
-    let n = n?;
+    .await?;
     if ctx.ui.json() {
         ctx.ui.out_json(
             &serde_json::json!({"ok": true, "file": file.display().to_string(), "bytes": n}),
@@ -475,19 +493,15 @@ pub async fn cmd_restore(ctx: &crate::cli::Ctx, file: PathBuf, yes: bool) -> Res
         )?;
     }
     let target = ctx.interruptible(target(&engine, &namespace)).await??;
-    let spinner = ctx.ui.spinner("restoring the database");
-    let n = restore(
+    let n = transfer(
+        ctx,
         &engine,
         &target,
         &file,
-        &progress_line(&spinner, "restoring the database"),
-        &ctx.cancel,
+        Direction::Restore,
+        "restoring the database",
     )
-    .await;
-    if let Some(s) = &spinner {
-        s.finish_and_clear();
-    }
-    let n = n?;
+    .await?;
     if ctx.ui.json() {
         ctx.ui.out_json(
             &serde_json::json!({"ok": true, "file": file.display().to_string(), "bytes": n}),
@@ -521,19 +535,15 @@ pub async fn keep_data_dump(ctx: &crate::cli::Ctx) -> Result<PathBuf> {
             .file_name()
             .expect("a file name"),
     );
-    let spinner = ctx.ui.spinner("dumping the database before the reset");
-    let n = dump(
+    let n = transfer(
+        ctx,
         &engine,
         &target,
         &file,
-        &progress_line(&spinner, "dumping the database before the reset"),
-        &ctx.cancel,
+        Direction::Dump,
+        "dumping the database before the reset",
     )
-    .await;
-    if let Some(s) = &spinner {
-        s.finish_and_clear();
-    }
-    let n = n?;
+    .await?;
     ctx.ui.info(&format!(
         "kept the data of {DATABASE} ({}) in {}",
         human_bytes(n),
@@ -559,18 +569,15 @@ pub async fn keep_data_restore(ctx: &crate::cli::Ctx, file: &Path) -> Result<()>
         .interruptible(target(&engine, &namespace))
         .await?
         .map_err(kept)?;
-    let spinner = ctx.ui.spinner("restoring the kept data");
-    let r = restore(
+    let r = transfer(
+        ctx,
         &engine,
         &target,
         file,
-        &progress_line(&spinner, "restoring the kept data"),
-        &ctx.cancel,
+        Direction::Restore,
+        "restoring the kept data",
     )
     .await;
-    if let Some(s) = &spinner {
-        s.finish_and_clear();
-    }
     r.map_err(kept)?;
     let _ = std::fs::remove_file(file);
     ctx.ui
