@@ -895,6 +895,68 @@ mod tests {
         assert!(body.contains("\"ConfigMapList\""), "{body}");
     }
 
+    /// Runs kube-runtime's watcher of `default`'s pods labelled `app=web` on `rt`, each
+    /// event as a line on the returned channel (the task ends when the channel does).
+    fn watch_pods(
+        rt: &tokio::runtime::Runtime,
+        api: &FakeApiServer,
+        config: watcher::Config,
+    ) -> mpsc::Receiver<String> {
+        let (tx, rx) = mpsc::channel::<String>();
+        let url = api.url().to_string();
+        rt.spawn(async move {
+            let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+            let pods: kube::Api<Pod> = kube::Api::namespaced(client, "default");
+            let mut events = watcher(pods, config.labels("app=web")).boxed();
+            while let Some(e) = events.next().await {
+                let name = |p: Pod| p.metadata.name.unwrap();
+                let line = match e {
+                    Ok(watcher::Event::Init) => "init".to_string(),
+                    Ok(watcher::Event::InitApply(p)) => format!("init-apply {}", name(p)),
+                    Ok(watcher::Event::InitDone) => "init-done".to_string(),
+                    Ok(watcher::Event::Apply(p)) => format!("apply {}", name(p)),
+                    Ok(watcher::Event::Delete(p)) => format!("delete {}", name(p)),
+                    Err(e) => format!("error {e}"),
+                };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// kube-runtime's StreamingList: served where the WatchList gate is on (1.34+), the
+    /// state ending with the initial-events-end bookmark; refused with 422 where it is off.
+    #[test]
+    fn kube_runtimes_streaming_list_works_with_the_gate_on_and_is_refused_with_it_off() {
+        let rt = rt();
+        let api = FakeApiServer::start(Options::new("test"));
+        apply(&api, "Pod", "a", "app: web", "1");
+        let rx = watch_pods(&rt, &api, watcher::Config::default().streaming_lists());
+        let next = || rx.recv_timeout(Duration::from_secs(20)).expect("an event");
+        assert_eq!(next(), "init");
+        assert_eq!(next(), "init-apply a");
+        assert_eq!(next(), "init-done");
+        apply(&api, "Pod", "b", "app: web", "1");
+        assert_eq!(next(), "apply b");
+        let lists = api
+            .requests()
+            .iter()
+            .filter(|r| r.contains("/pods?") && !r.contains("watch="))
+            .count();
+        assert_eq!(lists, 0, "{:#?}", api.requests());
+        assert!(api.watches()[0].contains("sendInitialEvents=true"));
+
+        let off = FakeApiServer::start(Options::new("test").watch_list_off());
+        let rx = watch_pods(&rt, &off, watcher::Config::default().streaming_lists());
+        let e = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert!(
+            e.starts_with("error") && e.contains("WatchList feature gate"),
+            "{e}"
+        );
+    }
+
     /// kube-runtime's watcher (ListWatch, its default) against the fake: the initial
     /// list, a pod added, a pod deleted, and after a 410 a new list.
     #[test]
@@ -905,28 +967,7 @@ mod tests {
         // Declared before the channel so that it is dropped after it: the watcher's task
         // ends when its receiver is gone, before the runtime shuts down.
         let rt = rt();
-        let (tx, rx) = mpsc::channel::<String>();
-        let url = api.url().to_string();
-        rt.spawn(async move {
-            let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-            let pods: kube::Api<Pod> = kube::Api::namespaced(client, "default");
-            let mut events = watcher(pods, watcher::Config::default().labels("app=web")).boxed();
-            while let Some(e) = events.next().await {
-                let line = match e {
-                    Ok(watcher::Event::Init) => "init".to_string(),
-                    Ok(watcher::Event::InitApply(p)) => {
-                        format!("init-apply {}", p.metadata.name.unwrap())
-                    }
-                    Ok(watcher::Event::InitDone) => "init-done".to_string(),
-                    Ok(watcher::Event::Apply(p)) => format!("apply {}", p.metadata.name.unwrap()),
-                    Ok(watcher::Event::Delete(p)) => format!("delete {}", p.metadata.name.unwrap()),
-                    Err(e) => format!("error {e}"),
-                };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let rx = watch_pods(&rt, &api, watcher::Config::default());
         let next = || rx.recv_timeout(Duration::from_secs(20)).expect("an event");
         assert_eq!(next(), "init");
         assert_eq!(next(), "init-apply a");
