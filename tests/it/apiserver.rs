@@ -54,9 +54,9 @@
 //! timeouts, streaming lists and 410s, and a list's resourceVersion is where a watch
 //! from it starts.
 //!
-//! Not modelled: resourceVersion preconditions, RBAC, admission beyond the options. Deletion (finalizers, Terminating
-//! namespaces and CRDs, PVC protection, propagation, refused writes) is in
-//! apiserver/deletion.rs.
+//! Not modelled: resourceVersion preconditions, RBAC, admission beyond the options.
+//! Deletion (finalizers, Terminating namespaces and CRDs, PVC protection, propagation,
+//! refused writes) is in apiserver/deletion.rs.
 
 // The `up` tests use the parts these tests do not.
 #![allow(dead_code)]

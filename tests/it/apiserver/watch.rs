@@ -94,7 +94,7 @@ impl Options {
         self
     }
 
-    /// The WatchList feature gate off (as Kubernetes 1.27–1.31 and 1.33 ship it):
+    /// The WatchList feature gate off (as its Alpha releases and 1.33 ship it):
     /// `sendInitialEvents` is refused with 422.
     pub fn watch_list_off(mut self) -> Options {
         self.watch.watch_list = false;
