@@ -163,11 +163,17 @@ fn a_rollouts_new_pod_is_followed_through_the_watch_and_a_410_lists_again() {
         api.log_followers(NS, &third) == 1
     });
     api.log_line(NS, &third, "api", "three");
-    let shown = expect("three", &third);
+    expect("three", &third);
     assert_eq!(lists(&api), 2, "{:#?}", api.requests());
 
+    // The container restarts: the pod's change (restartCount) wakes its follower, which
+    // asks for the new instance at once, not after `poll`.
+    api.restart_container(NS, &third, "api");
+    api.log_line(NS, &third, "api", "restarted");
+    let shown = expect("restarted", &third);
+
     // Nothing twice (a relist does not follow a pod again).
-    for text in ["one", "two", "three"] {
+    for text in ["one", "two", "three", "restarted"] {
         assert_eq!(
             shown.iter().filter(|l| l.text == text).count(),
             1,
