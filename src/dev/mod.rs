@@ -34,7 +34,7 @@ use watch::{Layout, Watch};
 
 /// How long the watcher waits for quiet before acting on a batch of changes.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
-/// Between two pod lists of the log follower.
+/// The longest wait between two log requests of one container (pods come by a watch).
 const LOG_POLL: Duration = Duration::from_secs(1);
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -2,8 +2,8 @@
 //! label, each line tagged with its service, following container restarts and the new
 //! pods of a rollout.
 //!
-//! Owns: the pod list and the `pods/<name>/log` requests. Must not print (lines go to a
-//! channel; `dev`/`logs` render them) or decide colours.
+//! Owns: the pod list and watch, and the `pods/<name>/log` requests. Must not print
+//! (lines go to a channel; `dev`/`logs` render them) or decide colours.
 //!
 //! How the API behaves, and what follows from it:
 //! - A `follow=true` log request streams until the container stops (kubelet
@@ -17,14 +17,20 @@
 //!   shown are dropped, so nothing is shown twice.
 //! - With several containers `container` is required (400 "a container name must be
 //!   specified"), so every request names its container.
-//! - New pods appear by a list with the stack's label selector, made every `poll`.
+//! - The stack's pods come from a watch with the stack's label selector (kube-runtime's
+//!   watcher: a list, then a watch from the list's resourceVersion; after a 410 Expired
+//!   it lists again; with bookmarks, so a resumed watch rarely has to). A new pod is
+//!   seen when it is created, not at the next list, and each change of a followed pod
+//!   (a container started or restarted) wakes its followers; `poll` is only the
+//!   longest wait between two log requests of a container.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ::kube::Client;
 use ::kube::api::{Api, ListParams, LogParams};
-use futures::{AsyncBufReadExt, TryStreamExt};
+use ::kube::runtime::{WatchStreamExt, watcher};
+use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::mpsc::UnboundedSender;
@@ -59,7 +65,8 @@ pub struct LogOptions {
     pub follow: bool,
     /// Only lines younger than this.
     pub since: Option<Duration>,
-    /// Between two pod lists, and before a request is made again.
+    /// The longest wait before a container's log is asked for again (a change of its
+    /// pod, seen by the watch, asks at once).
     pub poll: Duration,
 }
 
@@ -204,8 +211,15 @@ pub async fn read(client: &Client, opts: &LogOptions) -> Result<Vec<LogLine>> {
     Ok(all)
 }
 
+/// The pods being followed, by uid: the sender that wakes their containers' followers
+/// when the pod changes (a container started or restarted).
+type Followed = BTreeMap<String, tokio::sync::watch::Sender<()>>;
+
 /// Follows every container of the stack's pods until `cancel`, sending each new line
-/// once. New pods (a rollout, a replaced pod) are picked up on the next list.
+/// once. The pods come from a watch (kube-runtime's watcher: a list, then a watch from
+/// the list's resourceVersion, a new list after a 410), so a new pod (a rollout, a
+/// replaced pod) is followed as soon as it exists, and a pod's change wakes its
+/// followers at once.
 pub async fn follow(
     client: Client,
     opts: LogOptions,
@@ -213,61 +227,93 @@ pub async fn follow(
     cancel: CancellationToken,
 ) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &opts.namespace);
-    // (pod uid, container) being followed.
-    let mut followed: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut tasks = tokio::task::JoinSet::new();
+    let config = watcher::Config::default().labels(&format!("{STACK_LABEL}={}", opts.stack));
+    let mut events = watcher(api.clone(), config).default_backoff().boxed();
+    // (pod uid, container) being followed, and each followed pod's wake-up.
+    let mut containers: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut pods: Followed = BTreeMap::new();
+    // The uids of a list in progress (a first list, or a new one after a 410).
+    let mut listing: BTreeSet<String> = BTreeSet::new();
     let mut listed_once = false;
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
-        match list(&api, &opts).await {
-            Ok(pods) => {
-                let first_list = !listed_once;
+        let event = tokio::select! {
+            _ = cancel.cancelled() => break,
+            e = events.next() => e,
+        };
+        let Some(event) = event else { break };
+        // `since` is for the pods there at the start; a pod that appears later (a
+        // rollout) is new: all of its log is, also what it wrote before its follower
+        // got there.
+        let since = if listed_once { None } else { opts.since };
+        let pod = match event {
+            Ok(watcher::Event::Init) => {
+                listing.clear();
+                continue;
+            }
+            Ok(watcher::Event::InitApply(p)) => {
+                listing.insert(p.metadata.uid.clone().unwrap_or_default());
+                p
+            }
+            Ok(watcher::Event::InitDone) => {
                 listed_once = true;
-                let live: BTreeMap<String, ()> = pods
-                    .iter()
-                    .filter_map(|p| p.metadata.uid.clone().map(|u| (u, ())))
-                    .collect();
-                followed.retain(|(uid, _)| live.contains_key(uid));
-                // `since` is for the pods there at the start; a pod that appears later
-                // (a rollout) is new: all of its log is, also what it wrote before its
-                // follower got there.
-                let mut o = opts.clone();
-                if !first_list {
-                    o.since = None;
-                }
-                for p in &pods {
-                    let uid = p.metadata.uid.clone().unwrap_or_default();
-                    for c in containers_of(p) {
-                        if followed.insert((uid.clone(), c.clone())) {
-                            tasks.spawn(follow_container(
-                                api.clone(),
-                                p.metadata.name.clone().unwrap_or_default(),
-                                uid.clone(),
-                                service_of(p),
-                                c,
-                                o.clone(),
-                                tx.clone(),
-                                cancel.clone(),
-                            ));
-                        }
-                    }
-                }
+                // Pods gone while the watch was broken are followed no longer.
+                pods.retain(|uid, _| listing.contains(uid));
+                containers.retain(|(uid, _)| listing.contains(uid));
+                continue;
+            }
+            Ok(watcher::Event::Apply(p)) => p,
+            Ok(watcher::Event::Delete(p)) => {
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                // Dropping the sender ends the pod's followers once their stream ends.
+                pods.remove(&uid);
+                containers.retain(|(u, _)| *u != uid);
+                continue;
             }
             // The first list decides whether the cluster is there at all; later a
-            // blip (an API server restart) is ridden out.
-            Err(e) if !listed_once => return Err(e),
-            Err(_) => {}
+            // blip (an API server restart) is ridden out, the watcher backing off.
+            Err(e) if !listed_once => {
+                return Err(Error::new(
+                    ErrorKind::NotReady,
+                    format!("failed to list the pods of {}: {e}", opts.namespace),
+                )
+                .with_hint("check that the cluster runs (`pulsedev status`)"));
+            }
+            Err(_) => continue,
+        };
+        if !(opts.services.is_empty() || opts.services.contains(&service_of(&pod))) {
+            continue;
+        }
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let wake = pods
+            .entry(uid.clone())
+            .or_insert_with(|| tokio::sync::watch::channel(()).0);
+        wake.send_replace(());
+        let mut o = opts.clone();
+        o.since = since;
+        for c in containers_of(&pod) {
+            if containers.insert((uid.clone(), c.clone())) {
+                tasks.spawn(follow_container(
+                    api.clone(),
+                    pod.metadata.name.clone().unwrap_or_default(),
+                    uid.clone(),
+                    service_of(&pod),
+                    c,
+                    o.clone(),
+                    wake.subscribe(),
+                    tx.clone(),
+                    cancel.clone(),
+                ));
+            }
         }
         while tasks.try_join_next().is_some() {}
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(opts.poll) => {}
-        }
     }
     tasks.shutdown().await;
     Ok(())
 }
 
-/// One container, across its restarts, until its pod is gone or `cancel`.
+/// One container, across its restarts, until its pod is gone or `cancel`. Between two
+/// requests it waits for its pod to change (`changed`), or `opts.poll` at most.
 #[allow(clippy::too_many_arguments)]
 async fn follow_container(
     api: Api<Pod>,
@@ -276,12 +322,15 @@ async fn follow_container(
     service: String,
     container: String,
     opts: LogOptions,
+    mut changed: tokio::sync::watch::Receiver<()>,
     tx: UnboundedSender<LogLine>,
     cancel: CancellationToken,
 ) {
     let mut resume = Resume::default();
     let mut first = true;
     loop {
+        // A change from here on (the container started, restarted) asks again at once.
+        changed.borrow_and_update();
         let lp = LogParams {
             container: Some(container.clone()),
             follow: true,
@@ -324,6 +373,8 @@ async fn follow_container(
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
+            // The watch saw the pod deleted: nothing more to read.
+            r = changed.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(opts.poll) => {}
         }
     }

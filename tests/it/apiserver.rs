@@ -49,15 +49,19 @@
 //! Deployment rollouts over many passes (surge, maxUnavailable, starting and Terminating
 //! pods) in apiserver/rollout.rs.
 //!
-//! Not modelled: watches (answered 404 and recorded as unexpected), resourceVersion
-//! preconditions, RBAC, admission beyond the options. Deletion (finalizers, Terminating
-//! namespaces and CRDs, PVC protection, propagation, refused writes) is in
-//! apiserver/deletion.rs.
+//! Watches (apiserver/watch.rs): every write of the store is an event; `watch=true` on a
+//! collection streams them with the real server's start points, selectors, bookmarks,
+//! timeouts, streaming lists and 410s, and a list's resourceVersion is where a watch
+//! from it starts.
+//!
+//! Not modelled: resourceVersion preconditions, RBAC, admission beyond the options.
+//! Deletion (finalizers, Terminating namespaces and CRDs, PVC protection, propagation,
+//! refused writes) is in apiserver/deletion.rs.
 
 // The `up` tests use the parts these tests do not.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -80,6 +84,7 @@ mod rollout;
 mod schema;
 mod ssa;
 mod tls;
+mod watch;
 mod webhooks;
 pub use controllers::Sim;
 
@@ -145,6 +150,8 @@ pub struct Options {
     /// (pod name prefix, Docker container): exec into such a pod runs the command in
     /// that container on the test engine (apiserver/exec.rs).
     pub exec_into: Vec<(String, String)>,
+    /// Bookmarks and the WatchList gate of watches (apiserver/watch.rs).
+    pub watch: watch::Settings,
 }
 
 /// A canned failure: the next `times` requests whose method is `method` (or any, when
@@ -205,6 +212,7 @@ impl Options {
             deletion_lag: 1,
             sim: Sim::default(),
             exec_into: Vec::new(),
+            watch: watch::Settings::default(),
         }
     }
 
@@ -663,6 +671,12 @@ fn serve_stream<S: exec::Split>(conn: S, anonymous: bool, shared: &Shared, stop:
                 Some(r) => r,
                 // Streamed (with `Connection: close`): the connection is done.
                 None => return,
+            }
+        } else if watch::wants(&req) {
+            match watch::serve(shared, &req, reader.get_mut(), stop) {
+                watch::Served::Answer(r) => r,
+                watch::Served::Ended if !close => continue,
+                _ => return,
             }
         } else if exec::wants(&req) {
             // An upgraded connection is the exec's until it ends.
@@ -1222,8 +1236,9 @@ fn key(group: &str, plural: &str, ns: &str, name: &str) -> Key {
 struct State {
     opts: Options,
     resources: Vec<Res>,
-    objects: BTreeMap<Key, Value>,
-    rv: u64,
+    /// The objects, the resourceVersion counter and the changes watches are served
+    /// from (apiserver/watch.rs).
+    objects: watch::Objects,
     uids: u64,
     /// groupVersion → discovery answers that still say 404.
     lag: HashMap<String, u32>,
@@ -1505,8 +1520,7 @@ impl State {
             refusals: opts.webhook_refusals,
             opts,
             resources: builtin_resources(),
-            objects: BTreeMap::new(),
-            rv: 100,
+            objects: watch::Objects::new(100),
             uids: 0,
             lag: HashMap::new(),
             establishing: HashMap::new(),
@@ -1555,8 +1569,7 @@ impl State {
     }
 
     fn next_rv(&mut self) -> String {
-        self.rv += 1;
-        self.rv.to_string()
+        self.objects.next_rv()
     }
 
     fn new_uid(&mut self) -> String {
@@ -1786,9 +1799,6 @@ impl State {
             return self.unexpected(req);
         }
         match (req.method.as_str(), name, sub) {
-            ("GET", None, _) if req.q("watch").is_some_and(|w| w == "true" || w == "1") => {
-                self.unexpected(req)
-            }
             ("GET", None, _) => self.list(&r, ns, req),
             ("GET", Some(n), None | Some("status")) => self.get(&r, ns, n),
             ("GET", Some(n), Some("log")) if r.kind == "Pod" => self.pod_log(ns, n, req),
@@ -2003,7 +2013,7 @@ impl State {
             200,
             &json!({
                 "kind": format!("{}List", r.kind), "apiVersion": r.gv(),
-                "metadata": {"resourceVersion": self.rv.to_string()},
+                "metadata": {"resourceVersion": self.objects.rv.to_string()},
                 "items": items,
             }),
         )
@@ -2157,7 +2167,9 @@ impl State {
             ("", "Service") => {
                 let ip = old
                     .and_then(|o| o["spec"]["clusterIP"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| format!("10.96.{}.{}", self.rv % 250, self.uids % 250 + 2));
+                    .unwrap_or_else(|| {
+                        format!("10.96.{}.{}", self.objects.rv % 250, self.uids % 250 + 2)
+                    });
                 if obj["spec"]["clusterIP"].is_null() {
                     obj["spec"]["clusterIP"] = json!(ip);
                     obj["spec"]["clusterIPs"] = json!([ip]);
@@ -2308,7 +2320,7 @@ impl State {
     /// Gives `obj` its new resourceVersion and stores it (not when `dry_run`).
     fn commit(&mut self, r: &Res, mut obj: Value, new: bool, dry_run: bool) -> Value {
         obj["metadata"]["resourceVersion"] = if dry_run {
-            json!((self.rv + 1).to_string())
+            json!((self.objects.rv + 1).to_string())
         } else {
             json!(self.next_rv())
         };
@@ -2462,7 +2474,7 @@ impl State {
         if obj["metadata"]["name"].is_null()
             && let Some(prefix) = obj["metadata"]["generateName"].as_str()
         {
-            let n = format!("{prefix}{}", short_hash(&self.rv, 5));
+            let n = format!("{prefix}{}", short_hash(&self.objects.rv, 5));
             obj["metadata"]["name"] = json!(n);
         }
         let warnings = match fields::check_write(r, &mut obj, req) {
@@ -2552,7 +2564,7 @@ impl State {
         Response::json(
             200,
             &json!({"kind": format!("{}List", r.kind), "apiVersion": r.gv(),
-                "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}),
+                "metadata": {"resourceVersion": self.objects.rv.to_string()}, "items": items}),
         )
     }
 
@@ -4402,23 +4414,9 @@ spec:
         assert_eq!(code, 201);
         assert!(api.object("ConfigMap", "default", "b").is_none());
 
-        let (code, _) = raw(
-            &api,
-            "GET",
-            "/apis/apps/v1/namespaces/default/deployments?watch=true",
-            "",
-            "",
-        );
-        assert_eq!(code, 404);
         let (code, _) = raw(&api, "GET", "/metrics", "", "");
         assert_eq!(code, 404);
-        assert_eq!(
-            api.unexpected(),
-            [
-                "GET /apis/apps/v1/namespaces/default/deployments?watch=true",
-                "GET /metrics"
-            ]
-        );
+        assert_eq!(api.unexpected(), ["GET /metrics"]);
         assert!(
             api.applied_in_order()
                 == [(

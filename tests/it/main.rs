@@ -11,6 +11,7 @@ mod fakes;
 mod fuzz;
 mod harness;
 mod images;
+mod logs;
 mod offline;
 mod render;
 mod scripts;

@@ -127,11 +127,11 @@ impl State {
         let tick = self.ext.tick;
         let since = *self.ext.terminating.entry(k.clone()).or_insert(tick);
         if since == tick {
-            let rv = self.next_rv();
-            if let Some(p) = self.objects.get_mut(k) {
+            if let Some(mut p) = self.objects.get(k).cloned() {
                 p["metadata"]["deletionTimestamp"] = json!(super::now_rfc3339());
                 p["metadata"]["deletionGracePeriodSeconds"] = json!(30);
-                p["metadata"]["resourceVersion"] = json!(rv);
+                p["metadata"]["resourceVersion"] = json!(self.next_rv());
+                self.objects.insert(k.clone(), p);
             }
         } else if tick - since >= TERMINATION_PASSES {
             self.ext.terminating.remove(k);
