@@ -50,7 +50,18 @@ pub struct PruneOptions {
     /// Delete leftovers that hold data too (PersistentVolumeClaims, PersistentVolumes,
     /// namespaces with claims in them): `pulsedev up --prune-data`.
     pub prune_data: bool,
+    /// Prune one part of the stack only (`dev` re-applying one chart): only these
+    /// objects, the part's previous set minus its desired one (cli-utils' prune set,
+    /// kubernetes-sigs/cli-utils pkg/apply/prune/prune.go `GetPruneObjs`), may be
+    /// deleted, by the same rules; every other object of the stack stays and keeps its
+    /// kind and namespace in the inventory. `None`: the whole stack
+    /// (`up`), where `desired` is everything the stack wants.
+    pub only: Option<BTreeSet<ObjectKey>>,
 }
+
+/// (group, kind, namespace, name), as [`super::Applied::key`] makes it; namespace empty
+/// for cluster-scoped objects.
+pub type ObjectKey = (String, String, String, String);
 
 /// What prune did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -154,6 +165,44 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<PruneReport> {
         cancellable(cancel, self.prune_inner(stack, desired, options)).await?
+    }
+
+    /// The keys `manifests` have in the cluster once applied: the namespace filled in as
+    /// apply does (`default_namespace` for namespaced objects that name none, none for
+    /// cluster-scoped ones). Objects of kinds the server does not serve are left out:
+    /// none of them can exist.
+    pub async fn keys_of(
+        &self,
+        manifests: &[super::Manifest],
+        default_namespace: &str,
+    ) -> Result<BTreeSet<ObjectKey>> {
+        let mut out = BTreeSet::new();
+        for m in manifests {
+            let resolved = self
+                .discovery
+                .resolve(m.api_version(), m.kind())
+                .await
+                .map_err(|e| {
+                    failed(format!(
+                        "failed to prune: discovery of {}: {}",
+                        m.api_version(),
+                        describe(&e)
+                    ))
+                })?;
+            let Some(r) = resolved else { continue };
+            let ns = if r.namespaced {
+                m.namespace().unwrap_or(default_namespace).to_string()
+            } else {
+                String::new()
+            };
+            out.insert((
+                r.resource.group.clone(),
+                m.kind().to_string(),
+                ns,
+                m.name().to_string(),
+            ));
+        }
+        Ok(out)
     }
 
     /// The kinds to look through, each with an apiVersion the server serves; kinds of
@@ -274,7 +323,6 @@ impl Engine {
                 if keep.contains(&key) {
                     continue;
                 }
-                let label = shown(kind, &o);
                 // Still there after this run, whatever happens below.
                 let stays = |remaining: &mut Inventory| {
                     remaining.kinds.insert(gk.clone());
@@ -282,6 +330,16 @@ impl Engine {
                         remaining.namespaces.insert(ns.clone());
                     }
                 };
+                // Another part of the stack's: not this prune's to judge.
+                if options
+                    .only
+                    .as_ref()
+                    .is_some_and(|only| !only.contains(&key))
+                {
+                    stays(&mut remaining);
+                    continue;
+                }
+                let label = shown(kind, &o);
                 if o.metadata.deletion_timestamp.is_some() {
                     // Being deleted already: it goes by itself.
                     stays(&mut remaining);
@@ -836,7 +894,10 @@ mod tests {
             .prune_with(
                 "pulsewatch",
                 &desired(),
-                &PruneOptions { prune_data: true },
+                &PruneOptions {
+                    prune_data: true,
+                    ..PruneOptions::default()
+                },
                 &CancellationToken::new(),
             )
             .await
@@ -1025,7 +1086,10 @@ mod tests {
             .prune_with(
                 "pulsewatch",
                 &empty,
-                &PruneOptions { prune_data: true },
+                &PruneOptions {
+                    prune_data: true,
+                    ..PruneOptions::default()
+                },
                 &CancellationToken::new(),
             )
             .await
