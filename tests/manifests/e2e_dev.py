@@ -77,6 +77,9 @@ STANDIN = textwrap.dedent(
                 continue
             seen[service] = text
             if mode == "api-never" and service == "api":
+                # As `dev` shows a failed live update (view.rs `error`: ui::error_json).
+                emit({"id": "exec-failed", "message": "tar into api-1 exited with 2", "hint": "h",
+                      "exit_code": 3, "event": "error"})
                 continue
             if mode == "web-rebuilt" and service == "web":
                 e = dict(recorded["build"])
@@ -233,6 +236,7 @@ class E2eDevScript(unittest.TestCase):
         self.assertIsNone(results["web"]["problem"])
         self.assertIn("not served through the ingress within 3s", results["api"]["problem"])
         self.assertIn("no sync event of api", results["api"]["problem"])
+        self.assertIn("dev said: error[exec-failed] tar into api-1 exited with 2", results["api"]["problem"])
         self.assertIsNone(results["api"]["served_s"])
         self.assertIn("FAILED: api: not served", proc.stdout)
         self.assertIn("| api | `app/api/src/app.js` | - | - | - | failed: not served", (w / "summary.md").read_text())
