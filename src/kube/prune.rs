@@ -910,6 +910,108 @@ mod tests {
         assert!(report.data.is_empty());
     }
 
+    /// `dev` re-applying one chart: only the chart's previous set may go. Another labelled
+    /// leftover (another chart's ConfigMap, a claim) is neither deleted nor reported, and
+    /// its kind stays in the inventory.
+    #[tokio::test(start_paused = true)]
+    async fn a_narrowed_prune_deletes_only_its_candidates_and_keeps_the_rest_recorded() {
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get(INVENTORY).ok(inventory("ConfigMap,PersistentVolumeClaim", NS)))
+            .then(Exchange::get("/api/v1").ok(core_v1()))
+            .then(Exchange::get("/api/v1/configmaps").query("labelSelector", SELECTOR).ok(list(
+                "ConfigMap",
+                vec![
+                    object("v1", "ConfigMap", Some(NS), "api-config"),
+                    object("v1", "ConfigMap", Some(NS), "old-config"),
+                    object("v1", "ConfigMap", Some(NS), "worker-config"),
+                ],
+            )))
+            // Asked for the candidate only (is its namespace being deleted?).
+            .then(Exchange::get(&format!("/api/v1/namespaces/{NS}")).ok(namespace(NS, false)))
+            .then(
+                Exchange::get("/api/v1/persistentvolumeclaims")
+                    .query("labelSelector", SELECTOR)
+                    .ok(list("PersistentVolumeClaim", vec![object("v1", "PersistentVolumeClaim", Some(NS), "old-data")])),
+            )
+            .then(Exchange::delete(&format!("/api/v1/namespaces/{NS}/configmaps/old-config")).ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})))
+            .then(Exchange::get(&format!("/api/v1/namespaces/{NS}/configmaps/old-config")).reply(404, not_found("configmaps", "old-config")))
+            .then(Exchange::get(INVENTORY).ok(inventory("ConfigMap,PersistentVolumeClaim", NS)))
+            // The claim's kind stays recorded: the inventory is as it was, not written.
+            .start();
+        let engine = engine(client, Arc::default());
+        let only = BTreeSet::from([
+            (
+                String::new(),
+                "ConfigMap".to_string(),
+                NS.to_string(),
+                "old-config".to_string(),
+            ),
+            (
+                String::new(),
+                "ConfigMap".to_string(),
+                NS.to_string(),
+                "api-config".to_string(),
+            ),
+        ]);
+        let report = engine
+            .prune_with(
+                "pulsewatch",
+                &desired(),
+                &PruneOptions {
+                    only: Some(only),
+                    ..PruneOptions::default()
+                },
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        mock.finish().await;
+        assert_eq!(
+            report,
+            PruneReport {
+                deleted: vec!["ConfigMap pulsewatch-dev/old-config".into()],
+                ..PruneReport::default()
+            }
+        );
+    }
+
+    /// The keys a chart's objects have once applied: the default namespace for a
+    /// namespaced object that names none, none for a cluster-scoped one; a kind the
+    /// server does not serve has none.
+    #[tokio::test(start_paused = true)]
+    async fn keys_of_fills_in_namespaces_as_apply_does() {
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get("/api/v1").ok(core_v1()))
+            .then(Exchange::get("/apis/example.com/v1").reply(404, not_found("", "")))
+            .start();
+        let manifests = crate::kube::parse(
+            "test",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, namespace: other}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: pulsewatch-dev}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
+        )
+        .unwrap();
+        let keys = engine(client, Arc::default())
+            .keys_of(&manifests, NS)
+            .await
+            .unwrap();
+        mock.finish().await;
+        let k = |kind: &str, ns: &str, name: &str| {
+            (
+                String::new(),
+                kind.to_string(),
+                ns.to_string(),
+                name.to_string(),
+            )
+        };
+        assert_eq!(
+            keys,
+            BTreeSet::from([
+                k("ConfigMap", NS, "a"),
+                k("ConfigMap", "other", "b"),
+                k("Namespace", "", "pulsewatch-dev"),
+            ])
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_namespace_that_never_goes_fails_with_what_was_deleted_and_keeps_the_inventory() {
         let ns = namespace("monitoring", false);
