@@ -795,6 +795,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
             let applied = s.applied.lock().expect("not poisoned").clone();
             let options = kube::PruneOptions {
                 prune_data: s.opts.prune_data,
+                only: None,
             };
             let report = engine
                 .prune_with(STACK, &applied, &options, &cancel)

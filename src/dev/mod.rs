@@ -60,6 +60,10 @@ struct Loop {
     refs: BTreeMap<String, ImageRef>,
     /// The rendering of each service's chart as applied now.
     rendered: BTreeMap<String, String>,
+    /// The objects each chart may still have in the cluster: its last applied set, plus
+    /// the earlier ones not pruned yet (a re-apply whose wait failed prunes on the next
+    /// one that succeeds). What a re-apply no longer renders is pruned from these only.
+    owned: BTreeMap<String, BTreeSet<kube::ObjectKey>>,
     /// `up`'s record of workload generations (applied.json), kept current.
     generations_file: std::path::PathBuf,
 }
@@ -119,8 +123,17 @@ pub async fn run(ctx: &Ctx, config: Config, mut opts: DevOptions) -> Result<()> 
         https: cluster.ports.as_ref().map(|p| p.https),
         refs: summary.refs.clone(),
         rendered: BTreeMap::new(),
+        owned: BTreeMap::new(),
     };
     lp.rendered = lp.render_all().await?;
+    for (name, yaml) in &lp.rendered {
+        let manifests = kube::parse(&format!("helm template {name}"), yaml)?;
+        let keys = lp
+            .kube
+            .keys_of(&manifests, &stack::namespace(lp.config.env))
+            .await?;
+        lp.owned.insert(name.clone(), keys);
+    }
 
     let layout = Layout::of(&lp.config);
     let mut watch = Watch::start(&layout, DEBOUNCE)?;
@@ -304,11 +317,11 @@ impl Loop {
         self.refs
             .insert(service.to_string(), delivered.image.clone());
         let t_roll = Instant::now();
-        let rolled = self.apply_chart(service, cancel).await?;
+        let (rolled, pruned) = self.apply_chart(service, cancel).await?;
         let total = t0.elapsed().as_secs_f64();
         self.view.event(serde_json::json!({
             "event": "rollout", "service": service, "trigger": "image",
-            "image": delivered.image.to_string(), "workloads": rolled,
+            "image": delivered.image.to_string(), "workloads": rolled, "pruned": pruned,
             "seconds": round(t_roll.elapsed().as_secs_f64()), "total_seconds": round(total),
         }));
         let layers = delivered
@@ -394,12 +407,18 @@ impl Loop {
         order.sort_by_key(|n| n != MIGRATIONS);
         for name in &order {
             let t = Instant::now();
-            let rolled = self.apply_chart(name, cancel).await?;
+            let (rolled, pruned) = self.apply_chart(name, cancel).await?;
             self.view.event(serde_json::json!({
                 "event": "rollout", "service": name, "trigger": "chart",
-                "changed": changed, "workloads": rolled,
+                "changed": changed, "workloads": rolled, "pruned": pruned,
                 "seconds": round(t.elapsed().as_secs_f64()),
             }));
+            if !pruned.is_empty() {
+                self.view.say(&format!(
+                    "{name}: no longer rendered, pruned {}",
+                    pruned.join(", ")
+                ));
+            }
         }
         self.view.say(&format!(
             "{what} changed → re-applied chart {} in {:.1}s",
@@ -409,11 +428,16 @@ impl Loop {
         Ok(())
     }
 
-    /// Renders, applies and waits for one service's chart; returns the workloads whose
-    /// generation moved (rolled out).
-    async fn apply_chart(&mut self, name: &str, cancel: &CancellationToken) -> Result<Vec<String>> {
+    /// Renders, applies and waits for one service's chart, then prunes what it no longer
+    /// renders; returns the workloads whose generation moved (rolled out) and the
+    /// objects pruned.
+    async fn apply_chart(
+        &mut self,
+        name: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<String>, Vec<String>)> {
         let Some(yaml) = self.render_one(name).await? else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
         let manifests = kube::parse(&format!("helm template {name}"), &yaml)?;
         let ns = stack::namespace(self.config.env);
@@ -440,11 +464,45 @@ impl Loop {
         let report = self.kube.apply(&manifests, &options, cancel).await?;
         // Applied: what is in the cluster now, whatever the wait says.
         self.rendered.insert(name.to_string(), yaml);
+        let now: BTreeSet<kube::ObjectKey> = report.applied.iter().map(|a| a.key()).collect();
+        let owned = self.owned.entry(name.to_string()).or_default();
+        owned.extend(now.iter().cloned());
+        let gone: BTreeSet<kube::ObjectKey> = owned.difference(&now).cloned().collect();
         let rolled = self.record_generations(&report)?;
         self.kube
             .wait_ready(&report.targets(), self.opts.up.timeout, cancel)
             .await?;
-        Ok(rolled)
+        if gone.is_empty() {
+            return Ok((rolled, Vec::new()));
+        }
+        // As `up` prunes last, once what is desired is ready: the same prune, the same
+        // rules, the same inventory, with the candidates narrowed to this chart's: its
+        // previous set minus what it applied now, cli-utils' prune set for one inventory
+        // (kubernetes-sigs/cli-utils pkg/apply/prune/prune.go `GetPruneObjs`).
+        let options = kube::PruneOptions {
+            prune_data: self.opts.up.prune_data,
+            only: Some(gone),
+        };
+        let pruned = self
+            .kube
+            .prune_with(STACK, &report, &options, cancel)
+            .await?;
+        self.owned.insert(name.to_string(), now);
+        for left in &pruned.left_alone {
+            self.view.warn(&format!(
+                "{left} carries the stack label but pulsedev did not apply it: left alone"
+            ));
+        }
+        for kept in &pruned.kept {
+            self.view
+                .warn(&format!("kept {kept}: no longer part of the stack"));
+        }
+        for data in &pruned.data {
+            self.view.warn(&format!(
+                "kept {data}: no longer part of the stack; `pulsedev up --prune-data` deletes it"
+            ));
+        }
+        Ok((rolled, pruned.deleted))
     }
 
     /// Workloads of `report` whose generation differs from `up`'s record, which is

@@ -96,6 +96,11 @@ impl View {
         }
     }
 
+    /// A warning, as `up` gives one (stderr, both modes).
+    pub fn warn(&self, text: &str) {
+        self.ui.warn(text);
+    }
+
     pub fn error(&self, e: &crate::error::Error) {
         if self.json() {
             let mut v = crate::ui::error_json(e);

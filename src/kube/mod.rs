@@ -56,7 +56,7 @@ pub use client::{connect, context_name};
 pub use diagnose::{ContainerReport, Diagnosis, EventReport, PodReport};
 pub use inventory::{INVENTORY_NAMESPACE, Inventory, inventory_name};
 pub use manifest::{Manifest, parse};
-pub use prune::{PruneOptions, PruneReport};
+pub use prune::{ObjectKey, PruneOptions, PruneReport};
 pub use status::{
     Category, Check, CheckKind, ClusterInfo, Row, State, StatusReport, StatusSpec,
     collect as collect_status,

@@ -50,7 +50,18 @@ pub struct PruneOptions {
     /// Delete leftovers that hold data too (PersistentVolumeClaims, PersistentVolumes,
     /// namespaces with claims in them): `pulsedev up --prune-data`.
     pub prune_data: bool,
+    /// Prune one part of the stack only (`dev` re-applying one chart): only these
+    /// objects, the part's previous set minus its desired one (cli-utils' prune set,
+    /// kubernetes-sigs/cli-utils pkg/apply/prune/prune.go `GetPruneObjs`), may be
+    /// deleted, by the same rules; every other object of the stack stays and keeps its
+    /// kind and namespace in the inventory. `None`: the whole stack
+    /// (`up`), where `desired` is everything the stack wants.
+    pub only: Option<BTreeSet<ObjectKey>>,
 }
+
+/// (group, kind, namespace, name), as [`super::Applied::key`] makes it; namespace empty
+/// for cluster-scoped objects.
+pub type ObjectKey = (String, String, String, String);
 
 /// What prune did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -154,6 +165,44 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<PruneReport> {
         cancellable(cancel, self.prune_inner(stack, desired, options)).await?
+    }
+
+    /// The keys `manifests` have in the cluster once applied: the namespace filled in as
+    /// apply does (`default_namespace` for namespaced objects that name none, none for
+    /// cluster-scoped ones). Objects of kinds the server does not serve are left out:
+    /// none of them can exist.
+    pub async fn keys_of(
+        &self,
+        manifests: &[super::Manifest],
+        default_namespace: &str,
+    ) -> Result<BTreeSet<ObjectKey>> {
+        let mut out = BTreeSet::new();
+        for m in manifests {
+            let resolved = self
+                .discovery
+                .resolve(m.api_version(), m.kind())
+                .await
+                .map_err(|e| {
+                    failed(format!(
+                        "failed to prune: discovery of {}: {}",
+                        m.api_version(),
+                        describe(&e)
+                    ))
+                })?;
+            let Some(r) = resolved else { continue };
+            let ns = if r.namespaced {
+                m.namespace().unwrap_or(default_namespace).to_string()
+            } else {
+                String::new()
+            };
+            out.insert((
+                r.resource.group.clone(),
+                m.kind().to_string(),
+                ns,
+                m.name().to_string(),
+            ));
+        }
+        Ok(out)
     }
 
     /// The kinds to look through, each with an apiVersion the server serves; kinds of
@@ -274,7 +323,6 @@ impl Engine {
                 if keep.contains(&key) {
                     continue;
                 }
-                let label = shown(kind, &o);
                 // Still there after this run, whatever happens below.
                 let stays = |remaining: &mut Inventory| {
                     remaining.kinds.insert(gk.clone());
@@ -282,6 +330,16 @@ impl Engine {
                         remaining.namespaces.insert(ns.clone());
                     }
                 };
+                // Another part of the stack's: not this prune's to judge.
+                if options
+                    .only
+                    .as_ref()
+                    .is_some_and(|only| !only.contains(&key))
+                {
+                    stays(&mut remaining);
+                    continue;
+                }
+                let label = shown(kind, &o);
                 if o.metadata.deletion_timestamp.is_some() {
                     // Being deleted already: it goes by itself.
                     stays(&mut remaining);
@@ -836,7 +894,10 @@ mod tests {
             .prune_with(
                 "pulsewatch",
                 &desired(),
-                &PruneOptions { prune_data: true },
+                &PruneOptions {
+                    prune_data: true,
+                    ..PruneOptions::default()
+                },
                 &CancellationToken::new(),
             )
             .await
@@ -847,6 +908,108 @@ mod tests {
             ["PersistentVolumeClaim pulsewatch-dev/old-data"]
         );
         assert!(report.data.is_empty());
+    }
+
+    /// `dev` re-applying one chart: only the chart's previous set may go. Another labelled
+    /// leftover (another chart's ConfigMap, a claim) is neither deleted nor reported, and
+    /// its kind stays in the inventory.
+    #[tokio::test(start_paused = true)]
+    async fn a_narrowed_prune_deletes_only_its_candidates_and_keeps_the_rest_recorded() {
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get(INVENTORY).ok(inventory("ConfigMap,PersistentVolumeClaim", NS)))
+            .then(Exchange::get("/api/v1").ok(core_v1()))
+            .then(Exchange::get("/api/v1/configmaps").query("labelSelector", SELECTOR).ok(list(
+                "ConfigMap",
+                vec![
+                    object("v1", "ConfigMap", Some(NS), "api-config"),
+                    object("v1", "ConfigMap", Some(NS), "old-config"),
+                    object("v1", "ConfigMap", Some(NS), "worker-config"),
+                ],
+            )))
+            // Asked for the candidate only (is its namespace being deleted?).
+            .then(Exchange::get(&format!("/api/v1/namespaces/{NS}")).ok(namespace(NS, false)))
+            .then(
+                Exchange::get("/api/v1/persistentvolumeclaims")
+                    .query("labelSelector", SELECTOR)
+                    .ok(list("PersistentVolumeClaim", vec![object("v1", "PersistentVolumeClaim", Some(NS), "old-data")])),
+            )
+            .then(Exchange::delete(&format!("/api/v1/namespaces/{NS}/configmaps/old-config")).ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})))
+            .then(Exchange::get(&format!("/api/v1/namespaces/{NS}/configmaps/old-config")).reply(404, not_found("configmaps", "old-config")))
+            .then(Exchange::get(INVENTORY).ok(inventory("ConfigMap,PersistentVolumeClaim", NS)))
+            // The claim's kind stays recorded: the inventory is as it was, not written.
+            .start();
+        let engine = engine(client, Arc::default());
+        let only = BTreeSet::from([
+            (
+                String::new(),
+                "ConfigMap".to_string(),
+                NS.to_string(),
+                "old-config".to_string(),
+            ),
+            (
+                String::new(),
+                "ConfigMap".to_string(),
+                NS.to_string(),
+                "api-config".to_string(),
+            ),
+        ]);
+        let report = engine
+            .prune_with(
+                "pulsewatch",
+                &desired(),
+                &PruneOptions {
+                    only: Some(only),
+                    ..PruneOptions::default()
+                },
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        mock.finish().await;
+        assert_eq!(
+            report,
+            PruneReport {
+                deleted: vec!["ConfigMap pulsewatch-dev/old-config".into()],
+                ..PruneReport::default()
+            }
+        );
+    }
+
+    /// The keys a chart's objects have once applied: the default namespace for a
+    /// namespaced object that names none, none for a cluster-scoped one; a kind the
+    /// server does not serve has none.
+    #[tokio::test(start_paused = true)]
+    async fn keys_of_fills_in_namespaces_as_apply_does() {
+        let (client, mock) = Scenario::new()
+            .then(Exchange::get("/api/v1").ok(core_v1()))
+            .then(Exchange::get("/apis/example.com/v1").reply(404, not_found("", "")))
+            .start();
+        let manifests = crate::kube::parse(
+            "test",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, namespace: other}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: pulsewatch-dev}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
+        )
+        .unwrap();
+        let keys = engine(client, Arc::default())
+            .keys_of(&manifests, NS)
+            .await
+            .unwrap();
+        mock.finish().await;
+        let k = |kind: &str, ns: &str, name: &str| {
+            (
+                String::new(),
+                kind.to_string(),
+                ns.to_string(),
+                name.to_string(),
+            )
+        };
+        assert_eq!(
+            keys,
+            BTreeSet::from([
+                k("ConfigMap", NS, "a"),
+                k("ConfigMap", "other", "b"),
+                k("Namespace", "", "pulsewatch-dev"),
+            ])
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1025,7 +1188,10 @@ mod tests {
             .prune_with(
                 "pulsewatch",
                 &empty,
-                &PruneOptions { prune_data: true },
+                &PruneOptions {
+                    prune_data: true,
+                    ..PruneOptions::default()
+                },
                 &CancellationToken::new(),
             )
             .await

@@ -502,3 +502,117 @@ fn dev_live_updates_a_synced_file_and_rebuilds_what_needs_an_image() {
     });
     assert_eq!(dev.interrupt(), 0);
 }
+
+/// The kinds the stack's inventory records (`applyset.kubernetes.io/contains-group-kinds`).
+fn inventory_kinds(w: &World) -> String {
+    w.api
+        .object("ConfigMap", "kube-system", "pulsedev-pulsewatch")
+        .and_then(|i| {
+            i["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// The rollout events of `services`' charts, in any order.
+fn chart_rollouts(dev: &mut Dev, services: &[&str]) -> Vec<Value> {
+    let mut left: Vec<&str> = services.to_vec();
+    let mut out = Vec::new();
+    while !left.is_empty() {
+        let e = dev.event("the chart rollouts", |v| {
+            v["event"] == "rollout" || v["event"] == "error"
+        });
+        assert_eq!(e["event"], "rollout", "{e:#}");
+        left.retain(|s| e["service"] != *s);
+        out.push(e);
+    }
+    out
+}
+
+/// A template removed from a chart while `dev` runs is pruned as `up` prunes it: the
+/// object is deleted and the inventory shrinks with it; the same kind of object of
+/// another chart is left alone (the prune is narrowed to the re-applied chart's set).
+#[test]
+fn dev_prunes_what_a_chart_no_longer_renders_and_nothing_of_another_chart() {
+    let Some(w) = world() else { return };
+    let mut dev = Dev::start(&w, &["--output", "json", "--no-logs"]);
+    let up = dev.event("the up summary", |v| v["event"] == "up");
+    assert_eq!(up["ok"], true, "{up:#}");
+    dev.event("watching", |v| v["event"] == "watching");
+    let manifests = w.pd.work.path().join("manifests");
+    assert!(!inventory_kinds(&w).contains("PodDisruptionBudget"));
+
+    // Dev renders no PDB (one replica); turned on for the api and the worker.
+    let values = manifests.join("envs/dev/values.yaml");
+    let text = std::fs::read_to_string(&values).unwrap();
+    let off = "  pdb:\n    enabled: false\n";
+    assert_eq!(text.matches(off).count(), 3, "api, worker and web");
+    std::fs::write(
+        &values,
+        text.replacen(off, "  pdb:\n    enabled: true\n", 2),
+    )
+    .unwrap();
+    chart_rollouts(&mut dev, &["api", "worker"]);
+    let worker_pdb = w
+        .api
+        .object("PodDisruptionBudget", NS, "worker")
+        .expect("the worker's PDB");
+    assert!(w.api.object("PodDisruptionBudget", NS, "api").is_some());
+    assert!(
+        inventory_kinds(&w).contains("PodDisruptionBudget.policy"),
+        "{}",
+        inventory_kinds(&w)
+    );
+
+    // The api chart loses its PDB template: its PDB goes, the worker's stays.
+    let calls_before = w.api.calls().len();
+    std::fs::remove_file(manifests.join("charts/api/templates/pdb.yaml")).unwrap();
+    let rolled = chart_rollouts(&mut dev, &["api"]).pop().unwrap();
+    assert!(
+        w.api.object("PodDisruptionBudget", NS, "api").is_none(),
+        "not pruned: {rolled:#}"
+    );
+    assert_eq!(
+        rolled["pruned"],
+        serde_json::json!([format!("PodDisruptionBudget {NS}/api")]),
+        "{rolled:#}"
+    );
+    let still = w
+        .api
+        .object("PodDisruptionBudget", NS, "worker")
+        .expect("the worker's PDB is left alone");
+    assert_eq!(still["metadata"]["uid"], worker_pdb["metadata"]["uid"]);
+    assert!(still["metadata"]["deletionTimestamp"].is_null());
+    let deletes: Vec<String> = w.api.calls()[calls_before..]
+        .iter()
+        .filter(|c| c.method == "DELETE")
+        .map(|c| c.target.split('?').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        deletes,
+        [format!(
+            "/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/api"
+        )],
+        "nothing else of the stack is deleted"
+    );
+    // Another object of the kind remains: the inventory still records it.
+    assert!(inventory_kinds(&w).contains("PodDisruptionBudget.policy"));
+
+    // The worker's goes too: no PDB is left, and the inventory no longer lists the kind.
+    std::fs::remove_file(manifests.join("charts/worker/templates/pdb.yaml")).unwrap();
+    let rolled = chart_rollouts(&mut dev, &["worker"]).pop().unwrap();
+    assert_eq!(
+        rolled["pruned"],
+        serde_json::json!([format!("PodDisruptionBudget {NS}/worker")]),
+        "{rolled:#}"
+    );
+    assert!(w.api.objects_of("PodDisruptionBudget").is_empty());
+    let kinds = inventory_kinds(&w);
+    assert!(!kinds.contains("PodDisruptionBudget"), "{kinds}");
+    assert!(kinds.contains("Deployment.apps"), "{kinds}");
+
+    assert_eq!(dev.interrupt(), 0, "{}", dev.seen.join("\n"));
+    assert!(w.api.object("Deployment", NS, "api").is_some());
+    assert!(w.api.unexpected().is_empty(), "{:?}", w.api.unexpected());
+}

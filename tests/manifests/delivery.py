@@ -24,6 +24,9 @@
     Argo CD's repo server requires; and Argo CD's phases and sync waves put migrations before
     the services.
 
+  - scripts/e2e-dev, the e2e workflow's `dev` job, against a stand-in `pulsedev` and a local
+    HTTPS server (tests/manifests/e2e_dev.py).
+
 With CI set, a missing tool or source is a failure, never a skip.
 Run: python tests/manifests/delivery.py (scripts/validate-manifests step `delivery`).
 """
@@ -52,6 +55,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import manifests_lib as lib  # noqa: E402
 import upstream_charts as upstream  # noqa: E402  (CRD schemas, strictly, as that step checks them)
+from e2e_dev import E2eDevScript  # noqa: E402,F401  (the e2e workflow's `dev` job script, run here)
 
 REPO = lib.REPO
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.y*ml"))

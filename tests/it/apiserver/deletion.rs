@@ -724,7 +724,10 @@ mod tests {
                 .prune_with(
                     "demo-stack",
                     &desired,
-                    &PruneOptions { prune_data: true },
+                    &PruneOptions {
+                        prune_data: true,
+                        ..PruneOptions::default()
+                    },
                     &cancel,
                 )
                 .await
