@@ -90,12 +90,20 @@ impl Proxies {
         timeout: Duration,
         redirect: reqwest::redirect::Policy,
     ) -> std::result::Result<reqwest::Client, String> {
-        let no = || self.no.as_deref().and_then(reqwest::NoProxy::from_string);
-        let mut b = reqwest::Client::builder()
-            .no_proxy()
+        self.client_builder()?
             .redirect(redirect)
             .connect_timeout(timeout)
             .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    /// A client builder that sends requests through these proxies only (not the
+    /// process's), with pulsedev's user agent.
+    pub fn client_builder(&self) -> std::result::Result<reqwest::ClientBuilder, String> {
+        let no = || self.no.as_deref().and_then(reqwest::NoProxy::from_string);
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
             .user_agent(concat!("pulsedev/", env!("CARGO_PKG_VERSION")));
         let bad = |var: &str, e: reqwest::Error| format!("the proxy {var} is not a URL: {e}");
         if let Some(p) = &self.https {
@@ -119,7 +127,7 @@ impl Proxies {
                     .no_proxy(no()),
             );
         }
-        b.build().map_err(|e| e.to_string())
+        Ok(b)
     }
 }
 
