@@ -178,13 +178,46 @@ pub fn cached(cache: &Path, name: &ImageName, platform: &str) -> Result<Option<C
     Ok(Some(entry))
 }
 
-/// Where an image's registry API is: mirrors first (Docker Hub only, as the engine
-/// uses them), then the registry itself over https, then http for a loopback
-/// registry (the engine treats 127.0.0.0/8 as insecure: moby registry/config.go).
-pub fn endpoints(name: &ImageName, mirrors: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
+/// Per-registry mirrors for the workload images pulsedev downloads:
+/// `registry=URL[,registry=URL…]` (e.g. `docker.io=https://hub-cache.corp,quay.io=…`).
+/// A mirror serves the same repository paths (`URL/v2/<path>/…`), is tried first, and
+/// the registry itself after it, as containerd does with a hosts.toml mirror
+/// (containerd docs/hosts.md: the hosts in order, then the `server`).
+pub const MIRRORS_VAR: &str = "PULSEDEV_IMAGE_MIRRORS";
+
+/// The mirrors of `registry` in a `MIRRORS_VAR` value.
+pub fn mirrors_for(setting: Option<&str>, registry: &str) -> Vec<String> {
+    setting
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|e| e.trim().split_once('='))
+        .filter(|(r, _)| r.trim() == registry)
+        .map(|(_, url)| url.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// The mirrors for `name`: pulsedev's own setting for its registry, then (Docker Hub
+/// only) the engine's registry mirrors.
+pub fn mirrors(name: &ImageName, setting: Option<&str>, engine: &[String]) -> Vec<String> {
+    let mut out = mirrors_for(setting, &name.domain);
     if name.domain == "docker.io" {
-        out.extend(mirrors.iter().map(|m| m.trim_end_matches('/').to_string()));
+        out.extend(engine.iter().cloned());
+    }
+    out
+}
+
+/// Where an image's registry API is: `mirrors` first (the engine's registry mirrors
+/// apply to Docker Hub only, as the engine uses them: moby registry/service.go
+/// `lookupV2Endpoints`; pulsedev's own `PULSEDEV_IMAGE_MIRRORS` to the registry it
+/// names), then the registry itself over https, then http for a loopback registry (the
+/// engine treats 127.0.0.0/8 as insecure: moby registry/config.go).
+pub fn endpoints(name: &ImageName, mirrors: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = mirrors
+        .iter()
+        .map(|m| m.trim_end_matches('/').to_string())
+        .collect();
+    if name.domain == "docker.io" {
         out.push(format!("https://{}", crate::offline::DOCKER_HUB_API));
         return out;
     }
@@ -720,7 +753,11 @@ mod tests {
             ["https://mirror.example", "https://registry-1.docker.io"]
         );
         let q = ImageName::parse("quay.io/jetstack/x:1").unwrap();
-        assert_eq!(endpoints(&q, &["https://m".into()]), ["https://quay.io"]);
+        assert_eq!(endpoints(&q, &[]), ["https://quay.io"]);
+        let set = Some("docker.io=http://127.0.0.1:1/, quay.io=https://q.corp,bad");
+        assert_eq!(mirrors_for(set, "quay.io"), ["https://q.corp"]);
+        assert_eq!(mirrors_for(set, "docker.io"), ["http://127.0.0.1:1"]);
+        assert!(mirrors_for(set, "ghcr.io").is_empty());
         let l = ImageName::parse("127.0.0.1:5000/x:1").unwrap();
         assert_eq!(
             endpoints(&l, &[]),

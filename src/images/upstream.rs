@@ -232,6 +232,91 @@ pub fn workload_images(config: &Config, pieces: &[Piece]) -> Result<Vec<ImageNam
     })
 }
 
+/// The workload images `up` would apply for `config`, and the platform they are
+/// needed for (the engine's, which the kind nodes run on).
+async fn needed(config: &Config, helm: &crate::helm::Helm, cache: &Path) -> Result<Vec<ImageName>> {
+    let (pieces, _) = workload_pieces(config, helm, cache).await?;
+    workload_images(config, &pieces)
+}
+
+/// `pulsedev fetch`: every workload image into the image cache for the engine's
+/// platform. Returns (downloaded now, count already cached).
+pub async fn fetch_all(
+    config: &Config,
+    helm: &crate::helm::Helm,
+    cache: &Path,
+    docker: &crate::docker::Engine,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<(Vec<String>, usize)> {
+    let images = needed(config, helm, cache).await?;
+    let platform = crate::docker::platform(&docker.info().await?);
+    let engine_mirrors = docker.pull_settings().await?.mirrors;
+    let setting = env(oci::MIRRORS_VAR);
+    let reg = oci::Registry::new(&crate::offline::Proxies::from_env(env))?;
+    let mut fetched = Vec::new();
+    let mut here = 0;
+    for name in images {
+        let mirrors = oci::mirrors(&name, setting.as_deref(), &engine_mirrors);
+        let (entry, fresh) = oci::fetch(&reg, cache, &name, &platform, &mirrors).await?;
+        if fresh {
+            fetched.push(match &name.digest {
+                Some(_) => name.full(),
+                // A tag is recorded with the digest it resolved to.
+                None => format!("{name} ({})", entry.index.digest),
+            });
+        } else {
+            here += 1;
+        }
+    }
+    Ok((fetched, here))
+}
+
+/// Whether pulsedev's image cache holds anything (`up` renders and imports only then:
+/// with nothing cached the nodes pull, as before).
+pub fn cache_in_use(cache: &Path) -> bool {
+    std::fs::read_dir(oci::cache_root(cache).join("refs")).is_ok_and(|mut d| {
+        d.any(|e| {
+            e.is_ok_and(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
+            })
+        })
+    })
+}
+
+/// `up`: imports every needed workload image the cache holds into each node that does
+/// not list it. Returns (imported, not cached: the nodes pull those).
+pub async fn import_all(
+    config: &Config,
+    helm: &crate::helm::Helm,
+    cache: &Path,
+    docker: &crate::docker::Engine,
+    nodes: Vec<String>,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let images = needed(config, helm, cache).await?;
+    let platform = crate::docker::platform(&docker.info().await?);
+    let mut entries = Vec::new();
+    let mut uncached = Vec::new();
+    for name in images {
+        match oci::cached(cache, &name, &platform)? {
+            Some(e) => entries.push(e),
+            None => uncached.push(name.full()),
+        }
+    }
+    let mut imported = Vec::new();
+    if entries.is_empty() {
+        return Ok((imported, uncached));
+    }
+    let import = NodeImport::detect(docker, nodes, &platform).await?;
+    for e in &entries {
+        if import.import(cache, e).await? > 0 {
+            imported.push(e.name.full());
+        }
+    }
+    Ok((imported, uncached))
+}
+
 /// A node stand-in's or a kind node's containerd, reached over `docker exec`.
 pub struct NodeImport {
     docker: bollard::Docker,
