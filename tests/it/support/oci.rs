@@ -234,7 +234,7 @@ pub fn node_context(dir: &Path, nonce: &str) {
     }
     std::fs::write(
         dir.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY containerd ctr /usr/local/bin/\nCOPY dump.toml nonce /data/\nCMD [\"/bin/busybox\", \"sleep\", \"3600\"]\n",
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY containerd ctr /usr/local/bin/\nCOPY dump.toml nonce /data/\nCMD [\"/bin/busybox\", \"sleep\", \"3600\"]\n",
     )
     .unwrap();
 }
