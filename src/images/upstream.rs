@@ -149,12 +149,26 @@ impl std::fmt::Display for ImageName {
 }
 
 /// The images of `manifests`' pod templates (Pod, Deployment, StatefulSet, DaemonSet,
-/// ReplicaSet, Job, CronJob), containers and init containers, Helm hooks left out,
-/// sorted and without duplicates.
+/// ReplicaSet, Job, CronJob), containers and init containers, and the `spec.image` of
+/// the Prometheus Operator's Prometheus and Alertmanager; Helm hooks left out; sorted
+/// and without duplicates.
 pub fn images_in(manifests: &[Manifest]) -> std::result::Result<Vec<ImageName>, String> {
     let mut out = BTreeSet::new();
     for m in manifests.iter().filter(|m| !m.is_helm_hook()) {
         let data = &m.object.data;
+        // The Prometheus Operator makes the StatefulSets of these from `spec.image`
+        // (prometheus-operator pkg/prometheus/statefulset.go, pkg/alertmanager/statefulset.go).
+        if matches!(m.kind(), "Prometheus" | "Alertmanager")
+            && m.object
+                .types
+                .as_ref()
+                .is_some_and(|t| t.api_version.starts_with("monitoring.coreos.com/"))
+        {
+            if let Some(image) = data.pointer("/spec/image").and_then(|v| v.as_str()) {
+                out.insert(ImageName::parse(image)?);
+            }
+            continue;
+        }
         let spec = match m.kind() {
             "Pod" => data.get("spec"),
             "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
@@ -507,6 +521,11 @@ spec:
     spec:
       containers: [{name: c, image: quay.io/jetstack/cert-manager-startupapicheck:v1}]
 ---
+apiVersion: monitoring.coreos.com/v1
+kind: Prometheus
+metadata: {name: p}
+spec: {image: quay.io/prometheus/prometheus:v3.0.0}
+---
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: x}
@@ -514,6 +533,13 @@ data: {image: not-an-image}
 ";
         let m = crate::kube::parse("t", yaml).unwrap();
         let got: Vec<String> = images_in(&m).unwrap().iter().map(ImageName::full).collect();
-        assert_eq!(got, ["docker.io/library/busybox:1", "quay.io/a/cron:2"]);
+        assert_eq!(
+            got,
+            [
+                "docker.io/library/busybox:1",
+                "quay.io/a/cron:2",
+                "quay.io/prometheus/prometheus:v3.0.0"
+            ]
+        );
     }
 }
