@@ -481,6 +481,72 @@ impl EnginePull {
     }
 }
 
+/// The platform the kind nodes run, as doctor guesses it without asking the engine:
+/// this machine's (the engine's VM on Docker Desktop runs the same architecture).
+pub fn host_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    format!("linux/{arch}")
+}
+
+/// The images the cluster's own workloads run (Postgres and Redis from manifests/dev,
+/// the platform charts' as `fetch` last recorded them), each in pulsedev's image
+/// cache or not. pulsedev downloads them itself (`fetch`), through this process's
+/// proxies, PULSEDEV_IMAGE_MIRRORS and, for Docker Hub, the engine's mirrors.
+pub fn workload_states(
+    config: &Config,
+    cache: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    engine_mirrors: &[String],
+) -> Vec<Piece> {
+    use crate::images::{oci, upstream};
+    let mut names: Vec<upstream::ImageName> = Vec::new();
+    if config.env == crate::config::Env::Dev
+        && let Ok(files) = stack::shared_files(&config.root, config.env)
+    {
+        let pieces: Vec<stack::Piece> = files
+            .iter()
+            .filter_map(|f| stack::file_piece(&config.root, f).ok())
+            .collect();
+        names.extend(upstream::workload_images(config, &pieces).unwrap_or_default());
+    }
+    for n in oci::recorded_workloads(cache) {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    let platform = host_platform();
+    let setting = env(oci::MIRRORS_VAR);
+    names
+        .into_iter()
+        .map(|n| {
+            let what = format!("workload image {n}");
+            if oci::present(cache, &n, &platform) {
+                return Piece {
+                    what,
+                    state: State::Here("in pulsedev's image cache".into()),
+                };
+            }
+            let mirrors = oci::mirrors(&n, setting.as_deref(), engine_mirrors);
+            Piece {
+                what,
+                state: State::Missing(
+                    oci::endpoints(&n, &mirrors)
+                        .into_iter()
+                        .map(|base| Probe {
+                            url: format!("{base}/v2/"),
+                            proxies: Proxies::from_env(env),
+                        })
+                        .collect(),
+                ),
+            }
+        })
+        .collect()
+}
+
 /// The answer to one piece's probes: the first source that answered, or why none did.
 pub async fn reach(probes: &[Probe]) -> std::result::Result<String, String> {
     let attempts = probes.iter().map(|p| async move {

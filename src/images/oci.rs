@@ -207,6 +207,63 @@ pub fn mirrors(name: &ImageName, setting: Option<&str>, engine: &[String]) -> Ve
     out
 }
 
+/// Whether a complete entry for `name` on `platform` is in the cache, by its record and
+/// the sizes of its blobs (no hashing: for `doctor`, which must stay fast; `up`
+/// verifies every byte with `cached` before it imports).
+pub fn present(cache: &Path, name: &ImageName, platform: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(record_path(cache, name)) else {
+        return false;
+    };
+    let Ok(entry) = serde_json::from_str::<Cached>(&text) else {
+        return false;
+    };
+    entry.platform == platform
+        && std::iter::once(&entry.index).chain(&entry.blobs).all(|d| {
+            blob_path(cache, &d.digest)
+                .ok()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .is_some_and(|m| m.len() == d.size)
+        })
+}
+
+/// The file where `fetch` records the workload images it found (the platform charts'
+/// need helm to be known; `doctor` reads this list instead of rendering).
+fn workloads_file(cache: &Path) -> PathBuf {
+    cache_root(cache).join("workloads.json")
+}
+
+/// Records `names` as the workload images (`recorded_workloads` reads them).
+pub fn record_workloads(cache: &Path, names: &[ImageName]) -> Result<()> {
+    let dir = cache_root(cache);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::internal(format!("failed to create {}: {e}", dir.display())))?;
+    let list: Vec<String> = names.iter().map(ImageName::full).collect();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".part.")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::internal(format!("failed to write in {}: {e}", dir.display())))?;
+    tmp.write_all(
+        serde_json::to_string_pretty(&list)
+            .expect("a list serializes")
+            .as_bytes(),
+    )
+    .map_err(|e| Error::internal(format!("failed to write the image cache: {e}")))?;
+    tmp.persist(workloads_file(cache))
+        .map_err(|e| Error::internal(format!("failed to write the image cache: {e}")))?;
+    Ok(())
+}
+
+/// The workload images `fetch` last recorded (none when it never ran).
+pub fn recorded_workloads(cache: &Path) -> Vec<ImageName> {
+    std::fs::read_to_string(workloads_file(cache))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| ImageName::parse(s).ok())
+        .collect()
+}
+
 /// Where an image's registry API is: `mirrors` first (the engine's registry mirrors
 /// apply to Docker Hub only, as the engine uses them: moby registry/service.go
 /// `lookupV2Endpoints`; pulsedev's own `PULSEDEV_IMAGE_MIRRORS` to the registry it

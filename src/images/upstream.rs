@@ -263,6 +263,7 @@ pub async fn fetch_all(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<(Vec<String>, usize)> {
     let images = needed(config, helm, cache).await?;
+    oci::record_workloads(cache, &images)?;
     let platform = crate::docker::platform(&docker.info().await?);
     let engine_mirrors = docker.pull_settings().await?.mirrors;
     let setting = env(oci::MIRRORS_VAR);

@@ -102,6 +102,15 @@ fn doctor_fails_fast_on_downloads_nothing_answers_for_and_passes_reachable_ones(
     }
     // The node image is the local stand-in: here, nothing to reach.
     assert_eq!(check(&doc, "download-node-image")["status"], "ok");
+    // Postgres and Redis of manifests/dev: not cached, and their registry is silent.
+    let images = check(&doc, "download-images");
+    assert_eq!(images["status"], "fail", "{images}");
+    let msg = images["message"].as_str().unwrap();
+    assert!(
+        msg.contains("workload image docker.io/library/postgres:17-alpine@sha256:")
+            && msg.contains("https://registry-1.docker.io/v2/ through the proxy"),
+        "{msg}"
+    );
     assert_eq!(doc["error"]["id"], "download-unreachable");
     assert!(
         check(&doc, "offline")["message"]
@@ -451,6 +460,16 @@ fn fetch_then_up_render_and_reset_need_no_network() {
             .contains(&format!("http://127.0.0.1:{}/v2/ answers", registry.port)),
         "{doc:#}"
     );
+    assert!(
+        check(&doc, "download-images")["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "workload image docker.io/library/postgres:17-alpine@{} is not here; `up` downloads it: {registry_url}/v2/ answers",
+                workload_index["library/postgres"]
+            )),
+        "{doc:#}"
+    );
 
     let run = pd.run_with(&["fetch", "--output", "json"]);
     let doc = run.json();
@@ -537,6 +556,12 @@ fn fetch_then_up_render_and_reset_need_no_network() {
         check(&doc, "offline")["message"],
         "ready offline: everything `up` downloads is on this machine",
         "{doc:#}"
+    );
+    // The charts' workload images too, as fetch recorded them.
+    let images = check(&doc, "download-images")["message"].as_str().unwrap();
+    assert!(
+        images.contains("workload image quay.io/jetstack/cert-manager-webhook:v1.21.1 (in pulsedev's image cache)"),
+        "{images}"
     );
 
     let run = pd.run_with(&["fetch"]);
