@@ -241,7 +241,7 @@ pub fn workload_images(config: &Config, pieces: &[Piece]) -> Result<Vec<ImageNam
         manifests.extend(crate::kube::parse(&p.source, &p.yaml)?);
     }
     images_in(&manifests).map_err(|e| {
-        Error::new(ErrorKind::ConfigInvalid, e)
+        Error::new(ErrorKind::RenderFailed, e)
             .with_hint("fix the image reference in the manifest or the chart values")
     })
 }
