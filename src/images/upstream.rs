@@ -150,8 +150,8 @@ impl std::fmt::Display for ImageName {
 
 /// The images of `manifests`' pod templates (Pod, Deployment, StatefulSet, DaemonSet,
 /// ReplicaSet, Job, CronJob), containers and init containers, and the `spec.image` of
-/// the Prometheus Operator's Prometheus and Alertmanager; Helm hooks left out; sorted
-/// and without duplicates.
+/// the Prometheus Operator's Prometheus and Alertmanager, and the config-reloader its
+/// flag names; Helm hooks left out; sorted and without duplicates.
 pub fn images_in(manifests: &[Manifest]) -> std::result::Result<Vec<ImageName>, String> {
     let mut out = BTreeSet::new();
     for m in manifests.iter().filter(|m| !m.is_helm_hook()) {
@@ -187,6 +187,20 @@ pub fn images_in(manifests: &[Manifest]) -> std::result::Result<Vec<ImageName>, 
             {
                 if let Some(image) = c.get("image").and_then(|v| v.as_str()) {
                     out.insert(ImageName::parse(image)?);
+                }
+                // The sidecar the Prometheus Operator adds to the pods it makes
+                // (prometheus-operator cmd/operator/main.go, flag
+                // `--prometheus-config-reloader`).
+                for arg in c
+                    .get("args")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str())
+                {
+                    if let Some(image) = arg.strip_prefix("--prometheus-config-reloader=") {
+                        out.insert(ImageName::parse(image)?);
+                    }
                 }
             }
         }
@@ -506,6 +520,17 @@ spec:
           initContainers: [{name: i, image: busybox:1}]
           containers: [{name: c, image: quay.io/a/cron:2}]
 ---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: operator}
+spec:
+  template:
+    spec:
+      containers:
+        - name: o
+          image: quay.io/a/cron:2
+          args: [--prometheus-config-reloader=quay.io/p/reloader:v1, --other=x:1]
+---
 apiVersion: v1
 kind: Pod
 metadata: {name: p}
@@ -539,6 +564,7 @@ data: {image: not-an-image}
             [
                 "docker.io/library/busybox:1",
                 "quay.io/a/cron:2",
+                "quay.io/p/reloader:v1",
                 "quay.io/prometheus/prometheus:v3.0.0"
             ]
         );

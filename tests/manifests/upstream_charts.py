@@ -487,7 +487,11 @@ class UpstreamCharts(unittest.TestCase):
                 "Pod": lambda o: o.get("spec"),
                 "CronJob": lambda o: o["spec"]["jobTemplate"]["spec"]["template"]["spec"],
             }.get(o["kind"], lambda o: o["spec"]["template"]["spec"])(o)
-            images = {c["image"] for k in ("initContainers", "containers") for c in (spec or {}).get(k) or []}
+            containers = [c for k in ("initContainers", "containers") for c in (spec or {}).get(k) or []]
+            images = {c["image"] for c in containers}
+            # The Prometheus Operator's sidecar for the pods it makes, named by its flag.
+            images |= {a.split("=", 1)[1] for c in containers for a in c.get("args") or []
+                       if a.startswith("--prometheus-config-reloader=")}
             if "helm.sh/hook" in (o["metadata"].get("annotations") or {}):
                 hooks |= images
             elif not any(i.startswith("localhost:5001/pulsewatch/") for i in images):
@@ -497,7 +501,8 @@ class UpstreamCharts(unittest.TestCase):
         for must in ("docker.io/library/postgres:17-alpine@sha256:", "docker.io/library/redis:7.4-alpine@sha256:",
                      "quay.io/jetstack/cert-manager-controller:", "quay.io/jetstack/cert-manager-webhook:",
                      "quay.io/jetstack/cert-manager-cainjector:", "nginx/nginx-ingress:",
-                     "quay.io/prometheus/prometheus:", "quay.io/prometheus/alertmanager:"):
+                     "quay.io/prometheus/prometheus:", "quay.io/prometheus/alertmanager:",
+                     "quay.io/prometheus-operator/prometheus-config-reloader:"):
             self.assertTrue(any(must in g for g in got), f"{must} not in {got}")
         self.assertFalse(any("pulsewatch" in g for g in got), got)
         # cert-manager's startupapicheck is a post-install hook our values switch off.
