@@ -790,6 +790,145 @@ pub fn layout_tar(
 mod tests {
     use super::*;
 
+    /// A tiny HTTP/1.1 server: each request's head goes to `answer`, whose reply is
+    /// written back; every head is recorded.
+    async fn serve(
+        answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    ) -> (std::net::SocketAddr, std::sync::Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let answer = std::sync::Arc::new(answer);
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let answer = answer.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let mut head = Vec::new();
+                        let mut b = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if s.read(&mut b).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(b[0]);
+                            // A TLS ClientHello to this plain server: a bad request, as
+                            // Go's net/http (the registry's server) answers it.
+                            if head == [0x16] {
+                                let _ = s.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").await;
+                                return;
+                            }
+                        }
+                        let head = String::from_utf8_lossy(&head).into_owned();
+                        log.lock().unwrap().push(head.clone());
+                        if s.write_all(&answer(&head)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn reply(status: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str("\r\n");
+        let mut out = out.into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// The distribution protocol as Docker Hub and quay.io speak it: a 401 with a Bearer
+    /// challenge, an anonymous token from the realm (service and scope passed on), the
+    /// token on the retried requests, and a blob answered by a redirect to another host
+    /// (the CDN), which gets no Authorization header. A single-platform manifest is
+    /// cached as it is.
+    #[tokio::test]
+    async fn anonymous_tokens_and_blob_redirects_to_a_cdn() {
+        let layer = b"layer bytes".to_vec();
+        let layer_d = format!("sha256:{}", hex::encode(Sha256::digest(&layer)));
+        let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+        let config_d = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_d, "size": layer.len()}],
+        }))
+        .unwrap();
+        let blobs: HashMap<String, Vec<u8>> =
+            HashMap::from([(config_d.clone(), config), (layer_d.clone(), layer)]);
+        let (cdn, cdn_seen) = serve(move |head| {
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let d = path.trim_start_matches("/cdn/");
+            match blobs.get(d) {
+                Some(b) => reply("200 OK", &[], b),
+                None => reply("404 Not Found", &[], b""),
+            }
+        })
+        .await;
+        let realm_port = std::sync::Arc::new(Mutex::new(0u16));
+        let port = realm_port.clone();
+        let (reg, reg_seen) = serve(move |head| {
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let p = *port.lock().unwrap();
+            if path.starts_with("/token?") {
+                return reply("200 OK", &[], br#"{"token":"t0k3n"}"#);
+            }
+            if !head.to_ascii_lowercase().contains("authorization: bearer t0k3n") {
+                return reply(
+                    "401 Unauthorized",
+                    &[(
+                        "WWW-Authenticate",
+                        format!(r#"Bearer realm="http://127.0.0.1:{p}/token",service="reg.test",scope="repository:team/app:pull""#),
+                    )],
+                    b"",
+                );
+            }
+            if path.starts_with("/v2/team/app/manifests/") {
+                return reply("200 OK", &[("Content-Type", OCI_MANIFEST.to_string())], &manifest);
+            }
+            if let Some(d) = path.strip_prefix("/v2/team/app/blobs/") {
+                return reply("307 Temporary Redirect", &[("Location", format!("http://{cdn}/cdn/{d}"))], b"");
+            }
+            reply("404 Not Found", &[], b"")
+        })
+        .await;
+        *realm_port.lock().unwrap() = reg.port();
+        let cache = tempfile::tempdir().unwrap();
+        let name = ImageName::parse(&format!("127.0.0.1:{}/team/app:1", reg.port())).unwrap();
+        let r = Registry::new(&Proxies::default()).unwrap();
+        // https is tried first and fails against this plain server; then http.
+        let (entry, fresh) = fetch(&r, cache.path(), &name, "linux/amd64", &[])
+            .await
+            .unwrap();
+        assert!(fresh);
+        assert_eq!(entry.index.media_type, OCI_MANIFEST);
+        assert_eq!(entry.blobs.len(), 3, "{entry:?}");
+        assert!(
+            cached(cache.path(), &name, "linux/amd64")
+                .unwrap()
+                .is_some()
+        );
+        let seen = reg_seen.lock().unwrap().join("\n");
+        assert!(
+            seen.contains("GET /token?service=reg.test&scope=repository%3Ateam%2Fapp%3Apull"),
+            "{seen}"
+        );
+        let cdn_seen = cdn_seen.lock().unwrap().clone();
+        assert_eq!(cdn_seen.len(), 2, "{cdn_seen:?}");
+        for h in &cdn_seen {
+            assert!(!h.to_ascii_lowercase().contains("authorization"), "{h}");
+        }
+    }
+
     #[test]
     fn bearer_challenges_parse() {
         let p = parse_challenge(
