@@ -214,54 +214,27 @@ fn helm_release(platform: &str) -> Vec<u8> {
 fn fetch_then_up_render_and_reset_need_no_network() {
     let Some(host) = docker_host() else { return };
     let name = fakes::unique("offline");
-    let network = format!("{name}-net");
-    let _cleanup = Cleanup {
-        host: host.clone(),
-        name: name.clone(),
-        network: network.clone(),
-    };
     let registry = support::registry::LocalRegistry::start();
     let nonce = support::build::nonce();
     let rt = fakes::rt();
-    let (node_image, base_image, registry_image) = rt.block_on(async {
-        let d = fakes::docker(&host).await;
-        let _ = d
-            .create_network(bollard::models::NetworkCreateRequest {
-                name: network.clone(),
-                ..Default::default()
-            })
-            .await;
+    // The node: a stand-in whose `ctr` imports as containerd's does, on its network as
+    // in the other `up` tests (removed on drop).
+    let node_stand_in = rt.block_on(async {
         let engine = support::docker::engine("offline").await.unwrap();
-        // The node: a stand-in whose `ctr` imports as containerd's does.
         let node_ctx = tempfile::tempdir().unwrap();
         support::oci::node_context(node_ctx.path(), &nonce);
-        let node_stand_in = support::build::build(&engine, "offline-node", node_ctx.path()).await;
-        let node = format!("{name}-control-plane");
-        fakes::run_container_of(
-            &d,
-            &node_stand_in.reference(),
-            &node,
-            &[
-                ("io.x-k8s.kind.cluster", &name),
-                ("io.x-k8s.kind.role", "control-plane"),
-            ],
-        )
-        .await;
-        d.connect_network(
-            &network,
-            bollard::models::NetworkConnectRequest {
-                container: node.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let ctx = tempfile::tempdir().unwrap();
-        support::registry::stand_in_context(ctx.path());
-        let registry_image =
-            support::build::build(&engine, "offline-registry-stand-in", ctx.path())
-                .await
-                .reference();
+        support::build::build(&engine, "offline-node", node_ctx.path())
+            .await
+            .reference()
+    });
+    let world = crate::up::NodeWorld::start(&host, &name, Some(&node_stand_in));
+    let network = world.network.clone();
+    let registry_image = world.registry_image.clone();
+    let (node_image, base_image) = rt.block_on(async {
+        let d = fakes::docker(&host).await;
+        let engine = support::docker::engine("offline").await.unwrap();
+        // The busybox node image stands in for kindest/node in the registry.
+        fakes::ensure_node_image(&d).await;
         // The base image: busybox FROM scratch, unique to this run.
         let base_ctx = tempfile::tempdir().unwrap();
         std::fs::copy("/bin/busybox", base_ctx.path().join("busybox")).unwrap();
@@ -286,7 +259,7 @@ fn fetch_then_up_render_and_reset_need_no_network() {
             &format!("kindest-node-{nonce}"),
         )
         .await;
-        (node_pinned, base_pinned, registry_image)
+        (node_pinned, base_pinned)
     });
     // The workload images, as their registries serve them: a two-platform index each,
     // in the registry that stands in for Docker Hub and quay.io (PULSEDEV_IMAGE_MIRRORS).
@@ -658,24 +631,6 @@ fn node_images(host: &str, node: &str) -> Vec<String> {
         .unwrap();
         r.stdout.lines().map(str::to_string).collect()
     })
-}
-
-/// Removes the containers and network a test made, also when it panics.
-struct Cleanup {
-    host: String,
-    name: String,
-    network: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        fakes::rt().block_on(async {
-            let d = fakes::docker(&self.host).await;
-            fakes::remove_container(&d, &format!("{}-control-plane", self.name)).await;
-            fakes::remove_container(&d, &format!("pulsedev-{}-registry", self.name)).await;
-            let _ = d.remove_network(&self.network).await;
-        });
-    }
 }
 
 /// Issue 14: a chart download cut short (helm killed, the disk full) must not leave a
