@@ -492,6 +492,15 @@ class UpstreamCharts(unittest.TestCase):
             # The Prometheus Operator's sidecar for the pods it makes, named by its flag.
             images |= {a.split("=", 1)[1] for c in containers for a in c.get("args") or []
                        if a.startswith("--prometheus-config-reloader=")}
+            # A cached image serves the pod only if the kubelet does not pull anyway:
+            # `Always` (or `latest` with no policy: kubernetes pkg/apis/core/v1/defaults.go
+            # SetDefaults_Container) would pull on every start.
+            for c in containers:
+                policy = c.get("imagePullPolicy")
+                self.assertNotEqual(policy, "Always", f"{o['kind']}/{o['metadata']['name']}: {c['name']}")
+                if policy is None:
+                    self.assertFalse(c["image"].endswith(":latest") or ":" not in c["image"].rsplit("/", 1)[-1],
+                                     f"{o['kind']}/{o['metadata']['name']}: {c['image']} defaults to Always")
             if "helm.sh/hook" in (o["metadata"].get("annotations") or {}):
                 hooks |= images
             elif not any(i.startswith("localhost:5001/pulsewatch/") for i in images):
