@@ -501,6 +501,17 @@ fn up_brings_the_stack_up_converges_and_rolls_out_only_what_changed() {
     }
     assert_eq!(step(&doc, "cluster")["status"], "done");
     assert_eq!(step(&doc, "images")["status"], "done");
+    // Nothing in the image cache (no `fetch`): the nodes pull the workload images, as
+    // before; nothing is rendered or imported for them.
+    let workload = step(&doc, "workload-images");
+    assert_eq!(workload["status"], "skipped", "{workload}");
+    assert!(
+        workload["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the nodes pull them"),
+        "{workload}"
+    );
     // The image builds run while the cluster is made: both start together.
     assert_eq!(
         step(&doc, "images")["start"],
