@@ -129,6 +129,15 @@ fn sha256_of_file(path: &Path) -> std::io::Result<String> {
     Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
+/// The cache's record for `name` on `platform`, read without checking any blob (what
+/// the nodes would need is known before deciding whether to verify and send it).
+pub fn record(cache: &Path, name: &ImageName, platform: &str) -> Option<Cached> {
+    let text = std::fs::read_to_string(record_path(cache, name)).ok()?;
+    serde_json::from_str::<Cached>(&text)
+        .ok()
+        .filter(|c| c.platform == platform)
+}
+
 /// The cached entry for `name` on `platform`, every blob checked against its digest
 /// and size. A blob that does not match is deleted with the record, and reported
 /// (`tool-checksum-mismatch`); an entry that is not there is `None`.

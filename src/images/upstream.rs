@@ -328,7 +328,9 @@ pub async fn import_all(
     let mut entries = Vec::new();
     let mut uncached = Vec::new();
     for name in images {
-        match oci::cached(cache, &name, &platform)? {
+        // Verified only when a node lacks it (`NodeImport::import`): a second `up`
+        // hashes nothing.
+        match oci::record(cache, &name, &platform) {
             Some(e) => entries.push(e),
             None => uncached.push(name.full()),
         }
@@ -394,14 +396,30 @@ impl NodeImport {
         Ok(r.exit_code == 0 && r.stdout.lines().any(|l| l.trim() == name))
     }
 
-    /// Imports `image` into every node that does not list it by its digest name.
-    /// Returns the bytes sent (0: every node had it).
+    /// Imports `image` (a cache record) into every node that does not list it by its
+    /// digest name, after checking every byte of it in the cache (`oci::cached`: a
+    /// mismatch removes the entry and is `tool-checksum-mismatch`). Returns the bytes
+    /// sent (0: every node had it).
     pub async fn import(&self, cache: &Path, image: &Cached) -> Result<u64> {
         let names = image.name.containerd_names(&image.index.digest);
         let mut sent = 0;
+        let mut verified = false;
         for (node, snapshotter) in &self.nodes {
             if self.has(node, &names[0]).await? {
                 continue;
+            }
+            if !verified {
+                if oci::cached(cache, &image.name, &image.platform)?.as_ref() != Some(image) {
+                    return Err(Error::new(
+                        ErrorKind::ImagePullFailed,
+                        format!(
+                            "the cached image {} is incomplete (a file of it is gone)",
+                            image.name
+                        ),
+                    )
+                    .with_hint("run `pulsedev fetch` again where the registry can be reached"));
+                }
+                verified = true;
             }
             let cmd: Vec<String> = [
                 "ctr",

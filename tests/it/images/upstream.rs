@@ -202,6 +202,30 @@ async fn fetch_caches_the_node_platform_verified_and_up_imports_it_into_the_node
         1
     );
 
+    // A node without it and a cached blob that no longer matches: the import checks
+    // every byte first, refuses with tool-checksum-mismatch and drops the entry.
+    let _ = pulsedev::images::archive::exec_with_stdin(
+        &engine.docker,
+        &node,
+        &sh("/bin/busybox rm -f /data/images"),
+        futures::stream::empty::<Result<Bytes, std::io::Error>>(),
+    )
+    .await
+    .unwrap();
+    let record = oci::record(cache.path(), &pinned, &platform).unwrap();
+    std::fs::write(&cached_layer, b"tampered again").unwrap();
+    let e = import.import(cache.path(), &record).await.unwrap_err();
+    assert_eq!(e.id(), "tool-checksum-mismatch", "{e:?}");
+    assert!(oci::record(cache.path(), &pinned, &platform).is_none());
+    assert_eq!(
+        read("/bin/busybox cat /data/ctr.log")
+            .await
+            .matches("images import")
+            .count(),
+        1,
+        "nothing tampered reached the node"
+    );
+
     // The stand-in is no accomplice: an archive whose index is there but not the
     // node platform's manifest is refused, as containerd's import refuses it.
     let index_bytes = std::fs::read(
