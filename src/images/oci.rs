@@ -615,6 +615,32 @@ fn check(url: &str, body: &[u8], d: &Descriptor) -> Result<()> {
     Ok(())
 }
 
+/// How old a `.part.*` file must be before `sweep` takes it for the leftover of a fetch
+/// that was killed (a fetch running beside this one writes its own, younger ones).
+const STALE_PART: Duration = Duration::from_secs(3600);
+
+/// Removes what killed fetches left: `.part.*` files older than `STALE_PART` (nothing
+/// reads them; a clean stop removes its own at once).
+pub fn sweep(cache: &Path) {
+    let root = cache_root(cache);
+    for dir in [root.clone(), root.join("refs"), root.join("blobs/sha256")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_PART);
+            if stale && e.file_name().to_string_lossy().starts_with(".part.") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 fn staging(cache: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = cache_root(cache).join("blobs/sha256");
     std::fs::create_dir_all(&dir)
@@ -936,6 +962,32 @@ mod tests {
         for h in &cdn_seen {
             assert!(!h.to_ascii_lowercase().contains("authorization"), "{h}");
         }
+    }
+
+    #[test]
+    fn sweep_removes_only_stale_partial_files() {
+        let cache = tempfile::tempdir().unwrap();
+        let blobs = cache_root(cache.path()).join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let old = blobs.join(".part.old");
+        let young = blobs.join(".part.young");
+        let blob = blobs.join("a".repeat(64));
+        for f in [&old, &young, &blob] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        for f in [&old, &blob] {
+            std::fs::File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+        sweep(cache.path());
+        assert!(!old.exists());
+        assert!(young.exists(), "a running fetch's file stays");
+        assert!(blob.exists(), "blobs stay");
     }
 
     #[test]

@@ -276,6 +276,7 @@ pub async fn fetch_all(
     docker: &crate::docker::Engine,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<(Vec<String>, usize)> {
+    oci::sweep(cache);
     let images = needed(config, helm, cache).await?;
     oci::record_workloads(cache, &images)?;
     let platform = crate::docker::platform(&docker.info().await?);
