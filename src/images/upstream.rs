@@ -12,8 +12,14 @@
 //! `ctr --namespace=k8s.io images import --platform <p> --digests --snapshotter=<s> -`
 //! (the command kind's `load` runs, see `archive`). The tar's index.json names the image
 //! twice, by tag and by the index digest, through the `io.containerd.image.name`
-//! annotation, which containerd's importer turns into image records (containerd
-//! client/import.go `imageName`, core/images/archive/importer.go). The kubelet asks CRI
+//! annotation, which containerd's importer turns into image records: containerd 2.x's
+//! ctr imports through the transfer service by default, which marks each index.json
+//! entry `ref-source=annotation` (core/transfer/local/import.go) and stores it under that
+//! name, a full reference kept as it is (core/transfer/image/imagestore.go `Store` and
+//! `imageName`, core/images/archive/reference.go `AddRefPrefix`); with `--digests` it adds
+//! `import-<date>@<digest>`; `--local` does the same through client/import.go
+//! `imageName`. `--platform` filters the walk to that platform (the store's
+//! `ImageFilter`: `images.FilterPlatforms`). The kubelet asks CRI
 //! for the pod's exact ref; CRI normalises it with `docker.ParseDockerRef`, which drops
 //! the tag of a `name:tag@digest` ref (distribution/reference normalize.go), and looks
 //! that up among the names of the images it knows (containerd

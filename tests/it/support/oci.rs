@@ -151,15 +151,17 @@ pub const CONFIG_DUMP: &str = "version = 3\nroot = \"/var/lib/containerd\"\n[plu
 /// runs there, each as the real one behaves (containerd v2, cmd/ctr/commands/images):
 /// - `images ls -q name==REF` (list.go with the `name==` filter) prints the names of
 ///   the images that match, nothing when none does, exit 0.
-/// - `images import [--platform P] [--digests] [--snapshotter=S] -` (import.go, with
-///   client/import.go and core/images/archive/importer.go doing the work): reads a tar
+/// - `images import [--platform P] [--digests] [--snapshotter=S] -` (import.go, through
+///   the transfer service: core/transfer/local/import.go, core/transfer/image/imagestore.go,
+///   core/images/archive/importer.go; `--local` through client/import.go): reads a tar
 ///   from stdin; an OCI layout without index.json is refused ("missing index.json");
 ///   every blob is stored under its digest and checked against it (a mismatch fails the
 ///   commit); the walk from index.json goes through the index to the entries of the
 ///   chosen platform only (`images.FilterPlatforms`), so other platforms' manifests may
 ///   be absent, but a missing blob of the chosen one fails ("content digest …: not
 ///   found"); each index.json entry's `io.containerd.image.name` annotation becomes an
-///   image record (client/import.go `imageName`).
+///   image record (imagestore.go `imageName`; the `import-<date>@<digest>` names
+///   `--digests` adds are not kept here: pulsedev never asks for them).
 ///
 /// Every call is logged to /data/ctr.log; image names go to /data/images.
 pub const FAKE_CTR: &str = r#"#!/bin/busybox sh
