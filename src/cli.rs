@@ -849,11 +849,20 @@ async fn cmd_render(ctx: &Ctx, args: RenderArgs) -> Result<()> {
         ctx.ui.warn(note);
     }
     if ctx.ui.json() {
+        // The images the cluster's own workloads run (what `fetch` caches for `up`).
+        let workload_images: Vec<String> = match args.service {
+            Some(_) => Vec::new(),
+            None => crate::images::upstream::workload_images(&config, &rendered.pieces)?
+                .iter()
+                .map(|n| n.full())
+                .collect(),
+        };
         ctx.ui.out_json(&serde_json::json!({
             "ok": true,
             "env": config.env,
             "sources": rendered.pieces.iter().map(|p| &p.source).collect::<Vec<_>>(),
             "skipped": rendered.skipped,
+            "workload_images": workload_images,
             "yaml": rendered.to_yaml(),
         }));
     } else {

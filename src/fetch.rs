@@ -1,7 +1,10 @@
 //! `pulsedev fetch`: brings everything `up` downloads onto this machine, so that `up`,
 //! `render` and `reset` then work with no network: kind and helm (pinned, verified),
-//! the kind node image, the platform charts (into pulsedev's chart cache), the registry
-//! image and the base images of every service (into the engine), and a first build of
+//! the kind node image, the platform charts (into pulsedev's chart cache), the images
+//! the cluster's own workloads run (Postgres, Redis, the platform charts': into
+//! pulsedev's image cache, byte for byte from their registries, which `up` imports into
+//! the nodes), the registry image and the base images of every service (into the
+//! engine), and a first build of
 //! each service image (the engine's build cache then holds the dependency layers, e.g.
 //! `npm ci`). Each piece that is already here is left alone: a second run downloads
 //! nothing and says so.
@@ -286,6 +289,40 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                 Outcome::Skipped(format!("{here} images are in the Docker engine"))
             } else {
                 Outcome::Done(Some(format!("pulled {}", pulled.join(", "))))
+            })
+        },
+    );
+
+    step(
+        &mut plan,
+        shared,
+        "workload-images",
+        &["platform-charts", "docker"],
+        |s, cancel| async move {
+            let docker = Shared::get(&s.docker, "Docker")?;
+            let helm = crate::helm::Helm {
+                bin: Shared::get(&s.helm, "helm")?.clone(),
+            };
+            let (fetched, here) = interruptible(
+                &cancel,
+                crate::images::upstream::fetch_all(
+                    &s.config,
+                    &helm,
+                    &s.dirs.cache,
+                    docker,
+                    &inputs_env,
+                ),
+            )
+            .await?;
+            for f in &fetched {
+                s.brought(format!("workload image {f}"));
+            }
+            Ok(if fetched.is_empty() {
+                Outcome::Skipped(format!(
+                    "{here} workload images are in pulsedev's image cache"
+                ))
+            } else {
+                Outcome::Done(Some(format!("downloaded {}", fetched.join(", "))))
             })
         },
     );

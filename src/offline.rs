@@ -6,7 +6,9 @@
 //! inventory to say what it brought.
 //!
 //! Reachability is one request per source, all at once, each bounded by a short
-//! timeout: any HTTP answer (also 401, 404) means the host can be reached. Tools and
+//! timeout: any HTTP answer (also 401, 404) means the host can be reached, once the
+//! redirects are followed (kind and helm releases answer with a redirect to a CDN,
+//! objects.githubusercontent.com or get.helm.sh's, which may be the blocked part). Tools and
 //! charts are downloaded by pulsedev and helm, so their probes use this process's
 //! proxy variables; images are pulled by the Docker engine, so theirs use the
 //! engine's proxy settings and registry mirrors (`docker info`).
@@ -26,6 +28,10 @@ use crate::tools::{self, Tool, fetch as tool_fetch};
 /// How long one probe may take (connect, TLS, first response line). Probes run side by
 /// side, so a machine where nothing answers learns it in about this long.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// Redirects a probe follows: as many as a download does (reqwest's default, which
+/// `tools::fetch` keeps).
+pub const MAX_REDIRECTS: usize = 10;
 
 /// Docker Hub's registry API host: images without a registry domain come from
 /// `docker.io`, whose API lives here (moby registry/config.go, `DefaultRegistryHost`
@@ -77,15 +83,27 @@ impl Proxies {
     }
 
     /// A client that sends requests through these proxies only (not the process's),
-    /// follows no redirects (the first answer is the proof) and gives up after
-    /// `timeout`.
-    pub fn client(&self, timeout: Duration) -> std::result::Result<reqwest::Client, String> {
+    /// follows redirects as `redirect` says and gives up after `timeout`, counted over
+    /// the whole chain (reqwest's `timeout` covers every hop of one `send`).
+    pub fn client(
+        &self,
+        timeout: Duration,
+        redirect: reqwest::redirect::Policy,
+    ) -> std::result::Result<reqwest::Client, String> {
+        self.client_builder()?
+            .redirect(redirect)
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    /// A client builder that sends requests through these proxies only (not the
+    /// process's), with pulsedev's user agent.
+    pub fn client_builder(&self) -> std::result::Result<reqwest::ClientBuilder, String> {
         let no = || self.no.as_deref().and_then(reqwest::NoProxy::from_string);
         let mut b = reqwest::Client::builder()
             .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout)
-            .timeout(timeout)
             .user_agent(concat!("pulsedev/", env!("CARGO_PKG_VERSION")));
         let bad = |var: &str, e: reqwest::Error| format!("the proxy {var} is not a URL: {e}");
         if let Some(p) = &self.https {
@@ -109,7 +127,7 @@ impl Proxies {
                     .no_proxy(no()),
             );
         }
-        b.build().map_err(|e| e.to_string())
+        Ok(b)
     }
 }
 
@@ -463,32 +481,125 @@ impl EnginePull {
     }
 }
 
+/// The platform the kind nodes run, as doctor guesses it without asking the engine:
+/// this machine's (the engine's VM on Docker Desktop runs the same architecture).
+pub fn host_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    format!("linux/{arch}")
+}
+
+/// The images the cluster's own workloads run (Postgres and Redis from manifests/dev,
+/// the platform charts' as `fetch` last recorded them), each in pulsedev's image
+/// cache or not. pulsedev downloads them itself (`fetch`), through this process's
+/// proxies, PULSEDEV_IMAGE_MIRRORS and, for Docker Hub, the engine's mirrors.
+pub fn workload_states(
+    config: &Config,
+    cache: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    engine_mirrors: &[String],
+) -> Vec<Piece> {
+    use crate::images::{oci, upstream};
+    let mut names: Vec<upstream::ImageName> = Vec::new();
+    if config.env == crate::config::Env::Dev
+        && let Ok(files) = stack::shared_files(&config.root, config.env)
+    {
+        let pieces: Vec<stack::Piece> = files
+            .iter()
+            .filter_map(|f| stack::file_piece(&config.root, f).ok())
+            .collect();
+        names.extend(upstream::workload_images(config, &pieces).unwrap_or_default());
+    }
+    for n in oci::recorded_workloads(cache) {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    let platform = host_platform();
+    let setting = env(oci::MIRRORS_VAR);
+    names
+        .into_iter()
+        .map(|n| {
+            let what = format!("workload image {n}");
+            if oci::present(cache, &n, &platform) {
+                return Piece {
+                    what,
+                    state: State::Here("in pulsedev's image cache".into()),
+                };
+            }
+            let mirrors = oci::mirrors(&n, setting.as_deref(), engine_mirrors);
+            Piece {
+                what,
+                state: State::Missing(
+                    oci::endpoints(&n, &mirrors)
+                        .into_iter()
+                        .map(|base| Probe {
+                            url: format!("{base}/v2/"),
+                            proxies: Proxies::from_env(env),
+                        })
+                        .collect(),
+                ),
+            }
+        })
+        .collect()
+}
+
 /// The answer to one piece's probes: the first source that answered, or why none did.
 pub async fn reach(probes: &[Probe]) -> std::result::Result<String, String> {
     let attempts = probes.iter().map(|p| async move {
-        let client = p.proxies.client(PROBE_TIMEOUT)?;
+        // Up to MAX_REDIRECTS hops, the last one remembered: the last answer is the
+        // proof (the host a download ends at must answer too), and a failure is
+        // about the host the chain had reached.
+        let last = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let seen = last.clone();
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            *seen.lock().expect("not poisoned") = Some(attempt.url().to_string());
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        });
+        let client = p.proxies.client(PROBE_TIMEOUT, policy)?;
         let via = p
             .proxies
             .for_url(&p.url)
             .map(|proxy| format!(" through the proxy {}", without_credentials(&proxy)))
             .unwrap_or_default();
         match client.get(&p.url).send().await {
-            Ok(r) => Ok(format!(
+            Ok(r) if r.url().as_str() == p.url => Ok(format!(
                 "{} answers (HTTP {}){via}",
                 p.url,
                 r.status().as_u16()
             )),
-            Err(e) if e.is_timeout() => Err(format!(
-                "{}{via}: no answer within {:.1}s",
+            Ok(r) => Ok(format!(
+                "{} answers (HTTP {} from {}, where it redirects){via}",
                 p.url,
-                PROBE_TIMEOUT.as_secs_f32()
+                r.status().as_u16(),
+                r.url()
             )),
-            // reqwest's own message repeats the URL: its causes say what went wrong.
-            Err(e) => Err(format!(
-                "{}{via}: {}",
-                p.url,
-                e.source().map_or_else(|| e.to_string(), chain)
-            )),
+            Err(e) => {
+                // After a redirect the error is about where it led: name that host.
+                let at = match last.lock().expect("not poisoned").clone() {
+                    Some(u) => format!("{} (redirected to {u})", p.url),
+                    None => p.url.clone(),
+                };
+                Err(if e.is_timeout() {
+                    format!(
+                        "{at}{via}: no answer within {:.1}s",
+                        PROBE_TIMEOUT.as_secs_f32()
+                    )
+                } else {
+                    // reqwest's own message repeats the URL: its causes say what went wrong.
+                    format!(
+                        "{at}{via}: {}",
+                        e.source().map_or_else(|| e.to_string(), chain)
+                    )
+                })
+            }
         }
     });
     let results = futures::future::join_all(attempts).await;
@@ -648,6 +759,62 @@ mod tests {
         );
         let all = Proxies::from_env(&crate::test_env(&[("ALL_PROXY", "http://all:3")]));
         assert_eq!(all.for_url("https://a/").as_deref(), Some("http://all:3"));
+    }
+
+    /// A redirect is followed and the host it leads to is judged: kind and helm
+    /// releases redirect to CDNs that may be what is blocked. One server redirects to a
+    /// port nothing listens on (unreachable), another to a live server (reachable).
+    #[tokio::test]
+    async fn reach_follows_redirects_and_judges_the_last_host() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        async fn serve(answer: String) -> std::net::SocketAddr {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let (mut s, _) = l.accept().await.unwrap();
+                    let answer = answer.clone();
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 1024];
+                        let _ = s.read(&mut buf).await;
+                        let _ = s.write_all(answer.as_bytes()).await;
+                    });
+                }
+            });
+            addr
+        }
+        let redirect = |to: String| {
+            format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n")
+        };
+        let live = serve("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".into()).await;
+        // A port that was bound and released: nothing listens there.
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let to_live = serve(redirect(format!("http://{live}/asset"))).await;
+        let to_dead = serve(redirect(format!("http://{dead}/asset"))).await;
+        let direct = Proxies::default();
+        let ok = reach(&[Probe {
+            url: format!("http://{to_live}/release"),
+            proxies: direct.clone(),
+        }])
+        .await
+        .unwrap();
+        assert!(ok.contains("HTTP 200"), "{ok}");
+        assert!(ok.contains(&live.to_string()), "names the last host: {ok}");
+        let started = std::time::Instant::now();
+        let e = reach(&[Probe {
+            url: format!("http://{to_dead}/release"),
+            proxies: direct,
+        }])
+        .await
+        .unwrap_err();
+        assert!(
+            e.contains(&format!("redirected to http://{dead}/asset")),
+            "{e}"
+        );
+        assert!(started.elapsed() < PROBE_TIMEOUT + Duration::from_secs(2));
     }
 
     /// Any HTTP answer is "reachable"; a server that accepts and never answers is not,

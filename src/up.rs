@@ -613,6 +613,42 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
         },
     );
 
+    // The images of Postgres, Redis and the platform charts from pulsedev's image cache
+    // (`pulsedev fetch`) into the nodes, before their workloads are applied.
+    step(
+        &mut plan,
+        shared,
+        "workload-images",
+        &["cluster", "platform-charts"],
+        |s, cancel| async move {
+            if !images::upstream::cache_in_use(&s.dirs.cache) {
+                return Ok(Outcome::Skipped(
+                    "none cached (`pulsedev fetch` caches them): the nodes pull them".into(),
+                ));
+            }
+            let docker = Shared::get(&s.docker, "Docker")?;
+            let helm = Shared::get(&s.helm, "helm")?;
+            let info = Shared::get(&s.cluster, "the cluster")?;
+            let live = Shared::get(&s.live, "Docker")?;
+            let nodes = live.nodes_of(&info.name).await?;
+            let (imported, uncached) = interruptible(
+                &cancel,
+                images::upstream::import_all(&s.config, helm, &s.dirs.cache, docker, nodes),
+            )
+            .await?;
+            let pulled = if uncached.is_empty() {
+                String::new()
+            } else {
+                format!("; not cached, the nodes pull {}", uncached.join(", "))
+            };
+            Ok(if imported.is_empty() {
+                Outcome::Skipped(format!("the nodes have every cached image{pulled}"))
+            } else {
+                Outcome::Done(Some(format!("imported {}{pulled}", imported.join(", "))))
+            })
+        },
+    );
+
     if shared.config.env == Env::Dev {
         for (key, label) in [
             ("ingress", "ingress-controller"),
@@ -622,7 +658,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
                 &mut plan,
                 shared,
                 label,
-                &["namespaces", "platform-charts"],
+                &["namespaces", "platform-charts", "workload-images"],
                 move |s, cancel| async move {
                     let c = s.pins.get(key).ok_or_else(|| {
                         Error::new(
@@ -643,7 +679,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
             &mut plan,
             shared,
             "data-stores",
-            &["namespaces"],
+            &["namespaces", "workload-images"],
             |s, cancel| async move {
                 let mut pieces = Vec::new();
                 for f in stack::shared_files(&s.config.root, s.config.env)? {
@@ -744,7 +780,7 @@ fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
             &mut plan,
             shared,
             "observability",
-            &["namespaces", "platform-charts"],
+            &["namespaces", "platform-charts", "workload-images"],
             |s, cancel| async move { install_observability(&s, &cancel).await },
         );
         step(

@@ -170,10 +170,42 @@ async fn engine_downloads(config: &Config, m: &Machine) -> BTreeMap<Group, Probe
     BTreeMap::from([(Group::NodeImage, node_group), (Group::Images, image_group)])
 }
 
+/// The images of the cluster's own workloads, which `fetch` downloads into pulsedev's
+/// image cache (`up` imports them from there): the engine's Docker Hub mirrors apply,
+/// when it answers.
+async fn workload_downloads(config: &Config, m: &Machine) -> Probed {
+    let env = |k: &str| m.var(k);
+    let Some(cache) = crate::state::Dirs::resolve(&env, m.home.as_deref())
+        .ok()
+        .map(|d| d.cache)
+    else {
+        return Vec::new();
+    };
+    let mirrors = async {
+        let endpoint = crate::docker::resolve(&env, m.home.as_deref()).ok()?;
+        let engine = crate::docker::connect(&endpoint, m.docker_timeout)
+            .await
+            .ok()?;
+        tokio::time::timeout(m.docker_timeout, engine.pull_settings())
+            .await
+            .ok()?
+            .ok()
+            .map(|s| s.mirrors)
+    }
+    .await
+    .unwrap_or_default();
+    probe_all(offline::workload_states(config, &cache, &env, &mirrors)).await
+}
+
 /// The checks, in a fixed order, the `offline` verdict last.
 pub async fn checks(config: &Config, m: &Machine) -> Vec<Check> {
-    let (mut own, engine) = tokio::join!(own_downloads(config, m), engine_downloads(config, m));
+    let (mut own, engine, workloads) = tokio::join!(
+        own_downloads(config, m),
+        engine_downloads(config, m),
+        workload_downloads(config, m)
+    );
     own.extend(engine);
+    own.entry(Group::Images).or_default().extend(workloads);
     let mut out = Vec::new();
     for g in Group::ALL {
         out.push(group_check(g, own.remove(&g).unwrap_or_default()));
@@ -190,8 +222,11 @@ fn fix_for(g: Group) -> &'static str {
         Group::Charts => {
             "run `pulsedev fetch` where you have network (it brings everything `up` downloads), or set HTTPS_PROXY (and NO_PROXY) for pulsedev and helm"
         }
-        Group::NodeImage | Group::Images => {
+        Group::NodeImage => {
             "run `pulsedev fetch` where you have network (it brings everything `up` downloads), or give the Docker engine a proxy (its HTTPS_PROXY, see `docker info`) or a registry mirror; PULSEDEV_NODE_IMAGE names a mirror's copy of the node image"
+        }
+        Group::Images => {
+            "run `pulsedev fetch` where you have network (it brings everything `up` downloads), or give the Docker engine a proxy (its HTTPS_PROXY, see `docker info`) or a registry mirror; workload images are downloaded by pulsedev: set HTTPS_PROXY (and NO_PROXY) for it, or PULSEDEV_IMAGE_MIRRORS (registry=URL,…)"
         }
     }
 }

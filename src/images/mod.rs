@@ -12,7 +12,9 @@ pub mod context;
 pub mod deliver;
 pub mod dockerfile;
 pub mod dockerignore;
+pub mod oci;
 pub mod registry;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

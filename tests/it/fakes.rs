@@ -410,9 +410,19 @@ pub fn with_node_image(pd: crate::harness::Pd, host: &str) -> crate::harness::Pd
 /// Runs a busybox container named `name` with `labels`; it sleeps until removed.
 pub async fn run_container(d: &bollard::Docker, name: &str, labels: &[(&str, &str)]) {
     ensure_node_image(d).await;
+    run_container_of(d, NODE_IMAGE, name, labels).await;
+}
+
+/// `run_container` with another image (whose default command keeps it running).
+pub async fn run_container_of(
+    d: &bollard::Docker,
+    image: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) {
     let _ = remove_container(d, name).await;
     let body = bollard::models::ContainerCreateBody {
-        image: Some(NODE_IMAGE.to_string()),
+        image: Some(image.to_string()),
         labels: Some(
             labels
                 .iter()

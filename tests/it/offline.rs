@@ -102,6 +102,15 @@ fn doctor_fails_fast_on_downloads_nothing_answers_for_and_passes_reachable_ones(
     }
     // The node image is the local stand-in: here, nothing to reach.
     assert_eq!(check(&doc, "download-node-image")["status"], "ok");
+    // Postgres and Redis of manifests/dev: not cached, and their registry is silent.
+    let images = check(&doc, "download-images");
+    assert_eq!(images["status"], "fail", "{images}");
+    let msg = images["message"].as_str().unwrap();
+    assert!(
+        msg.contains("workload image docker.io/library/postgres:17-alpine@sha256:")
+            && msg.contains("https://registry-1.docker.io/v2/ through the proxy"),
+        "{msg}"
+    );
     assert_eq!(doc["error"]["id"], "download-unreachable");
     assert!(
         check(&doc, "offline")["message"]
@@ -205,49 +214,27 @@ fn helm_release(platform: &str) -> Vec<u8> {
 fn fetch_then_up_render_and_reset_need_no_network() {
     let Some(host) = docker_host() else { return };
     let name = fakes::unique("offline");
-    let network = format!("{name}-net");
-    let _cleanup = Cleanup {
-        host: host.clone(),
-        name: name.clone(),
-        network: network.clone(),
-    };
     let registry = support::registry::LocalRegistry::start();
     let nonce = support::build::nonce();
     let rt = fakes::rt();
-    let (node_image, base_image, registry_image) = rt.block_on(async {
-        let d = fakes::docker(&host).await;
-        let _ = d
-            .create_network(bollard::models::NetworkCreateRequest {
-                name: network.clone(),
-                ..Default::default()
-            })
-            .await;
-        let node = format!("{name}-control-plane");
-        fakes::run_container(
-            &d,
-            &node,
-            &[
-                ("io.x-k8s.kind.cluster", &name),
-                ("io.x-k8s.kind.role", "control-plane"),
-            ],
-        )
-        .await;
-        d.connect_network(
-            &network,
-            bollard::models::NetworkConnectRequest {
-                container: node.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    // The node: a stand-in whose `ctr` imports as containerd's does, on its network as
+    // in the other `up` tests (removed on drop).
+    let node_stand_in = rt.block_on(async {
         let engine = support::docker::engine("offline").await.unwrap();
-        let ctx = tempfile::tempdir().unwrap();
-        support::registry::stand_in_context(ctx.path());
-        let registry_image =
-            support::build::build(&engine, "offline-registry-stand-in", ctx.path())
-                .await
-                .reference();
+        let node_ctx = tempfile::tempdir().unwrap();
+        support::oci::node_context(node_ctx.path(), &nonce);
+        support::build::build(&engine, "offline-node", node_ctx.path())
+            .await
+            .reference()
+    });
+    let world = crate::up::NodeWorld::start(&host, &name, Some(&node_stand_in));
+    let network = world.network.clone();
+    let registry_image = world.registry_image.clone();
+    let (node_image, base_image) = rt.block_on(async {
+        let d = fakes::docker(&host).await;
+        let engine = support::docker::engine("offline").await.unwrap();
+        // The busybox node image stands in for kindest/node in the registry.
+        fakes::ensure_node_image(&d).await;
         // The base image: busybox FROM scratch, unique to this run.
         let base_ctx = tempfile::tempdir().unwrap();
         std::fs::copy("/bin/busybox", base_ctx.path().join("busybox")).unwrap();
@@ -272,7 +259,18 @@ fn fetch_then_up_render_and_reset_need_no_network() {
             &format!("kindest-node-{nonce}"),
         )
         .await;
-        (node_pinned, base_pinned, registry_image)
+        (node_pinned, base_pinned)
+    });
+    // The workload images, as their registries serve them: a two-platform index each,
+    // in the registry that stands in for Docker Hub and quay.io (PULSEDEV_IMAGE_MIRRORS).
+    let registry_url = format!("http://127.0.0.1:{}", registry.port);
+    let workload_index: std::collections::BTreeMap<&str, String> = rt.block_on(async {
+        let mut out = std::collections::BTreeMap::new();
+        for (repo, tag) in WORKLOAD_IMAGES {
+            let pushed = support::oci::push_index(&registry_url, repo, tag, &nonce).await;
+            out.insert(*repo, pushed.index);
+        }
+        out
     });
 
     // The mirror: kind, helm and the platform charts (a classic chart repository).
@@ -311,6 +309,10 @@ fn fetch_then_up_render_and_reset_need_no_network() {
         .env("PULSEDEV_NODE_IMAGE", &node_image)
         .env("KIND_EXPERIMENTAL_DOCKER_NETWORK", &network)
         .env("PULSEDEV_TOOLS_MIRROR", &mirror.url)
+        .env(
+            pulsedev::images::oci::MIRRORS_VAR,
+            format!("docker.io={registry_url},quay.io={registry_url}"),
+        )
         .args(&[
             "--name",
             &name,
@@ -345,7 +347,7 @@ fn fetch_then_up_render_and_reset_need_no_network() {
         for e in std::fs::read_dir(repo_root().join(dir)).unwrap() {
             let e = e.unwrap();
             let n = e.file_name();
-            if n == "platform" || n == "pins.toml" {
+            if n == "platform" || n == "pins.toml" || (dir == "manifests" && n == "dev") {
                 continue;
             }
             std::os::unix::fs::symlink(e.path(), work.join(dir).join(&n)).unwrap();
@@ -368,6 +370,23 @@ fn fetch_then_up_render_and_reset_need_no_network() {
         .replace_all(&pins_text, r#"sha256 = """#)
         .into_owned();
     std::fs::write(manifests.join("platform/pins.toml"), pins_text).unwrap();
+    // manifests/dev as it is, but Postgres and Redis pinned to the test's indexes.
+    std::fs::create_dir_all(manifests.join("dev")).unwrap();
+    for e in std::fs::read_dir(repo_root().join("manifests/dev")).unwrap() {
+        let e = e.unwrap();
+        let mut text = std::fs::read_to_string(e.path()).unwrap();
+        for (repo, index) in &workload_index {
+            let pinned = regex::Regex::new(&format!(
+                r"docker\.io/{}:([^@\s]+)@sha256:[0-9a-f]{{64}}",
+                regex::escape(repo)
+            ))
+            .unwrap();
+            text = pinned
+                .replace_all(&text, format!("docker.io/{repo}:${{1}}@{index}").as_str())
+                .into_owned();
+        }
+        std::fs::write(manifests.join("dev").join(e.file_name()), text).unwrap();
+    }
     // Four services built FROM the pinned base image in the registry.
     let mut toml = String::new();
     for s in ["api", "migrations", "web", "worker"] {
@@ -414,6 +433,16 @@ fn fetch_then_up_render_and_reset_need_no_network() {
             .contains(&format!("http://127.0.0.1:{}/v2/ answers", registry.port)),
         "{doc:#}"
     );
+    assert!(
+        check(&doc, "download-images")["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "workload image docker.io/library/postgres:17-alpine@{} is not here; `up` downloads it: {registry_url}/v2/ answers",
+                workload_index["library/postgres"]
+            )),
+        "{doc:#}"
+    );
 
     let run = pd.run_with(&["fetch", "--output", "json"]);
     let doc = run.json();
@@ -431,6 +460,7 @@ fn fetch_then_up_render_and_reset_need_no_network() {
         "tools",
         "node-image",
         "platform-charts",
+        "workload-images",
         "base-images",
         "images",
     ] {
@@ -452,6 +482,28 @@ fn fetch_then_up_render_and_reset_need_no_network() {
         "{fetched:?}"
     );
     assert!(fetched.iter().any(|f| f == "image api"), "{fetched:?}");
+    for (repo, tag) in WORKLOAD_IMAGES {
+        let (domain, path) = if repo.starts_with("jetstack/") {
+            ("quay.io", repo.to_string())
+        } else {
+            ("docker.io", repo.to_string())
+        };
+        assert!(
+            fetched
+                .iter()
+                .any(|f| f.starts_with(&format!("workload image {domain}/{path}:{tag}"))),
+            "{repo}: {fetched:?}"
+        );
+    }
+    // A tag-only ref is recorded with the digest it resolved to.
+    assert!(
+        fetched.iter().any(|f| f
+            == &format!(
+                "workload image docker.io/nginx/nginx-ingress:5.6.2 ({})",
+                workload_index["nginx/nginx-ingress"]
+            )),
+        "{fetched:?}"
+    );
     // Only complete, verified entries in the caches: no temporary files left.
     let charts_dir = pd.home.path().join("cache/pulsedev/charts");
     let mut entries: Vec<String> = std::fs::read_dir(&charts_dir)
@@ -478,6 +530,12 @@ fn fetch_then_up_render_and_reset_need_no_network() {
         "ready offline: everything `up` downloads is on this machine",
         "{doc:#}"
     );
+    // The charts' workload images too, as fetch recorded them.
+    let images = check(&doc, "download-images")["message"].as_str().unwrap();
+    assert!(
+        images.contains("workload image quay.io/jetstack/cert-manager-webhook:v1.21.1 (in pulsedev's image cache)"),
+        "{images}"
+    );
 
     let run = pd.run_with(&["fetch"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -495,7 +553,46 @@ fn fetch_then_up_render_and_reset_need_no_network() {
     };
     let run = up(&["up"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(run.json()["ok"], true);
+    let doc = run.json();
+    assert_eq!(doc["ok"], true);
+    let imported = step(&doc, "workload-images");
+    assert_eq!(imported["status"], "done", "{doc:#}");
+    // Every image a workload the server holds runs, except pulsedev's own (from the
+    // local registry), is in the node under the name CRI resolves the pod's ref to
+    // (the tag dropped from a pinned ref: distribution/reference `ParseDockerRef`).
+    let in_node = node_images(&host, &format!("{name}-control-plane"));
+    let mut checked = 0;
+    for kind in ["Deployment", "StatefulSet"] {
+        for o in api.objects_of(kind) {
+            for c in o["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+            {
+                let image = c["image"].as_str().unwrap();
+                if image.starts_with("localhost:") {
+                    continue;
+                }
+                let n = pulsedev::images::upstream::ImageName::parse(image).unwrap();
+                let cri = match &n.digest {
+                    Some(d) => format!("{}@{d}", n.repository()),
+                    None => n.full(),
+                };
+                assert!(
+                    in_node.contains(&cri),
+                    "{cri} is not in the node: {in_node:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "only {checked} workload images checked");
+    let run = up(&["up"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        step(&run.json(), "workload-images")["status"],
+        "skipped",
+        "a second up imports nothing"
+    );
 
     let run = pd.run_with(&["render"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -509,22 +606,31 @@ fn fetch_then_up_render_and_reset_need_no_network() {
     assert_eq!(mirror.hits.lock().unwrap().len(), hits_before);
 }
 
-/// Removes the containers and network a test made, also when it panics.
-struct Cleanup {
-    host: String,
-    name: String,
-    network: String,
-}
+/// The workload images of the stand-in platform charts and manifests/dev, as
+/// (repository path, tag); `jetstack/…` is on quay.io, the others on Docker Hub.
+const WORKLOAD_IMAGES: &[(&str, &str)] = &[
+    ("library/postgres", "17-alpine"),
+    ("library/redis", "7.4-alpine"),
+    ("nginx/nginx-ingress", "5.6.2"),
+    ("jetstack/cert-manager-controller", "v1.21.1"),
+    ("jetstack/cert-manager-webhook", "v1.21.1"),
+    ("jetstack/cert-manager-cainjector", "v1.21.1"),
+];
 
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        fakes::rt().block_on(async {
-            let d = fakes::docker(&self.host).await;
-            fakes::remove_container(&d, &format!("{}-control-plane", self.name)).await;
-            fakes::remove_container(&d, &format!("pulsedev-{}-registry", self.name)).await;
-            let _ = d.remove_network(&self.network).await;
-        });
-    }
+/// The image names the node stand-in's containerd holds (support::oci::FAKE_CTR).
+fn node_images(host: &str, node: &str) -> Vec<String> {
+    fakes::rt().block_on(async {
+        let d = fakes::docker(host).await;
+        let r = pulsedev::images::archive::exec_with_stdin(
+            &d,
+            node,
+            &["/bin/busybox", "cat", "/data/images"].map(String::from),
+            futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
+        )
+        .await
+        .unwrap();
+        r.stdout.lines().map(str::to_string).collect()
+    })
 }
 
 /// Issue 14: a chart download cut short (helm killed, the disk full) must not leave a

@@ -20,9 +20,77 @@ pub(crate) struct World {
     pub(crate) pd: Pd,
     pub(crate) api: FakeApiServer,
     pub(crate) name: String,
-    network: String,
     host: String,
     kind_dir: PathBuf,
+    /// Removes the node, the registry container and the network on drop.
+    _node: NodeWorld,
+}
+
+/// What kind would have made, standing in: the control-plane node container of cluster
+/// `name` (labelled as kind labels it) on its own network, and the registry stand-in
+/// image. Dropping it removes the node, the registry container and the network.
+pub(crate) struct NodeWorld {
+    pub(crate) host: String,
+    pub(crate) name: String,
+    pub(crate) network: String,
+    pub(crate) registry_image: String,
+}
+
+impl NodeWorld {
+    /// The node runs `image` (which must keep running), or the busybox node stand-in.
+    pub(crate) fn start(host: &str, name: &str, image: Option<&str>) -> NodeWorld {
+        let network = format!("{name}-net");
+        let registry_image = fakes::rt().block_on(async {
+            let d = fakes::docker(host).await;
+            let _ = d
+                .create_network(bollard::models::NetworkCreateRequest {
+                    name: network.clone(),
+                    ..Default::default()
+                })
+                .await;
+            let node = format!("{name}-control-plane");
+            let labels = [
+                ("io.x-k8s.kind.cluster", name),
+                ("io.x-k8s.kind.role", "control-plane"),
+            ];
+            match image {
+                Some(image) => fakes::run_container_of(&d, image, &node, &labels).await,
+                None => fakes::run_container(&d, &node, &labels).await,
+            }
+            d.connect_network(
+                &network,
+                bollard::models::NetworkConnectRequest {
+                    container: node.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            let engine = support::docker::engine("node world").await.unwrap();
+            let ctx = tempfile::tempdir().unwrap();
+            support::registry::stand_in_context(ctx.path());
+            support::build::build(&engine, "registry-stand-in", ctx.path())
+                .await
+                .reference()
+        });
+        NodeWorld {
+            host: host.to_string(),
+            name: name.to_string(),
+            network,
+            registry_image,
+        }
+    }
+}
+
+impl Drop for NodeWorld {
+    fn drop(&mut self) {
+        fakes::rt().block_on(async {
+            let d = fakes::docker(&self.host).await;
+            fakes::remove_container(&d, &format!("{}-control-plane", self.name)).await;
+            fakes::remove_container(&d, &format!("pulsedev-{}-registry", self.name)).await;
+            let _ = d.remove_network(&self.network).await;
+        });
+    }
 }
 
 pub(crate) fn tgz(entries: &[(&str, String)]) -> Vec<u8> {
@@ -266,42 +334,9 @@ impl World {
     pub(crate) fn new(opts: impl FnOnce(Options) -> Options) -> Option<World> {
         let host = docker_host()?;
         let name = fakes::unique("up");
-        let network = format!("{name}-net");
-        let rt = fakes::rt();
-        let registry_image = rt.block_on(async {
-            let d = fakes::docker(&host).await;
-            let _ = d
-                .create_network(bollard::models::NetworkCreateRequest {
-                    name: network.clone(),
-                    ..Default::default()
-                })
-                .await;
-            let node = format!("{name}-control-plane");
-            fakes::run_container(
-                &d,
-                &node,
-                &[
-                    ("io.x-k8s.kind.cluster", &name),
-                    ("io.x-k8s.kind.role", "control-plane"),
-                ],
-            )
-            .await;
-            d.connect_network(
-                &network,
-                bollard::models::NetworkConnectRequest {
-                    container: node.clone(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-            let engine = support::docker::engine("up").await.unwrap();
-            let ctx = tempfile::tempdir().unwrap();
-            support::registry::stand_in_context(ctx.path());
-            support::build::build(&engine, "up-registry-stand-in", ctx.path())
-                .await
-                .reference()
-        });
+        let node = NodeWorld::start(&host, &name, None);
+        let network = node.network.clone();
+        let registry_image = node.registry_image.clone();
 
         let api = FakeApiServer::start(opts(Options::new(&name)));
         let [http, https, registry] = free_ports();
@@ -345,9 +380,9 @@ impl World {
             pd,
             api,
             name,
-            network,
             host,
             kind_dir,
+            _node: node,
         })
     }
 
@@ -368,18 +403,6 @@ impl World {
             text,
         )
         .unwrap();
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let rt = fakes::rt();
-        rt.block_on(async {
-            let d = fakes::docker(&self.host).await;
-            fakes::remove_container(&d, &format!("{}-control-plane", self.name)).await;
-            fakes::remove_container(&d, &format!("pulsedev-{}-registry", self.name)).await;
-            let _ = d.remove_network(&self.network).await;
-        });
     }
 }
 
@@ -478,6 +501,17 @@ fn up_brings_the_stack_up_converges_and_rolls_out_only_what_changed() {
     }
     assert_eq!(step(&doc, "cluster")["status"], "done");
     assert_eq!(step(&doc, "images")["status"], "done");
+    // Nothing in the image cache (no `fetch`): the nodes pull the workload images, as
+    // before; nothing is rendered or imported for them.
+    let workload = step(&doc, "workload-images");
+    assert_eq!(workload["status"], "skipped", "{workload}");
+    assert!(
+        workload["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the nodes pull them"),
+        "{workload}"
+    );
     // The image builds run while the cluster is made: both start together.
     assert_eq!(
         step(&doc, "images")["start"],

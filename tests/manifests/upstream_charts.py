@@ -453,6 +453,71 @@ class UpstreamCharts(unittest.TestCase):
         self.assertTrue(any(k == "ExternalSecret" for _, k in schemas) or fix().src is None)
         print(f"{checked} custom resources valid against {len(schemas)} CRD versions", file=sys.stderr)
 
+    def test_workload_images_are_every_container_image_up_applies(self) -> None:
+        """pulsedev's list of the images the cluster's own workloads run (what `fetch`
+        caches and `up` imports into the nodes), on the real charts: every container and
+        init container image of every pod template in the render, Helm hooks left out
+        (`up` does not apply them), the services' own images left out, normalised as
+        containerd names them (distribution/reference normalize.go)."""
+        def normalise(ref: str) -> str:
+            name, _, digest = ref.partition("@")
+            slash = name.rfind("/") + 1
+            tag = ""
+            if ":" in name[slash:]:
+                name, tag = name[: slash + name[slash:].rfind(":")], name[slash + name[slash:].rfind(":") + 1:]
+            first, _, rest = name.partition("/")
+            if not rest or not ("." in first or ":" in first or first == "localhost"):
+                first, rest = "docker.io", name
+            if first == "docker.io" and "/" not in rest:
+                rest = "library/" + rest
+            if not tag and not digest:
+                tag = "latest"
+            return f"{first}/{rest}" + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+
+        want: set[str] = set()
+        hooks: set[str] = set()
+        for o in self.objects():
+            if o["kind"] in ("Prometheus", "Alertmanager") and o["apiVersion"].startswith("monitoring.coreos.com/"):
+                if "image" in o["spec"]:
+                    want.add(normalise(o["spec"]["image"]))
+                continue
+            if o["kind"] not in ("Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"):
+                continue
+            spec = {
+                "Pod": lambda o: o.get("spec"),
+                "CronJob": lambda o: o["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            }.get(o["kind"], lambda o: o["spec"]["template"]["spec"])(o)
+            containers = [c for k in ("initContainers", "containers") for c in (spec or {}).get(k) or []]
+            images = {c["image"] for c in containers}
+            # The Prometheus Operator's sidecar for the pods it makes, named by its flag.
+            images |= {a.split("=", 1)[1] for c in containers for a in c.get("args") or []
+                       if a.startswith("--prometheus-config-reloader=")}
+            # A cached image serves the pod only if the kubelet does not pull anyway:
+            # `Always` (or `latest` with no policy: kubernetes pkg/apis/core/v1/defaults.go
+            # SetDefaults_Container) would pull on every start.
+            for c in containers:
+                policy = c.get("imagePullPolicy")
+                self.assertNotEqual(policy, "Always", f"{o['kind']}/{o['metadata']['name']}: {c['name']}")
+                if policy is None:
+                    self.assertFalse(c["image"].endswith(":latest") or ":" not in c["image"].rsplit("/", 1)[-1],
+                                     f"{o['kind']}/{o['metadata']['name']}: {c['image']} defaults to Always")
+            if "helm.sh/hook" in (o["metadata"].get("annotations") or {}):
+                hooks |= images
+            elif not any(i.startswith("localhost:5001/pulsewatch/") for i in images):
+                want |= {normalise(i) for i in images}
+        got = self.dev["workload_images"]
+        self.assertEqual(got, sorted(want))
+        for must in ("docker.io/library/postgres:17-alpine@sha256:", "docker.io/library/redis:7.4-alpine@sha256:",
+                     "quay.io/jetstack/cert-manager-controller:", "quay.io/jetstack/cert-manager-webhook:",
+                     "quay.io/jetstack/cert-manager-cainjector:", "nginx/nginx-ingress:",
+                     "quay.io/prometheus/prometheus:", "quay.io/prometheus/alertmanager:",
+                     "quay.io/prometheus-operator/prometheus-config-reloader:"):
+            self.assertTrue(any(must in g for g in got), f"{must} not in {got}")
+        self.assertFalse(any("pulsewatch" in g for g in got), got)
+        # cert-manager's startupapicheck is a post-install hook our values switch off.
+        self.assertFalse(any("startupapicheck" in g for g in got + sorted(hooks)), got)
+        print(f"{len(got)} workload images: " + ", ".join(got), file=sys.stderr)
+
     def test_every_name_up_and_status_wait_on_is_rendered(self) -> None:
         objs: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         for o in self.objects():

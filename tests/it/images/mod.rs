@@ -5,3 +5,4 @@ mod app;
 mod archive;
 mod build;
 mod registry;
+mod upstream;

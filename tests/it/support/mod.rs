@@ -3,5 +3,6 @@
 
 pub mod build;
 pub mod docker;
+pub mod oci;
 pub mod registry;
 pub mod standin;
