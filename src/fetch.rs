@@ -130,7 +130,7 @@ pub async fn run(ctx: &Ctx, config: Config) -> Result<()> {
             started.elapsed().as_secs_f64()
         )),
         Err(_) => out.push_str(
-            "pulsedev fetch stopped; what it brought so far is kept, run it again to go on\n",
+            "pulsedev fetch did not bring everything; what it brought is kept, run it again to go on\n",
         ),
     }
     ctx.ui.out(&out);
@@ -143,6 +143,9 @@ fn inputs_env(k: &str) -> Option<String> {
 
 fn build_plan(shared: &Arc<Shared>) -> Result<Plan> {
     let mut plan = Plan::new();
+    // Each download is worth having on its own (a partial network, one registry down):
+    // a failure stops only what depends on it.
+    plan.keep_going();
 
     step(&mut plan, shared, "tools", &[], |s, cancel| async move {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));

@@ -116,6 +116,7 @@ struct Step {
 #[derive(Default)]
 pub struct Plan {
     steps: Vec<Step>,
+    keep_going: bool,
 }
 
 /// The result of a run: every step's report in plan order, and the first failure.
@@ -148,6 +149,13 @@ impl Plan {
             deps: deps.iter().map(|d| d.to_string()).collect(),
             work: Box::new(move |c| Box::pin(work(c))),
         });
+    }
+
+    /// After a failure, still start the steps whose dependencies all succeeded (as
+    /// `make -k` does), instead of starting nothing new. For `fetch`, whose steps are
+    /// downloads worth having each on its own; `up` stops at the first failure.
+    pub fn keep_going(&mut self) {
+        self.keep_going = true;
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -218,11 +226,13 @@ impl Plan {
         let mut reports: HashMap<String, StepReport> = HashMap::new();
         let mut running = FuturesUnordered::new();
         let mut error: Option<Error> = None;
+        let mut first_failed: Option<String> = None;
+        let keep_going = self.keep_going;
 
         loop {
             // Start every pending step whose dependencies all succeeded, unless the run
-            // is already failing or interrupted.
-            if error.is_none() && !cancel.is_cancelled() {
+            // is interrupted or already failing (and not told to keep going).
+            if (error.is_none() || keep_going) && !cancel.is_cancelled() {
                 let startable: Vec<usize> = pending
                     .iter()
                     .filter(|(_, s)| {
@@ -273,6 +283,7 @@ impl Plan {
                     if replace {
                         error = Some(e);
                     }
+                    first_failed.get_or_insert_with(|| name.clone());
                     (Status::Failed, detail, step_error)
                 }
             };
@@ -293,25 +304,50 @@ impl Plan {
         if error.is_none() && cancel.is_cancelled() && !pending.is_empty() {
             error = Some(Error::interrupted());
         }
+        let succeeded = |d: &String| {
+            reports
+                .get(d)
+                .is_some_and(|r| matches!(r.status, Status::Done | Status::Skipped))
+        };
+        let stopped = match &first_failed {
+            Some(f) if !cancel.is_cancelled() => {
+                format!("not started: the run stopped when {f} failed")
+            }
+            _ => "not started: the run was interrupted".to_string(),
+        };
+        let not_run: HashMap<String, StepReport> = pending
+            .into_values()
+            .map(|step| {
+                // What it waits for is what did not succeed; with every dependency
+                // done, the run stopped before it could start.
+                let unmet: Vec<&str> = step
+                    .deps
+                    .iter()
+                    .filter(|d| !succeeded(d))
+                    .map(String::as_str)
+                    .collect();
+                let detail = if unmet.is_empty() {
+                    stopped.clone()
+                } else {
+                    format!("waits for {}", unmet.join(", "))
+                };
+                let report = StepReport {
+                    name: step.name.clone(),
+                    status: Status::NotRun,
+                    seconds: 0.0,
+                    started_at: None,
+                    finished_at: None,
+                    detail: Some(detail),
+                    needs: step.deps,
+                    error: None,
+                };
+                (step.name, report)
+            })
+            .collect();
+        reports.extend(not_run);
         let steps = order
             .into_iter()
-            .map(|name| {
-                reports.remove(&name).unwrap_or_else(|| {
-                    let needs = deps[&name].clone();
-                    let blocked_by = needs.join(", ");
-                    StepReport {
-                        name,
-                        status: Status::NotRun,
-                        seconds: 0.0,
-                        started_at: None,
-                        finished_at: None,
-                        detail: Some(format!("waits for {blocked_by}"))
-                            .filter(|_| !blocked_by.is_empty()),
-                        needs,
-                        error: None,
-                    }
-                })
-            })
+            .map(|name| reports.remove(&name).expect("every step has a report"))
             .collect();
         Run {
             steps,
@@ -420,9 +456,40 @@ mod tests {
         assert_eq!(run.step("deliver").unwrap().status, Status::NotRun);
         // Nothing new starts after a failure, related or not.
         assert_eq!(run.step("platform").unwrap().status, Status::NotRun);
+        // What a step waits for is what did not succeed; a step whose dependencies
+        // all succeeded says the run stopped.
         assert_eq!(
             run.step("deliver").unwrap().detail.as_deref(),
-            Some("waits for build, cluster")
+            Some("waits for build")
+        );
+        assert_eq!(
+            run.step("platform").unwrap().detail.as_deref(),
+            Some("not started: the run stopped when build failed")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_going_starts_what_does_not_depend_on_a_failure() {
+        let mut plan = Plan::new();
+        plan.keep_going();
+        plan.add("tools", &[], |_| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Err(Error::new(ErrorKind::ToolMissing, "kind: no network"))
+        });
+        sleepy(&mut plan, "docker", &[], 100);
+        sleepy(&mut plan, "node-image", &["tools", "docker"], 10);
+        sleepy(&mut plan, "base-images", &["docker"], 10);
+        plan.add("images", &["base-images"], |_| async {
+            Err(Error::new(ErrorKind::ImageBuildFailed, "api failed"))
+        });
+        let run = plan.run(&Quiet, &CancellationToken::new()).await;
+        assert_eq!(run.error.as_ref().unwrap().kind, ErrorKind::ToolMissing);
+        assert_eq!(run.step("base-images").unwrap().status, Status::Done);
+        assert_eq!(run.step("images").unwrap().status, Status::Failed);
+        assert_eq!(run.step("node-image").unwrap().status, Status::NotRun);
+        assert_eq!(
+            run.step("node-image").unwrap().detail.as_deref(),
+            Some("waits for tools")
         );
     }
 
