@@ -162,6 +162,13 @@ fn bench_rebuild(rt: &tokio::runtime::Runtime, engine: &Engine, work: &Path) -> 
     )]);
     let push = RegistryPush::new(engine, registry.port);
     let mut made: BTreeSet<String> = BTreeSet::new();
+    // Every run's edits differ from earlier runs' (whose images and, with `rmi
+    // --no-prune`, their parent layers stay in the engine): otherwise the changed COPY
+    // and everything after it would come from the builder's cache.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     // Each round's phases (name → seconds), from the build's own events: scan+hash is
     // Checking → Started, sending the context Started → the engine's first step line
     // (the classic builder reads the whole context before it parses the Dockerfile),
@@ -179,7 +186,7 @@ fn bench_rebuild(rt: &tokio::runtime::Runtime, engine: &Engine, work: &Path) -> 
         let t = Instant::now();
         std::fs::write(
             ctx.join("src/f7.js"),
-            format!("export const v7 = {n}; // edit {n}\n"),
+            format!("export const v7 = {n}; // edit {n} of run {run}\n"),
         )
         .unwrap();
         let batch = rt.block_on(watch.next()).unwrap().unwrap();
@@ -221,6 +228,7 @@ fn bench_rebuild(rt: &tokio::runtime::Runtime, engine: &Engine, work: &Path) -> 
         phases.push((format!("push ({sent} layer(s) sent)"), pushed));
         phases.push(("TOTAL".into(), t0.elapsed().as_secs_f64()));
         made.insert(image.reference());
+        made.insert(format!("localhost:{}/{}", registry.port, image.reference()));
         phases
     };
     // Warm: the first build and push of everything.
@@ -232,7 +240,7 @@ fn bench_rebuild(rt: &tokio::runtime::Runtime, engine: &Engine, work: &Path) -> 
     let docker_round = |n: usize| -> Vec<(String, f64)> {
         std::fs::write(
             ctx.join("src/f7.js"),
-            format!("export const v7 = {n}; // docker edit {n}\n"),
+            format!("export const v7 = {n}; // docker edit {n} of run {run}\n"),
         )
         .unwrap();
         let t = Instant::now();
