@@ -302,6 +302,21 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// `e` with the causes in its source chain (reqwest and hyper hide the one that matters,
+/// "connection refused", a DNS failure, there), each said once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(&format!(": {t}"));
+        }
+        cur = c.source();
+    }
+    s
+}
+
 /// Adds "failed to <what>" context to an I/O-ish error as an internal error.
 pub trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T>;
@@ -385,5 +400,32 @@ mod tests {
         for kind in ErrorKind::ALL {
             assert!([1, 2, 3, 4, 130].contains(&kind.exit_code()));
         }
+    }
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl fmt::Display for E {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let dns = E("dns error: no such host", None);
+        let connect = E("client error (Connect)", Some(Box::new(dns)));
+        // hyper's outer error already quotes its cause: said once.
+        let outer = E(
+            "error sending request: client error (Connect)",
+            Some(Box::new(connect)),
+        );
+        assert_eq!(
+            error_chain(&outer),
+            "error sending request: client error (Connect): dns error: no such host"
+        );
     }
 }

@@ -596,7 +596,8 @@ pub async fn reach(probes: &[Probe]) -> std::result::Result<String, String> {
                     // reqwest's own message repeats the URL: its causes say what went wrong.
                     format!(
                         "{at}{via}: {}",
-                        e.source().map_or_else(|| e.to_string(), chain)
+                        e.source()
+                            .map_or_else(|| e.to_string(), crate::error::error_chain)
                     )
                 })
             }
@@ -623,19 +624,6 @@ fn without_credentials(url: &str) -> String {
         }
         Err(_) => "(a proxy URL that does not parse)".to_string(),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(&format!(": {t}"));
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// Where the cache of platform charts is, for `i`.

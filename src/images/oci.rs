@@ -354,7 +354,9 @@ impl Registry {
             .expect("not poisoned")
             .get(&host)
             .cloned();
-        let resp = send(known.clone()).await.map_err(|e| chain(&e))?;
+        let resp = send(known.clone())
+            .await
+            .map_err(|e| crate::error::error_chain(&e))?;
         if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -369,7 +371,9 @@ impl Registry {
             .lock()
             .expect("not poisoned")
             .insert(host, token.clone());
-        send(Some(token)).await.map_err(|e| chain(&e))
+        send(Some(token))
+            .await
+            .map_err(|e| crate::error::error_chain(&e))
     }
 
     /// An anonymous bearer token for a `WWW-Authenticate: Bearer …` challenge.
@@ -390,14 +394,17 @@ impl Registry {
             .get(url.clone())
             .send()
             .await
-            .map_err(|e| chain(&e))?;
+            .map_err(|e| crate::error::error_chain(&e))?;
         if !resp.status().is_success() {
             return Err(format!(
                 "the token service {realm} answered {}",
                 resp.status()
             ));
         }
-        let body = resp.bytes().await.map_err(|e| chain(&e))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| crate::error::error_chain(&e))?;
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| format!("the token service {realm} sent no JSON: {e}"))?;
         v.get("token")
@@ -435,19 +442,6 @@ pub fn parse_challenge(h: &str) -> Option<HashMap<String, String>> {
         s = next.trim_start().trim_start_matches(',').trim_start();
     }
     Some(out)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(&format!(": {t}"));
-        }
-        cur = c.source();
-    }
-    s
 }
 
 fn unreachable(name: &ImageName, why: String) -> Error {
@@ -524,7 +518,10 @@ async fn fetch_from(
         .and_then(|v| v.to_str().ok())
         .map(|s| s.split(';').next().unwrap_or("").trim().to_string())
         .unwrap_or_default();
-    let body = resp.bytes().await.map_err(|e| u(chain(&e)))?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| u(crate::error::error_chain(&e)))?;
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
     if let Some(pin) = &name.digest
         && *pin != digest
@@ -567,7 +564,10 @@ async fn fetch_from(
         if !resp.status().is_success() {
             return Err(u(format!("{url} answered {}", resp.status())));
         }
-        let body = resp.bytes().await.map_err(|e| u(chain(&e)))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| u(crate::error::error_chain(&e)))?;
         check(&url, &body, &d).map_err(Attempt::Refused)?;
         put_blob(cache, &d.digest, &body).map_err(Attempt::Refused)?;
         let doc: Value =
@@ -692,7 +692,7 @@ async fn download_blob(
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| Attempt::Unreachable(chain(&e)))?
+        .map_err(|e| Attempt::Unreachable(crate::error::error_chain(&e)))?
     {
         n += chunk.len() as u64;
         if n > d.size {

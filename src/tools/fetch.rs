@@ -367,7 +367,7 @@ pub async fn fetch(asset: &Asset, url: &str, tools_dir: &Path, limits: Limits) -
             .get(url)
             .send()
             .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
+            .map_err(|e| unreachable(crate::error::error_chain(&e)))?;
         // After a redirect, name both ends: the one asked and the one that answered.
         let at = if resp.url().as_str() == url {
             url.to_string()
@@ -404,7 +404,7 @@ pub async fn fetch(asset: &Asset, url: &str, tools_dir: &Path, limits: Limits) -
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| failed(&at, error_chain(&e)))?
+            .map_err(|e| failed(&at, crate::error::error_chain(&e)))?
         {
             received += chunk.len() as u64;
             if received > limits.max_bytes {
@@ -460,17 +460,6 @@ pub async fn fetch(asset: &Asset, url: &str, tools_dir: &Path, limits: Limits) -
         .persist(&dest)
         .map_err(|e| state::io_error("install", &dest, e.error))?;
     Ok(dest)
-}
-
-/// reqwest hides the cause (connection refused, DNS) in the source chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    s
 }
 
 /// Copies `member` out of the .tar.gz at `archive` into a temp file in `dir`.
