@@ -37,6 +37,17 @@ pub struct ExecResult {
     pub stderr: String,
 }
 
+impl ExecResult {
+    /// The last `n` lines of stderr, in order: the importer's own words for an error.
+    pub fn stderr_tail(&self, n: usize) -> Vec<String> {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    }
+}
+
 fn push_error(message: String) -> Error {
     Error::new(ErrorKind::ImagePushFailed, message)
 }
@@ -392,16 +403,7 @@ impl ArchiveImport {
             let export = self.docker.export_image(&reference);
             let r = exec_with_stdin(&self.docker, node, &cmd, export).await?;
             if r.exit_code != 0 || !r.stdin_complete {
-                let mut details: Vec<String> = r
-                    .stderr
-                    .lines()
-                    .rev()
-                    .take(10)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .map(String::from)
-                    .collect();
+                let mut details = r.stderr_tail(10);
                 if !r.stdin_complete {
                     details.insert(
                         0,
@@ -452,6 +454,19 @@ mod tests {
         keep_tail(&mut b, b"xyz");
         assert_eq!(b.len(), KEEP);
         assert!(b.ends_with(b"axyz"));
+    }
+
+    #[test]
+    fn the_stderr_tail_is_the_last_lines_in_order() {
+        let r = ExecResult {
+            exit_code: 1,
+            sent: 0,
+            stdin_complete: true,
+            stdout: String::new(),
+            stderr: "one\ntwo\nthree\n".into(),
+        };
+        assert_eq!(r.stderr_tail(2), ["two", "three"]);
+        assert_eq!(r.stderr_tail(10), ["one", "two", "three"]);
     }
 
     #[test]

@@ -444,16 +444,7 @@ impl NodeImport {
             let tar = oci::layout_tar(cache, image, &names)?;
             let r = super::archive::exec_with_stdin(&self.docker, node, &cmd, tar.boxed()).await?;
             if r.exit_code != 0 || !r.stdin_complete {
-                let details: Vec<String> = r
-                    .stderr
-                    .lines()
-                    .rev()
-                    .take(10)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .map(String::from)
-                    .collect();
+                let details = r.stderr_tail(10);
                 return Err(Error::new(
                     ErrorKind::ImagePullFailed,
                     format!(
