@@ -34,21 +34,7 @@ async fn node(engine: &Engine, extra: usize) -> (LocalImage, String, tempfile::T
     .unwrap();
     let image = build::build(engine, "node", dir.path()).await;
     let name = format!("pdtest-node-{nonce}");
-    engine
-        .docker
-        .create_container(
-            Some(bollard::query_parameters::CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            bollard::models::ContainerCreateBody {
-                image: Some(image.reference()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    engine.docker.start_container(&name, None).await.unwrap();
+    crate::fakes::run_container_of(&engine.docker, &image.reference(), &name, &[]).await;
     (image, name, dir)
 }
 
@@ -244,21 +230,7 @@ async fn kind_like_node(engine: &Engine, dump: &str) -> (LocalImage, String, tem
     .unwrap();
     let image = build::build(engine, "kindnode", dir.path()).await;
     let name = format!("pdtest-kindnode-{nonce}");
-    engine
-        .docker
-        .create_container(
-            Some(bollard::query_parameters::CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            bollard::models::ContainerCreateBody {
-                image: Some(image.reference()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    engine.docker.start_container(&name, None).await.unwrap();
+    crate::fakes::run_container_of(&engine.docker, &image.reference(), &name, &[]).await;
     (image, name, dir)
 }
 

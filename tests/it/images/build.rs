@@ -352,19 +352,7 @@ async fn a_context_written_under_umask_077_runs_as_uid_10001() {
     let image = b::build(&engine, "umask", dir.path()).await;
     let name = format!("pdtest-umask-{nonce}");
     let d = &engine.docker;
-    d.create_container(
-        Some(bollard::query_parameters::CreateContainerOptions {
-            name: Some(name.clone()),
-            ..Default::default()
-        }),
-        bollard::models::ContainerCreateBody {
-            image: Some(image.reference()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    d.start_container(&name, None).await.unwrap();
+    crate::fakes::run_container_of(d, &image.reference(), &name, &[]).await;
     let mut wait = d.wait_container(
         &name,
         None::<bollard::query_parameters::WaitContainerOptions>,

@@ -140,21 +140,7 @@ async fn fetch_caches_the_node_platform_verified_and_up_imports_it_into_the_node
     fixture::node_context(ctx.path(), &nonce);
     let image = build::build(&engine, "ctrnode", ctx.path()).await;
     let node = format!("pdtest-ctrnode-{nonce}");
-    engine
-        .docker
-        .create_container(
-            Some(bollard::query_parameters::CreateContainerOptions {
-                name: Some(node.clone()),
-                ..Default::default()
-            }),
-            bollard::models::ContainerCreateBody {
-                image: Some(image.reference()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    engine.docker.start_container(&node, None).await.unwrap();
+    crate::fakes::run_container_of(&engine.docker, &image.reference(), &node, &[]).await;
     let import = NodeImport::detect(&engine, vec![node.clone()], &platform)
         .await
         .unwrap();
