@@ -1564,6 +1564,9 @@ fn the_node_image_is_pulled_before_kind_create_and_only_once() {
                     &r,
                     Some(bollard::query_parameters::RemoveImageOptions {
                         force: true,
+                        // Its untagged parents stay: concurrent builds use them as
+                        // cache (support::build::remove_image says why).
+                        noprune: true,
                         ..Default::default()
                     }),
                     None,
@@ -1620,6 +1623,7 @@ fn the_node_image_is_pulled_before_kind_create_and_only_once() {
                 &image,
                 Some(bollard::query_parameters::RemoveImageOptions {
                     force: true,
+                    noprune: true,
                     ..Default::default()
                 }),
                 None,
